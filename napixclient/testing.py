@@ -1,0 +1,1057 @@
+"""Real Napix test servers on loopback, and a pytest plugin that starts them.
+
+:class:`NapixTestServer` is a gevent WSGI server bound to ``127.0.0.1`` on an
+ephemeral port. It runs in the gevent hub of the calling process, so it serves
+while your gevent code (a :class:`~napixclient.Client`, a
+:class:`~napixclient.ClientPool`) calls it, with no monkey-patching. It checks
+signatures and tokens the way a Napix server does (PROTOCOL.md), answers the
+routes you declare, and can add latency, hang or drop the connection per
+route. It records every request and counts concurrent requests and TCP
+connections, so a test can check what a client really did::
+
+    from napixclient import Client
+    from napixclient.testing import NapixTestServer
+
+    with NapixTestServer(users={"root": "toor"}) as srv:
+        srv.route("/vm-ip/", "POST", handler=lambda req: (201, req.json))
+        srv.route("/slow", latency=0.5)
+        srv.route("/dead", drop=True)
+        with Client(srv.host, {"login": "root", "key": "toor"}) as client:
+            assert client.post("/vm-ip/", {"size": 1}).body == {"size": 1}
+        assert srv.requests[0].login == "root"
+        assert srv.max_open_connections == 1
+
+With pytest, this module is a plugin (registered through the ``pytest11``
+entry point when napixclient is installed, or with
+``pytest_plugins = ["napixclient.testing"]`` in a ``conftest.py``). It gives
+two fixtures:
+
+* ``napix_server``: a started ``NapixTestServer(users={"root": "toor"})``,
+  stopped after the test;
+* ``napix_server_factory``: a callable taking :class:`NapixTestServer`'s
+  keyword arguments and returning a started server; every server it made is
+  stopped after the test.
+
+::
+
+    def test_capacity(napix_server):
+        napix_server.route("/capacity", body={"slots": 3})
+        ...
+
+Do not call blocking, non-gevent code (for instance plain :mod:`requests`
+without napixclient's transport) against the server from the same process:
+it would block the hub the server runs in, and both would wait forever.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http
+import io
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+)
+from urllib.parse import parse_qs, parse_qsl
+
+import gevent
+import gevent.select
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from napixclient.authenticators import sign
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is only a test extra
+    _HAVE_PYTEST = False
+else:
+    _HAVE_PYTEST = True
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "HANG_LIMIT",
+    "NapixTestServer",
+    "RecordedRequest",
+    "hmac_token",
+    "napix_server",
+    "napix_server_factory",
+]
+
+_LOG = logging.getLogger(__name__)
+
+#: Longest time, in seconds, a ``hang=True`` route holds a request. A test
+#: that forgets to stop its server must not leave a greenlet behind forever.
+HANG_LIMIT = 300.0
+
+#: Largest request body, in bytes, the server reads; larger ones get a 413.
+MAX_BODY = 64 * 1024 * 1024
+
+#: Seconds :meth:`NapixTestServer.stop` waits for handlers before killing them.
+STOP_TIMEOUT = 1.0
+
+#: WSGI environ key holding the request target exactly as received (``str``,
+#: latin-1 decoded from the request line). ``RAW_URI`` holds the same value,
+#: as gunicorn does, for applications passed as ``app=``.
+RAW_TARGET_KEY = "napixclient.raw_target"
+#: WSGI environ key holding the :class:`RecordedRequest`, for ``app=``.
+RECORD_KEY = "napixclient.request"
+
+#: Private environ key: the connection's socket.
+_SOCKET_KEY = "napixclient.socket"
+#: Seconds between checks while a request is held by latency or hang.
+_POLL = 0.5
+
+_FIELDS_REQUIRED = ("login", "host", "path", "method")
+_HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
+
+Body = Union[None, str, bytes, bytearray, Dict[str, Any], List[Any]]
+Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+HandlerResult = Any
+Handler = Callable[["RecordedRequest"], HandlerResult]
+WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _redact_target(target: str, parameters: Iterable[str]) -> str:
+    """Return ``target`` with the values of ``parameters`` in its query
+    replaced by ``***``, for reprs and logs."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    secret = set(parameters)
+    parts = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        parts.append(f"{name}=***" if eq and _unquote(name) in secret else item)
+    return f"{path}?{'&'.join(parts)}"
+
+
+def _unquote(text: str) -> str:
+    """Decode one query-string component (``+`` and percent escapes)."""
+    pairs = parse_qsl(f"{text}=", keep_blank_values=True)
+    return pairs[0][0] if pairs else text
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the test server received it.
+
+    :param method: the HTTP method (``str``), as sent.
+    :param path: the raw request target (``str``): percent-encoded path plus
+        ``?query`` when there is one, exactly as on the request line.
+    :param headers: the request headers (``dict``), names in canonical
+        ``Title-Case`` (``"Content-Type"``, ``"Authorization"``); repeated
+        headers are joined with ``","``.
+    :param body: the request body (``bytes``), empty when there is none.
+    :param login: the login the request claims, from its ``Authorization``
+        message or a ``login:signature`` token, whether or not it was
+        accepted; ``None`` when it claims none (or sends an opaque token).
+    :param nonce: the nonce of the ``Authorization`` message, or ``None``.
+    :param json: the body decoded as JSON when its ``Content-Type`` is JSON
+        (``application/json`` or ``*+json``) and it parses; otherwise ``None``.
+    :param secret_parameters: query parameters whose values ``repr()`` hides.
+
+    ``repr()`` shows neither headers nor body, and hides the token in the
+    path, so a failing assertion never prints a secret.
+    """
+
+    method: str
+    path: str
+    headers: Dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    login: Optional[str] = None
+    nonce: Optional[str] = None
+    json: Any = None
+    secret_parameters: Tuple[str, ...] = field(default=("token",), compare=False)
+
+    def __repr__(self) -> str:
+        target = _redact_target(self.path, self.secret_parameters)
+        return (
+            f"RecordedRequest(method={self.method!r}, path={target!r}, "
+            f"login={self.login!r}, body=<{len(self.body)} bytes>)"
+        )
+
+
+@dataclass
+class _Route:
+    """What one route answers; see :meth:`NapixTestServer.route`."""
+
+    status: int
+    body: Body
+    headers: List[Tuple[str, str]]
+    latency: float
+    hang: bool
+    drop: bool
+    handler: Optional[Handler]
+
+
+class _DropConnection(Exception):
+    """Raised inside the WSGI app to close the connection with no answer."""
+
+
+class _RedactingLog:
+    """A file-like sink for pywsgi's logs that writes to :mod:`logging` after
+    hiding token values and signatures.
+
+    pywsgi's access log line holds the request line, query string included,
+    and the query may carry a token.
+    """
+
+    def __init__(self, level: int, parameter: str, tokens: Iterable[str]) -> None:
+        self._level = level
+        self._parameter = parameter
+        # Longest first, so a token that contains another is hidden whole.
+        self._tokens = sorted((t for t in tokens if t), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with tokens and 64-hex-digit signatures hidden."""
+        for token in self._tokens:
+            text = text.replace(token, "***")
+        text = re.sub(
+            rf"([?&\s]{re.escape(self._parameter)}=)[^&\s\"]*", r"\1***", text
+        )
+        return _HEX64.sub("***", text)
+
+    def write(self, data: str) -> None:
+        """Log one message (trailing newline removed)."""
+        message = data.rstrip("\r\n")
+        if message and _LOG.isEnabledFor(self._level):
+            _LOG.log(self._level, "%s", self.redact(message))
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Log each line of ``lines``."""
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Nothing to flush: :mod:`logging` handlers flush themselves."""
+
+
+class _Handler(WSGIHandler):
+    """pywsgi handler that keeps the raw request target, counts requests in
+    flight, and can close a connection without answering."""
+
+    def get_environ(self) -> Dict[str, Any]:
+        env: Dict[str, Any] = super().get_environ()
+        # PATH_INFO is percent-decoded, but a signature covers the target
+        # exactly as sent, so keep the request line's own spelling.
+        env[RAW_TARGET_KEY] = self.path
+        env.setdefault("RAW_URI", self.path)
+        # Lets a held request notice that its client closed the connection.
+        env[_SOCKET_KEY] = self.socket
+        return env
+
+    def handle_one_response(self) -> None:
+        owner: NapixTestServer = self.server.owner
+        owner._request_started()
+        try:
+            super().handle_one_response()
+        finally:
+            owner._request_finished()
+
+    def run_application(self) -> None:
+        try:
+            super().run_application()
+        except _DropConnection:
+            # Caught here, before handle_one_response sees it: there it would
+            # become a 500 written to the client, and a drop sends no byte.
+            # handle() closes the socket once it sees close_connection.
+            self.close_connection = True
+            # The access log would otherwise show the previous status.
+            self._orig_status = "dropped"
+
+
+class _Server(WSGIServer):
+    """pywsgi server that counts TCP connections and keeps their sockets so
+    that stop() can close idle keep-alive connections at once."""
+
+    owner: NapixTestServer
+
+    def handle(self, sock: Any, address: Any) -> None:
+        try:
+            # pywsgi writes the headers and the body in two sends; with
+            # Nagle's algorithm the body then waits for the client's delayed
+            # ACK, about 40 ms per response on a reused connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.owner._connection_opened(sock)
+        try:
+            super().handle(sock, address)
+        finally:
+            self.owner._connection_closed(sock)
+
+
+class NapixTestServer:
+    """A Napix-like HTTP server on ``127.0.0.1`` for tests, served by the
+    gevent hub of the calling process.
+
+    Every request is recorded in :attr:`requests`, then authenticated as a
+    Napix server does (PROTOCOL.md, sections 1 and 2), then answered by the
+    matching :meth:`route`, else by ``app``, else with a 404 (or a 405 when
+    the path has routes for other methods only). Authentication failures
+    answer a Napix JSON error document: 401 when nothing identifies the
+    request, 403 when a signature, a signed field or a token is wrong. The
+    body never repeats a signature, token or key.
+
+    :param users: ``Mapping[str, str]`` of login to secret key; default
+        ``{"root": "toor"}``.
+    :param tokens: ``Iterable[str]`` of opaque tokens accepted as is in the
+        token parameter (besides ``login:hex(HMAC-SHA256(key, login))``).
+    :param token_parameter: ``str``, the query parameter carrying a token.
+    :param require_auth: ``bool``; when false, a request with neither an
+        ``Authorization`` header nor a token passes (a present but wrong one
+        still gets a 403).
+    :param app: a WSGI application, or ``None``. Requests that pass
+        authentication and match no route go to it; its environ has
+        ``wsgi.input`` holding the whole body, ``REMOTE_USER`` set to the
+        login, ``RAW_URI`` and ``napixclient.raw_target`` the raw target,
+        ``napixclient.request`` the :class:`RecordedRequest`.
+    :param reject_replayed_nonces: ``bool``; refuse (403) a signed request
+        whose nonce an accepted request already used, or that has no nonce.
+    :param max_clock_skew: ``float`` seconds, or ``None`` for no check;
+        refuse (403) a signed request whose timestamp is farther than this
+        from the server's clock, or that has no valid timestamp.
+    :raises TypeError: if ``users`` is not a mapping of ``str`` to ``str``,
+        ``tokens`` not strings, or ``app`` not callable.
+    :raises ValueError: if ``token_parameter`` is empty or ``max_clock_skew``
+        is negative.
+
+    ``repr()`` shows the URL and the logins, never a key or token.
+    """
+
+    def __init__(
+        self,
+        users: Optional[Mapping[str, str]] = None,
+        tokens: Iterable[str] = (),
+        token_parameter: str = "token",
+        require_auth: bool = True,
+        app: Optional[WSGIApp] = None,
+        reject_replayed_nonces: bool = True,
+        max_clock_skew: Optional[float] = None,
+    ) -> None:
+        if users is None:
+            users = {"root": "toor"}
+        if not isinstance(users, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in users.items()
+        ):
+            raise TypeError("NapixTestServer: users must map str logins to str keys")
+        if isinstance(tokens, str):
+            raise TypeError("NapixTestServer: tokens must be an iterable of str, not a str")
+        token_tuple = tuple(tokens)
+        if not all(isinstance(t, str) and t for t in token_tuple):
+            raise TypeError("NapixTestServer: tokens must be non-empty str values")
+        if not isinstance(token_parameter, str) or not token_parameter:
+            raise ValueError("NapixTestServer: token_parameter must be a non-empty str")
+        if app is not None and not callable(app):
+            raise TypeError("NapixTestServer: app must be a WSGI callable or None")
+        if max_clock_skew is not None and max_clock_skew < 0:
+            raise ValueError("NapixTestServer: max_clock_skew must be >= 0 seconds")
+
+        self._users: Dict[str, str] = dict(users)
+        self._tokens = token_tuple
+        self.token_parameter = token_parameter
+        self.require_auth = bool(require_auth)
+        self._app = app
+        self.reject_replayed_nonces = bool(reject_replayed_nonces)
+        self.max_clock_skew = max_clock_skew
+
+        #: Every request received, in arrival order (a plain ``list``: call
+        #: ``requests.clear()`` to forget them).
+        self.requests: List[RecordedRequest] = []
+        self._routes: Dict[Tuple[str, Optional[str]], _Route] = {}
+        self._seen_nonces: Set[str] = set()
+        self._stopping = Event()
+        self._server: Optional[_Server] = None
+        self._pool: Optional[Pool] = None
+        self._port: Optional[int] = None
+        self._sockets: Set[Any] = set()
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._open_connections = 0
+        self._max_open_connections = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> NapixTestServer:
+        """Bind ``127.0.0.1`` on an ephemeral port and start serving in the
+        gevent hub.
+
+        :returns: ``self``.
+        :raises RuntimeError: if the server was already started (a stopped
+            server cannot be restarted: make a new one).
+        :raises OSError: if the socket cannot be bound.
+        """
+        if self._server is not None:
+            raise RuntimeError("NapixTestServer: already started")
+        log = _RedactingLog(logging.DEBUG, self.token_parameter, self._tokens)
+        error_log = _RedactingLog(logging.WARNING, self.token_parameter, self._tokens)
+        # A pool, unlike pywsgi's default bare spawn, lets stop() wait for
+        # and then kill the connection handlers.
+        pool = Pool()
+        server = _Server(
+            ("127.0.0.1", 0),
+            self._wsgi,
+            spawn=pool,
+            handler_class=_Handler,
+            log=log,
+            error_log=error_log,
+            # Without SERVER_NAME pywsgi resolves the bound address's name.
+            environ={"SERVER_NAME": "127.0.0.1"},
+        )
+        server.owner = self
+        server.start()
+        self._server = server
+        self._pool = pool
+        self._port = int(server.server_port)
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop serving: close the listening socket and every open
+        connection, and wake requests waiting in a ``hang`` or ``latency``
+        route, which then close their connection without answering.
+
+        Calling it again, or before :meth:`start`, does nothing. Called from
+        a route handler or ``app`` of this server, it does not wait for the
+        calling request, but that request's answer is lost with its
+        connection.
+
+        :param timeout: seconds to wait for connection handlers to finish
+            before killing them.
+        """
+        server, pool = self._server, self._pool
+        if server is None or pool is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        server.close()
+        for sock in list(self._sockets):
+            try:
+                # shutdown, not close: it wakes a handler blocked reading the
+                # next keep-alive request, and lets that handler close its
+                # own socket in its own greenlet.
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        # A handler of this server calling stop() must not wait for, or
+        # kill, itself.
+        current = gevent.getcurrent()
+        others = [g for g in list(pool.greenlets) if g is not current]
+        gevent.joinall(others, timeout=timeout)
+        gevent.killall(others, block=True, timeout=timeout)
+
+    def __enter__(self) -> NapixTestServer:
+        """Start the server unless it is already started; return it."""
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._port is not None else "not started"
+        state = "stopped" if self._stopping.is_set() else (
+            "running" if self._server is not None else "new"
+        )
+        return f"NapixTestServer({where}, users={sorted(self._users)!r}, {state})"
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (``int``).
+
+        :raises RuntimeError: before :meth:`start`.
+        """
+        if self._port is None:
+            raise RuntimeError("NapixTestServer: not started")
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """``"127.0.0.1:PORT"``: what to pass to :class:`napixclient.Client`,
+        and the ``Host`` header a client sends.
+
+        :raises RuntimeError: before :meth:`start`.
+        """
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``"http://127.0.0.1:PORT"``.
+
+        :raises RuntimeError: before :meth:`start`.
+        """
+        return f"http://{self.host}"
+
+    # -- counters ----------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (``int``)."""
+        return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """Most requests handled at once since start or
+        :meth:`reset_counters` (``int``)."""
+        return self._max_in_flight
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open right now (``int``)."""
+        return self._open_connections
+
+    @property
+    def max_open_connections(self) -> int:
+        """Most TCP connections open at once since start or
+        :meth:`reset_counters` (``int``)."""
+        return self._max_open_connections
+
+    def reset_counters(self) -> None:
+        """Restart the peaks :attr:`max_in_flight` and
+        :attr:`max_open_connections` from the current values. Recorded
+        :attr:`requests` and seen nonces are kept."""
+        self._max_in_flight = self._in_flight
+        self._max_open_connections = self._open_connections
+
+    def _request_started(self) -> None:
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _request_finished(self) -> None:
+        self._in_flight -= 1
+
+    def _connection_opened(self, sock: Any) -> None:
+        self._sockets.add(sock)
+        self._open_connections += 1
+        self._max_open_connections = max(self._max_open_connections, self._open_connections)
+
+    def _connection_closed(self, sock: Any) -> None:
+        self._sockets.discard(sock)
+        self._open_connections -= 1
+
+    # -- routes ------------------------------------------------------------
+
+    def route(
+        self,
+        path: str,
+        method: Optional[str] = None,
+        *,
+        status: int = 200,
+        body: Body = None,
+        headers: Optional[Headers] = None,
+        latency: float = 0.0,
+        hang: bool = False,
+        drop: bool = False,
+        handler: Optional[Handler] = None,
+    ) -> NapixTestServer:
+        """Declare how to answer ``method`` on ``path``; a later call for the
+        same path and method replaces an earlier one.
+
+        A route matches the request's path without its query, either
+        percent-decoded (``"/café/"``) or as sent (``"/caf%C3%A9/"``). A route
+        for one method wins over one for any method.
+
+        :param path: ``str`` starting with ``/``.
+        :param method: ``str`` HTTP method, or ``None`` for any method.
+        :param status: ``int`` HTTP status, 100 to 599.
+        :param body: the answer: ``dict``/``list`` -> JSON
+            (``application/json``), ``str`` -> ``text/plain; charset=utf-8``,
+            ``bytes`` -> ``application/octet-stream``, ``None`` -> empty.
+        :param headers: extra response headers, a mapping or ``(name, value)``
+            pairs; a ``Content-Type`` here replaces the default one.
+        :param latency: ``float`` seconds to wait before answering (cut
+            short by :meth:`stop`, which then drops the connection).
+        :param hang: ``bool``; never answer: hold the request until
+            :meth:`stop` (at most :data:`HANG_LIMIT` seconds), then close the
+            connection without a response.
+        :param drop: ``bool``; close the TCP connection without sending a
+            single byte (after ``latency``).
+        :param handler: ``Callable[[RecordedRequest], result]`` called per
+            request (after ``latency``); ``result`` is a body, a
+            ``(status, body)`` pair or a ``(status, body, headers)`` triple,
+            replacing ``status``/``body`` and adding to ``headers``. If it
+            raises, the answer is a 500 Napix JSON error document.
+        :returns: ``self``, so calls chain.
+        :raises ValueError: for a path not starting with ``/``, a status out
+            of range, a negative latency, or both ``hang`` and ``drop``.
+        :raises TypeError: for a body of another type, or a handler that is
+            not callable.
+        """
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError("route: path must be a str starting with '/'")
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError("route: status must be an int from 100 to 599")
+        if latency < 0:
+            raise ValueError("route: latency must be >= 0 seconds")
+        if hang and drop:
+            raise ValueError("route: hang and drop exclude each other")
+        if handler is not None and not callable(handler):
+            raise TypeError("route: handler must be callable")
+        _check_body(body)
+        self._routes[(path, method.upper() if method else None)] = _Route(
+            status=status,
+            body=body,
+            headers=_header_list(headers),
+            latency=float(latency),
+            hang=bool(hang),
+            drop=bool(drop),
+            handler=handler,
+        )
+        return self
+
+    def _find_route(self, paths: Tuple[str, ...], method: str) -> Tuple[Optional[_Route], bool]:
+        """Return the route for one of ``paths`` and ``method``, and whether
+        any route exists for one of ``paths`` (to tell 405 from 404)."""
+        for candidate in paths:
+            found = self._routes.get((candidate, method)) or self._routes.get((candidate, None))
+            if found is not None:
+                return found, True
+        known = any(p in paths for p, _ in self._routes)
+        return None, known
+
+    # -- WSGI --------------------------------------------------------------
+
+    def _wsgi(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        query = environ.get("QUERY_STRING", "")
+        raw_target = environ.get(RAW_TARGET_KEY) or (
+            environ.get("PATH_INFO", "/") + (f"?{query}" if query else "")
+        )
+        raw_path = raw_target.partition("?")[0]
+        path = _decoded_path(environ)
+
+        body = _read_body(environ)
+        if body is None:
+            return _respond(start_response, method, 413, {
+                "error_class": "RequestEntityTooLarge",
+                "error_text": f"request body larger than {MAX_BODY} bytes",
+                "request": {"method": method, "path": path},
+            })
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        fields = _parse_authorization(authorization) if authorization else None
+        login = _single(fields, "login") if fields else None
+        nonce = _single(fields, "nonce") if fields else None
+        token = _query_values(query, self.token_parameter)
+        if login is None and authorization is None and len(token) == 1:
+            token_login, sep, _ = token[0].rpartition(":")
+            login = token_login if sep else None
+
+        record = RecordedRequest(
+            method=method,
+            path=raw_target,
+            headers=_headers_of(environ),
+            body=body,
+            login=login,
+            nonce=nonce,
+            json=_json_of(environ, body),
+            secret_parameters=(self.token_parameter,),
+        )
+        self.requests.append(record)
+
+        refusal = self._authenticate(environ, method, raw_target, authorization, fields, token)
+        if refusal is not None:
+            code, text = refusal
+            return _respond(start_response, method, code, {
+                "error_class": "Unauthorized" if code == 401 else "Forbidden",
+                "error_text": text,
+                "request": {"method": method, "path": path},
+            })
+
+        route, known = self._find_route((path, raw_path), method)
+        if route is not None:
+            return self._answer(route, record, environ, start_response)
+        if self._app is not None:
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            # The body was de-chunked while reading it for the record.
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            environ[RECORD_KEY] = record
+            if record.login is not None and (fields is not None or token):
+                environ["REMOTE_USER"] = record.login
+            return self._app(environ, start_response)
+        if known:
+            allowed = sorted({m for p, m in self._routes if p in (path, raw_path) and m})
+            return _respond(
+                start_response, method, 405, f"{method} not allowed on `{path}`",
+                [("Allow", ", ".join(allowed))],
+            )
+        return _respond(start_response, method, 404, f"`{path}` not found")
+
+    def _authenticate(
+        self,
+        environ: Dict[str, Any],
+        method: str,
+        raw_target: str,
+        authorization: Optional[str],
+        fields: Optional[Dict[str, List[str]]],
+        token: List[str],
+    ) -> Optional[Tuple[int, str]]:
+        """Check the request's identity as a Napix server does.
+
+        :returns: ``None`` if the request may go on, else ``(status, text)``.
+            The text never holds a signature, token or key.
+        """
+        if authorization is not None:
+            return self._check_signature(environ, method, raw_target, authorization, fields)
+        if token:
+            return self._check_token(token)
+        if self.require_auth:
+            return 401, (
+                "authentication required: no Authorization header and no "
+                f"{self.token_parameter!r} query parameter"
+            )
+        return None
+
+    def _check_signature(
+        self,
+        environ: Dict[str, Any],
+        method: str,
+        raw_target: str,
+        authorization: str,
+        fields: Optional[Dict[str, List[str]]],
+    ) -> Optional[Tuple[int, str]]:
+        """Verify a signed ``Authorization`` header (PROTOCOL.md, section 1)."""
+        message, sep, signature = authorization.rpartition(":")
+        if not sep or fields is None:
+            return 403, "malformed Authorization header: expected <message>:<signature>"
+        values: Dict[str, str] = {}
+        for name in _FIELDS_REQUIRED:
+            value = _single(fields, name)
+            if value is None:
+                return 403, f"Authorization message needs exactly one {name!r} field"
+            values[name] = value
+        if values["method"] != method:
+            return 403, "signed method does not match the request method"
+        # Compared as bytes: the request line is bytes, the signed path text.
+        if values["path"].encode("utf-8") != raw_target.encode("latin-1", "replace"):
+            return 403, "signed path does not match the request target"
+        if values["host"] != environ.get("HTTP_HOST"):
+            return 403, "signed host does not match the Host header"
+        key = self._users.get(values["login"])
+        if key is None:
+            return 403, f"unknown login {values['login']!r}"
+        if not hmac.compare_digest(sign(key, message), signature):
+            return 403, "signature mismatch"
+        if self.max_clock_skew is not None:
+            stamp = _single(fields, "timestamp")
+            try:
+                skew = abs(time.time() - int(stamp or ""))
+            except ValueError:
+                return 403, "Authorization message needs an integer 'timestamp' field"
+            if skew > self.max_clock_skew:
+                return 403, f"timestamp is {skew:.0f} s away from the server's clock"
+        if self.reject_replayed_nonces:
+            nonce = _single(fields, "nonce")
+            if not nonce:
+                return 403, "Authorization message needs a 'nonce' field"
+            if nonce in self._seen_nonces:
+                return 403, "nonce already used"
+            # Only accepted requests burn their nonce, so a forged request
+            # cannot spend the nonce of a genuine one still on its way.
+            self._seen_nonces.add(nonce)
+        return None
+
+    def _check_token(self, token: List[str]) -> Optional[Tuple[int, str]]:
+        """Verify a token parameter (PROTOCOL.md, section 2)."""
+        bad = 403, f"invalid {self.token_parameter!r} parameter"
+        if len(token) != 1 or not token[0]:
+            return bad
+        value = token[0]
+        # Every opaque token is compared, so timing does not tell which
+        # prefix matched.
+        opaque = [hmac.compare_digest(value, accepted) for accepted in self._tokens]
+        if any(opaque):
+            return None
+        login, sep, signature = value.rpartition(":")
+        key = self._users.get(login) if sep else None
+        if key is not None and hmac.compare_digest(sign(key, login), signature):
+            return None
+        return bad
+
+    def _hold(self, sock: Any, seconds: float) -> bool:
+        """Wait ``seconds`` before answering a request on ``sock``.
+
+        :param sock: the request's connection (a gevent socket), or ``None``
+            not to watch it.
+        :param seconds: how long to wait.
+        :returns: ``True`` when the time has passed; ``False`` as soon as
+            :meth:`stop` runs or the client closes the connection (a client
+            that gave up must not stay counted in :attr:`in_flight` and
+            :attr:`open_connections`).
+        """
+        deadline = time.monotonic() + seconds
+        # Each pass waits at least min(remaining, _POLL) seconds, so the
+        # loop ends by the deadline; _POLL only bounds how late a missed
+        # wake-up from stop() could be noticed.
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if sock is None:
+                self._stopping.wait(timeout=remaining)
+                continue
+            readable, _, _ = gevent.select.select([sock], [], [], min(remaining, _POLL))
+            if not readable:
+                continue
+            try:
+                peeked = sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                return False
+            if not peeked:
+                return False
+            # A pipelined request keeps the socket readable: stop watching
+            # it rather than spin.
+            sock = None
+        return False
+
+    def _answer(
+        self,
+        route: _Route,
+        record: RecordedRequest,
+        environ: Dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
+        """Produce ``route``'s answer to ``record``.
+
+        :raises _DropConnection: for ``hang`` and ``drop`` routes, and when
+            :meth:`stop` or the client closing interrupts the latency.
+        """
+        method, path = record.method, _decoded_path(environ)
+        sock = environ.get(_SOCKET_KEY)
+        if route.hang:
+            self._hold(sock, HANG_LIMIT)
+            raise _DropConnection()
+        if route.latency and not self._hold(sock, route.latency):
+            raise _DropConnection()
+        if route.drop:
+            raise _DropConnection()
+        status, body, headers = route.status, route.body, list(route.headers)
+        if route.handler is not None:
+            try:
+                status, body, extra = _unpack(route.handler(record), status)
+            except Exception as exc:
+                _LOG.error("route handler for %s %s raised", method, path, exc_info=True)
+                return _respond(start_response, method, 500, {
+                    "error_class": type(exc).__name__,
+                    "error_text": str(exc),
+                    "request": {"method": method, "path": path},
+                })
+            headers += extra
+        return _respond(start_response, method, status, body, headers)
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def _check_body(body: Any) -> None:
+    """Raise :class:`TypeError` unless ``body`` is a supported body type."""
+    if body is not None and not isinstance(body, (str, bytes, bytearray, dict, list)):
+        raise TypeError(
+            "body must be a dict, list, str, bytes or None; "
+            f"got {type(body).__name__}"
+        )
+
+
+def _header_list(headers: Optional[Headers]) -> List[Tuple[str, str]]:
+    """Turn a mapping or pairs of headers into a list of ``str`` pairs."""
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(name), str(value)) for name, value in items]
+
+
+def _unpack(result: HandlerResult, status: int) -> Tuple[int, Body, List[Tuple[str, str]]]:
+    """Read a route handler's result: a body, ``(status, body)`` or
+    ``(status, body, headers)``.
+
+    :raises TypeError: for a tuple of another length or an unsupported body.
+    """
+    extra: List[Tuple[str, str]] = []
+    body = result
+    if isinstance(result, tuple):
+        if len(result) == 2:
+            status, body = result
+        elif len(result) == 3:
+            status, body, raw_headers = result
+            extra = _header_list(raw_headers)
+        else:
+            raise TypeError("handler must return body, (status, body) or (status, body, headers)")
+    _check_body(body)
+    return int(status), body, extra
+
+
+def _encode(body: Body) -> Tuple[bytes, Optional[str]]:
+    """Return the bytes of ``body`` and its default ``Content-Type``."""
+    if body is None:
+        return b"", None
+    if isinstance(body, (dict, list)):
+        return json.dumps(body).encode("utf-8"), "application/json"
+    if isinstance(body, str):
+        return body.encode("utf-8"), "text/plain; charset=utf-8"
+    return bytes(body), "application/octet-stream"
+
+
+def _respond(
+    start_response: Callable[..., Any],
+    method: str,
+    status: int,
+    body: Body,
+    headers: Optional[List[Tuple[str, str]]] = None,
+) -> List[bytes]:
+    """Start a response with ``status``, ``body`` and extra ``headers``."""
+    data, content_type = _encode(body)
+    headers = list(headers or [])
+    names = {name.lower() for name, _ in headers}
+    if content_type is not None and "content-type" not in names:
+        headers.append(("Content-Type", content_type))
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    if method == "HEAD":
+        # pywsgi sends whatever the app returns, even to a HEAD; a body here
+        # would be read as the start of the next response on the connection.
+        if "content-length" not in names and status not in (204, 304):
+            headers.append(("Content-Length", str(len(data))))
+        data = b""
+    start_response(f"{status} {reason}", headers)
+    return [data] if data else []
+
+
+def _decoded_path(environ: Dict[str, Any]) -> str:
+    """The request's percent-decoded path, without query, as text."""
+    # PATH_INFO is the WSGI "bytes as latin-1" str; clients encode UTF-8.
+    return str(environ.get("PATH_INFO", "/")).encode("latin-1").decode("utf-8", "replace")
+
+
+def _read_body(environ: Dict[str, Any]) -> Optional[bytes]:
+    """Read the whole request body; ``None`` if larger than :data:`MAX_BODY`."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    data = stream.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        return None
+    return bytes(data)
+
+
+def _headers_of(environ: Dict[str, Any]) -> Dict[str, str]:
+    """Rebuild the request headers from a WSGI environ, in Title-Case."""
+    headers: Dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:]
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = key
+        else:
+            continue
+        headers["-".join(part.capitalize() for part in name.split("_"))] = str(value)
+    return headers
+
+
+def _json_of(environ: Dict[str, Any], body: bytes) -> Any:
+    """Decode ``body`` when its Content-Type says JSON; ``None`` otherwise."""
+    media = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+    if not body or not (media == "application/json" or media.endswith("+json")):
+        return None
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _parse_authorization(header: str) -> Optional[Dict[str, List[str]]]:
+    """Parse the message part of an ``Authorization`` header, or ``None``
+    when it has no ``:``."""
+    message, sep, _ = header.rpartition(":")
+    if not sep:
+        return None
+    return parse_qs(message, keep_blank_values=True)
+
+
+def _single(fields: Optional[Dict[str, List[str]]], name: str) -> Optional[str]:
+    """Return the one value of ``name`` in ``fields``, or ``None`` when it is
+    absent or repeated (a repeated field is ambiguous, so refused)."""
+    values = (fields or {}).get(name)
+    if values is None or len(values) != 1:
+        return None
+    return values[0]
+
+
+def _query_values(query: str, name: str) -> List[str]:
+    """Every value of parameter ``name`` in the query string ``query``."""
+    return [value for key, value in parse_qsl(query, keep_blank_values=True) if key == name]
+
+
+def hmac_token(login: str, key: str) -> str:
+    """Return the token a Napix server accepts for ``login``:
+    ``login:hex(HMAC-SHA256(key, login))`` (PROTOCOL.md, section 2).
+
+    :param login: the user's login (``str``).
+    :param key: the user's secret key (``str``).
+    :returns: the token (``str``); keep it out of logs, it is a credential.
+    """
+    return f"{login}:{sign(key, login)}"
+
+
+# -- pytest plugin ---------------------------------------------------------
+
+if _HAVE_PYTEST:
+
+    @pytest.fixture
+    def napix_server() -> Iterator[NapixTestServer]:
+        """A started ``NapixTestServer(users={"root": "toor"})``, stopped
+        after the test."""
+        server = NapixTestServer(users={"root": "toor"}).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture
+    def napix_server_factory() -> Iterator[Callable[..., NapixTestServer]]:
+        """A callable taking :class:`NapixTestServer`'s keyword arguments and
+        returning a started server; every server it made is stopped after
+        the test.
+
+        :raises TypeError, ValueError: from :class:`NapixTestServer` for bad
+            arguments.
+        """
+        servers: List[NapixTestServer] = []
+
+        def make(**kwargs: Any) -> NapixTestServer:
+            server = NapixTestServer(**kwargs).start()
+            servers.append(server)
+            return server
+
+        try:
+            yield make
+        finally:
+            for server in servers:
+                server.stop()
