@@ -1,0 +1,558 @@
+"""Client: requests to one Napix host.
+
+A :class:`Client` validates and builds each request, runs the authenticator
+on a :class:`requests.PreparedRequest`, and sends it through a cooperative
+urllib3 pool (:mod:`napixclient.transport`) under a gevent semaphore that caps
+how many requests run at once. It reads the answer into a
+:class:`~napixclient.Response`, or raises an :class:`~napixclient.HTTPError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Optional, Tuple, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import gevent
+import gevent.lock
+import requests
+import urllib3
+from requests.structures import CaseInsensitiveDict
+from requests.utils import requote_uri
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from napixclient import __version__
+from napixclient.authenticators import Authenticator, coerce_authenticator
+from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
+from napixclient.response import RequestRecord, Response
+from napixclient.transport import Verify, connection_pool
+
+__all__ = ["Client", "PreparedCall", "parse_host"]
+
+#: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
+TimeoutSpec = Union[float, Tuple[float, float]]
+
+#: The default ``max_body_size``: 64 MiB.
+DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+
+_READ_CHUNK = 256 * 1024
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+_HOST_NAME = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$")
+_FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+_REDACTED = "***"
+
+
+def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
+    """Parse a ``host`` argument as :class:`Client` accepts it.
+
+    :param host: ``name``, ``name:port``, ``[v6]:port``, or a base URL
+        ``http(s)://name[:port][/prefix]``. A bare name means plain ``http``,
+        what Napix servers speak by default.
+    :returns: ``(scheme, name, port or None, prefix)``; the prefix has no
+        trailing ``/`` (``""`` for none).
+    :raises ValueError: naming the problem when the host is malformed (empty,
+        another scheme, credentials, a query, a bad port or name).
+    """
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError(f"host must be a non-empty str such as 'server.napix.nx:8002', "
+                         f"got {host!r}")
+    text = host.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"host {host!r} is malformed: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"host {host!r}: the scheme must be http or https")
+    if "@" in parts.netloc:
+        raise ValueError(f"host {host!r}: credentials belong in the authenticator, "
+                         "not in the host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"host {host!r}: a host has no query string or fragment")
+    name = parts.hostname or ""
+    bracketed = parts.netloc.startswith("[")
+    if not name or (not bracketed and not _HOST_NAME.match(name)):
+        raise ValueError(f"host {host!r}: {name!r} is not a valid host name")
+    if any(c in parts.path for c in " \r\n\t"):
+        raise ValueError(f"host {host!r}: the path prefix has white space")
+    if port == 0:
+        raise ValueError(f"host {host!r}: port 0 is not a valid port")
+    return parts.scheme, name, port, parts.path.rstrip("/")
+
+
+def _check_timeout(timeout: Any) -> TimeoutSpec:
+    def positive(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+    if positive(timeout):
+        return float(timeout)
+    if (isinstance(timeout, tuple) and len(timeout) == 2
+            and all(positive(v) for v in timeout)):
+        return float(timeout[0]), float(timeout[1])
+    raise ValueError(f"timeout must be seconds > 0 or a (connect, read) pair of them, "
+                     f"got {timeout!r}")
+
+
+def _urllib3_timeout(timeout: TimeoutSpec) -> Tuple[urllib3.Timeout, float]:
+    """The socket-level timeout, and the deadline of the whole exchange (s)."""
+    if isinstance(timeout, tuple):
+        return urllib3.Timeout(connect=timeout[0], read=timeout[1]), timeout[0] + timeout[1]
+    return urllib3.Timeout(connect=timeout, read=timeout), timeout
+
+
+def _encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
+    if body is None:
+        return None, None
+    if isinstance(body, (dict, list)):
+        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+                "application/json")
+    if isinstance(body, str):
+        return body.encode("utf-8"), None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body), None
+    raise ValueError(f"body must be a dict, list, str, bytes or None, "
+                     f"got {type(body).__name__}")
+
+
+def _check_headers(headers: Any) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping of str to str, "
+                         f"got {type(headers).__name__}")
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ValueError(f"header name {name!r} is not a valid token "
+                             "(no spaces, CR, LF or separators)")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str):
+            raise ValueError(f"header {name!r}: the value must be a str, "
+                             f"got {type(value).__name__}")
+        if _FORBIDDEN_IN_HEADER_VALUE.search(value):
+            raise ValueError(f"header {name!r}: the value contains CR, LF or NUL")
+        checked[name] = value
+    return checked
+
+
+class PreparedCall:
+    """A request validated and built, ready to be signed and sent.
+
+    Made by :meth:`Client.prepare`; pass it to :meth:`Client.send`. It holds
+    no secret: the authenticator runs in :meth:`Client.send`, when the
+    request's turn comes, so a signature's timestamp is fresh.
+
+    :ivar method: the HTTP method, upper case.
+    :ivar url: the absolute URL, percent-encoded.
+    :ivar headers: the request headers (``Host`` included).
+    :ivar body: the encoded body (``bytes``) or ``None``.
+    :ivar timeout: seconds, or a ``(connect, read)`` pair.
+    """
+
+    __slots__ = ("method", "url", "headers", "body", "timeout")
+
+    def __init__(self, method: str, url: str, headers: CaseInsensitiveDict[str],
+                 body: Optional[bytes], timeout: TimeoutSpec) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"<PreparedCall {self.method} {self.url}>"
+
+
+class Client:
+    """Requests to one Napix host, signed, capped and kept alive.
+
+    :param host: ``name``, ``name:port``, or a base URL
+        ``http(s)://name[:port][/prefix]``; a bare name means ``http``.
+    :param authenticator: a :class:`~napixclient.authenticators.LoginAuthenticator`,
+        a :class:`~napixclient.authenticators.TokenIdentifier`, any callable
+        taking a :class:`requests.PreparedRequest` (any
+        :class:`requests.auth.AuthBase`), a mapping ``{"login": ..., "key": ...}``,
+        or ``None`` to send requests unauthenticated.
+    :param simultaneous: the most requests running at once on this client, and
+        so the most connections open to the host (``int`` >= 1). Further
+        requests wait their turn in a gevent semaphore.
+    :param timeout: seconds (``float`` > 0) or a ``(connect, read)`` pair. The
+        connect phase, and each wait for data, is bounded by it; so is the
+        whole exchange, by the float, or by ``connect + read`` for a pair, so a
+        server that trickles its answer cannot hold a request for longer.
+        The wait for a turn under ``simultaneous`` is not counted.
+    :param verify: ``True`` verifies TLS certificates against the CA bundle
+        requests uses; a path names a CA bundle file or directory; ``False``
+        verifies nothing.
+    :param max_body_size: the most bytes of a response body read (``int`` > 0,
+        64 MiB by default); a larger body raises
+        :class:`~napixclient.exceptions.BodyTooLarge`.
+    :param headers: headers sent with every request (``Mapping[str, str]``).
+    :raises ValueError: at once, naming the argument, for a malformed host, an
+        authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
+        bad ``max_body_size`` or bad headers.
+    :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
+
+    Redirects are not followed: a 3xx comes back as a :class:`Response`,
+    since a signature is bound to one host and path.
+
+    >>> with Client("127.0.0.1:8002", {"login": "root", "key": "toor"}) as c:  # doctest: +SKIP
+    ...     c.get("/").body
+    """
+
+    def __init__(
+        self,
+        host: str,
+        authenticator: Any = None,
+        simultaneous: int = 2,
+        timeout: TimeoutSpec = 60.0,
+        verify: Verify = True,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        scheme, name, port, prefix = parse_host(host)
+        self.authenticator: Optional[Authenticator] = (
+            None if authenticator is None else coerce_authenticator(authenticator)
+        )
+        if (not isinstance(simultaneous, int) or isinstance(simultaneous, bool)
+                or simultaneous < 1):
+            raise ValueError(f"simultaneous must be an int >= 1, got {simultaneous!r}")
+        self.timeout = _check_timeout(timeout)
+        if (not isinstance(max_body_size, int) or isinstance(max_body_size, bool)
+                or max_body_size < 1):
+            raise ValueError(f"max_body_size must be a number of bytes >= 1, "
+                             f"got {max_body_size!r}")
+        self.simultaneous = simultaneous
+        self.max_body_size = max_body_size
+        self.scheme = scheme
+        default_port = 443 if scheme == "https" else 80
+        netloc_name = f"[{name}]" if ":" in name else name
+        #: ``name`` or ``name:port``, as the ``Host`` header says it.
+        self.host = (netloc_name if port in (None, default_port)
+                     else f"{netloc_name}:{port}")
+        #: ``scheme://host[/prefix]``, with no trailing ``/``.
+        self.base_url = f"{scheme}://{self.host}{prefix}"
+        self._prefix = prefix
+        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict({
+            "User-Agent": f"napixclient/{__version__}",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        })
+        self._headers.update(_check_headers(headers))
+        self._headers["Host"] = self.host
+        self._semaphore = gevent.lock.BoundedSemaphore(simultaneous)
+        self._pool = connection_pool(scheme, name, port, maxsize=simultaneous, verify=verify)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Client {self.base_url} simultaneous={self.simultaneous}>"
+
+    # -- building ---------------------------------------------------------
+
+    def prepare(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+        *,
+        timeout: Optional[TimeoutSpec] = None,
+        params: Any = None,
+    ) -> PreparedCall:
+        """Validate and build a request without sending it.
+
+        The arguments are those of :meth:`request`.
+
+        :returns: a :class:`PreparedCall` for :meth:`send`.
+        :raises ValueError: naming the argument, for a method that is not an
+            HTTP token, a URL with white space or control characters, a body
+            of another type, bad headers or a bad timeout.
+        :raises RuntimeError: if the client is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if not isinstance(method, str) or not _TOKEN.match(method):
+            raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
+        if not isinstance(url, str):
+            raise ValueError(f"url must be a str path such as '/vm-ip/', "
+                             f"got {type(url).__name__}")
+        if any(c in url for c in "\r\n\t\x00 ") or "#" in url:
+            raise ValueError(f"url {url!r} contains white space, a control character or "
+                             "a fragment; percent-encode it")
+        if "://" in url.split("?", 1)[0]:
+            raise ValueError(f"url {url!r} must be a path on {self.host}, "
+                             "not an absolute URL")
+        path = url if url.startswith("/") else "/" + url
+        target = requote_uri(self._prefix + path)
+        if params:
+            pairs = params.items() if isinstance(params, Mapping) else params
+            query = urlencode(list(pairs), doseq=True)
+            target += ("&" if "?" in target else "?") + query
+        payload, content_type = _encode_body(body)
+        request_headers = self._headers.copy()
+        if headers:
+            request_headers.update(_check_headers(headers))
+        if content_type and "Content-Type" not in request_headers:
+            request_headers["Content-Type"] = content_type
+        return PreparedCall(method.upper(), f"{self.scheme}://{self.host}{target}",
+                            request_headers, payload,
+                            self.timeout if timeout is None else _check_timeout(timeout))
+
+    # -- sending ----------------------------------------------------------
+
+    def _authenticate(self, call: PreparedCall) -> requests.PreparedRequest:
+        prepared = requests.PreparedRequest()
+        prepared.method = call.method
+        prepared.url = call.url
+        prepared.headers = call.headers.copy()
+        prepared.body = call.body
+        if self.authenticator is not None:
+            result = self.authenticator(prepared)
+            if result is not None:
+                prepared = result
+        return prepared
+
+    def _record(self, call: PreparedCall, sent_url: str) -> RequestRecord:
+        """The secret-free record: query parameters the authenticator added
+        (or named as secret) read ``***``."""
+        target = sent_url.split("://", 1)[-1]
+        target = target[target.find("/"):] if "/" in target else "/"
+        if sent_url != call.url:
+            before = {name for name, _ in parse_qsl(urlsplit(call.url).query,
+                                                    keep_blank_values=True)}
+            secret = set(getattr(self.authenticator, "secret_parameters", ()))
+            parts = urlsplit(sent_url)
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
+                        for n, v in pairs]
+            query = urlencode(redacted, safe="*")
+            target = parts.path + ("?" + query if query else "")
+            sent_url = urlunsplit(parts._replace(query=query))
+        return RequestRecord(call.method, self.host, sent_url, target)
+
+    def send(self, call: PreparedCall) -> Response:
+        """Sign and send a prepared request, waiting for a turn under
+        ``simultaneous``; read the whole answer.
+
+        :param call: from :meth:`prepare`.
+        :returns: the :class:`Response` when the status is below 400.
+        :raises HTTPError: when the status is 400 or more.
+        :raises ConnectionError: when the connection was refused, reset or
+            dropped, the name did not resolve, or TLS failed.
+        :raises Timeout: when connecting or reading took longer than the timeout.
+        :raises BodyTooLarge: when the body is larger than ``max_body_size``.
+        :raises RuntimeError: if the client is closed.
+        """
+        with self._semaphore:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            prepared = self._authenticate(call)
+            sent_url = str(prepared.url)
+            record = self._record(call, sent_url)
+            split = urlsplit(sent_url)
+            target = split.path + ("?" + split.query if split.query else "")
+            socket_timeout, deadline = _urllib3_timeout(call.timeout)
+            guard = gevent.Timeout(deadline)
+            guard.start()
+            started = time.monotonic()
+            try:
+                return self._exchange(prepared, target, record, socket_timeout, started)
+            except gevent.Timeout as fired:
+                if fired is not guard:
+                    raise
+                raise Timeout(record, remote_error=(
+                    f"the exchange took longer than {deadline:g} s")) from None
+            finally:
+                guard.close()
+
+    def _exchange(self, prepared: requests.PreparedRequest, target: str,
+                  record: RequestRecord, socket_timeout: urllib3.Timeout,
+                  started: float) -> Response:
+        try:
+            raw = self._pool.urlopen(
+                str(prepared.method), target,
+                body=prepared.body,
+                headers=prepared.headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=socket_timeout,
+                preload_content=False,
+                decode_content=True,
+                release_conn=False,
+            )
+        except Urllib3Error as error:
+            raise _transport_error(error, record) from None
+        complete = False
+        try:
+            content = self._read_body(raw, record)
+            complete = True
+        except Urllib3Error as error:
+            raise _transport_error(error, record) from None
+        finally:
+            if not complete:
+                # A half-read connection must never serve another request.
+                raw.close()
+            raw.release_conn()
+        response = Response(raw.status, raw.reason or "", raw.headers, content,
+                            time.monotonic() - started, record)
+        if response.status >= 400:
+            raise HTTPError.from_response(response)
+        return response
+
+    def _read_body(self, raw: Any, record: RequestRecord) -> bytes:
+        length = raw.length_remaining
+        if length is not None and length > self.max_body_size:
+            raise BodyTooLarge(record, status=raw.status, remote_error=(
+                f"the body has {length} bytes, more than max_body_size "
+                f"({self.max_body_size} bytes)"))
+        if length is not None:
+            return raw.read()
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = raw.read(_READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > self.max_body_size:
+                raise BodyTooLarge(record, status=raw.status, remote_error=(
+                    f"the body has more than max_body_size ({self.max_body_size} bytes)"))
+            chunks.append(chunk)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+        *,
+        timeout: Optional[TimeoutSpec] = None,
+        params: Any = None,
+    ) -> Response:
+        """Send one request and return its answer.
+
+        :param method: the HTTP method (``"GET"``, ``"POST"``...), an RFC 9110
+            token; it is sent upper case.
+        :param url: the path on the host (``"/vm-ip/"``, ``"/a?b=1"``);
+            non-ASCII characters are percent-encoded, existing ``%XX`` kept.
+        :param body: ``dict`` or ``list`` -> JSON with ``Content-Type:
+            application/json``; ``str`` (UTF-8) or ``bytes`` sent as they are;
+            ``None`` -> no body.
+        :param headers: extra headers for this request (``Mapping[str, str]``).
+        :param timeout: overrides the client's timeout for this request
+            (seconds, or a ``(connect, read)`` pair).
+        :param params: query parameters appended to ``url`` (a mapping or
+            pairs; values may be lists).
+        :returns: the :class:`Response`, for a status below 400 (3xx
+            included: redirects are not followed).
+        :raises ValueError: at once, for bad arguments (see :meth:`prepare`).
+        :raises HTTPError: for a status of 400 or more, and its subclasses
+            :class:`~napixclient.ConnectionError`, :class:`~napixclient.Timeout`
+            and :class:`~napixclient.exceptions.BodyTooLarge` for transport
+            failures (see :meth:`send`).
+        """
+        return self.send(self.prepare(method, url, body, headers,
+                                      timeout=timeout, params=params))
+
+    def get(self, url: str, **kwargs: Any) -> Response:
+        """``request("GET", url, **kwargs)``."""
+        return self.request("GET", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> Response:
+        """``request("HEAD", url, **kwargs)``."""
+        return self.request("HEAD", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> Response:
+        """``request("DELETE", url, **kwargs)``."""
+        return self.request("DELETE", url, **kwargs)
+
+    def post(self, url: str, body: Any = None, **kwargs: Any) -> Response:
+        """``request("POST", url, body, **kwargs)``."""
+        return self.request("POST", url, body, **kwargs)
+
+    def put(self, url: str, body: Any = None, **kwargs: Any) -> Response:
+        """``request("PUT", url, body, **kwargs)``."""
+        return self.request("PUT", url, body, **kwargs)
+
+    def patch(self, url: str, body: Any = None, **kwargs: Any) -> Response:
+        """``request("PATCH", url, body, **kwargs)``."""
+        return self.request("PATCH", url, body, **kwargs)
+
+    # -- lifetime ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection to the host; later requests raise
+        :class:`RuntimeError`. Closing twice is harmless."""
+        self._closed = True
+        self._pool.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _describe(error: BaseException) -> str:
+    """A short, secret-free description of a transport failure."""
+    cause: Optional[BaseException] = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+        if cause is error:
+            break
+    return type(error).__name__
+
+
+def _transport_error(error: Urllib3Error, record: RequestRecord) -> HTTPError:
+    # Order matters: urllib3 makes NewConnectionError a ConnectTimeoutError.
+    if isinstance(error, NameResolutionError):
+        return ConnectionError(record, remote_error="the host name did not resolve")
+    if isinstance(error, NewConnectionError):
+        return ConnectionError(record, remote_error=f"could not connect: {_describe(error)}")
+    if isinstance(error, ConnectTimeoutError):
+        return Timeout(record, remote_error="timed out while connecting")
+    if isinstance(error, ReadTimeoutError):
+        return Timeout(record, remote_error="timed out while reading the answer")
+    if isinstance(error, SSLError):
+        return ConnectionError(record, remote_error=f"TLS failed: {_tls_reason(error)}")
+    if isinstance(error, ProtocolError):
+        return ConnectionError(record, remote_error=(
+            f"the connection broke during the exchange: {_protocol_reason(error)}"))
+    return ConnectionError(record, remote_error=f"transport failure: {type(error).__name__}")
+
+
+def _tls_reason(error: SSLError) -> str:
+    for arg in error.args:
+        reason = getattr(arg, "reason", None)
+        detail = getattr(arg, "verify_message", None)
+        if reason or detail:
+            return ", ".join(str(part) for part in (reason, detail) if part)
+    return "handshake or certificate verification failed"
+
+
+def _protocol_reason(error: ProtocolError) -> str:
+    for arg in error.args[1:]:
+        if isinstance(arg, OSError) and arg.strerror:
+            return arg.strerror.lower()
+        if isinstance(arg, BaseException):
+            return type(arg).__name__
+    return type(error).__name__
+

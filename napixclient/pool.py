@@ -1,0 +1,239 @@
+"""ClientPool: requests fanned out over many Napix hosts at once."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import gevent
+from gevent import Greenlet, GreenletExit
+
+from napixclient.client import Client, PreparedCall, TimeoutSpec, parse_host
+from napixclient.exceptions import ConnectionError, HTTPError
+from napixclient.response import RequestRecord, Response
+from napixclient.transport import Verify
+
+__all__ = ["ClientPool", "Result"]
+
+#: What a request yields: its answer, or the error that stands for it.
+Result = Union[Response, HTTPError]
+
+
+class ClientPool:
+    """Requests to many hosts at once, each started as a greenlet.
+
+    One :class:`~napixclient.Client` per host is created on first use and
+    reused, so keep-alive connections are shared by the requests to a host,
+    and ``simultaneous`` caps the connections open to each host (not in total).
+
+    Every request yields exactly one result: the
+    :class:`~napixclient.Response`, or the :class:`~napixclient.HTTPError`
+    (including :class:`~napixclient.ConnectionError` and
+    :class:`~napixclient.Timeout`) that the request produced. Results are
+    collected with :meth:`wait` (submission order), :meth:`wait_unordered`
+    (completion order) or by iterating over the pool. An exception of any
+    other kind is a bug, never dressed as an ``HTTPError``: collecting that
+    request's result raises it.
+
+    :param authenticator: as for :class:`~napixclient.Client`, shared by every host.
+    :param simultaneous: the most requests running at once per host (``int`` >= 1).
+    :param timeout: seconds, or a ``(connect, read)`` pair, as for
+        :class:`~napixclient.Client`.
+    :param verify: TLS verification, as for :class:`~napixclient.Client`.
+    :param client_options: further keyword arguments for each
+        :class:`~napixclient.Client` (``max_body_size``, ``headers``).
+    :raises ValueError: at once, for an authenticator of another kind,
+        ``simultaneous < 1`` or a bad timeout.
+
+    ::
+
+        with ClientPool({"login": "root", "key": "toor"}) as pool:
+            pool.request("ip.example:8002", "POST", "/vm-ip/", {"size": 1})
+            pool.request("filer.example:8002", "GET", "/volumes/")
+            ip, volumes = pool.wait()
+    """
+
+    def __init__(
+        self,
+        authenticator: Any = None,
+        simultaneous: int = 2,
+        timeout: TimeoutSpec = 60.0,
+        verify: Verify = True,
+        **client_options: Any,
+    ) -> None:
+        self._client_options: Dict[str, Any] = dict(
+            authenticator=authenticator, simultaneous=simultaneous, timeout=timeout,
+            verify=verify, **client_options,
+        )
+        # Builds (and so validates) the options once, here, rather than at
+        # the first request; the probe client opens no connection.
+        Client("127.0.0.1", **self._client_options).close()
+        self._clients: Dict[str, Client] = {}
+        # Greenlets not yet collected, in submission order (dicts keep it).
+        self._pending: Dict[Greenlet, None] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<ClientPool hosts={len(self._clients)} pending={self.pending}>"
+
+    def client(self, host: str) -> Client:
+        """Return the :class:`~napixclient.Client` for ``host``, creating it on
+        first use.
+
+        :param host: as for :class:`~napixclient.Client`.
+        :raises ValueError: for a malformed host.
+        :raises RuntimeError: if the pool is closed.
+        """
+        if self._closed:
+            raise RuntimeError("ClientPool is closed")
+        client = self._clients.get(host)
+        if client is None:
+            scheme, name, port, prefix = parse_host(host)
+            key = f"{scheme}://{name}:{port}{prefix}"
+            client = self._clients.get(key)
+            if client is None:
+                client = Client(host, **self._client_options)
+                self._clients[key] = client
+            self._clients[host] = client
+        return client
+
+    def request(
+        self,
+        host: str,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+        **kwargs: Any,
+    ) -> Greenlet:
+        """Start a request now and return its greenlet.
+
+        The arguments after ``host`` are those of
+        :meth:`napixclient.Client.request` (``timeout=`` and ``params=`` as
+        keywords). The greenlet's value is the request's result, a
+        :class:`~napixclient.Response` or an :class:`~napixclient.HTTPError`;
+        the pool keeps it until a ``wait`` collects it.
+
+        :raises ValueError: at once, for a malformed host or a bad argument.
+        :raises RuntimeError: if the pool is closed.
+        """
+        client = self.client(host)
+        call = client.prepare(method, url, body, headers, **kwargs)
+        greenlet = Greenlet(_run, client, call)
+        self._pending[greenlet] = None
+        greenlet.start()
+        return greenlet
+
+    @property
+    def pending(self) -> int:
+        """How many requests were started and not yet collected (``int``)."""
+        return len(self._pending)
+
+    def _collect(self, greenlet: Greenlet) -> Result:
+        del self._pending[greenlet]
+        if greenlet.exception is not None:
+            raise greenlet.exception
+        value = greenlet.value
+        if isinstance(value, GreenletExit):
+            client, call = greenlet.args
+            return ConnectionError(_record_of(call, client.host), remote_error=(
+                "the request was killed before it completed"))
+        return value
+
+    def wait(self, timeout: Optional[float] = None) -> List[Result]:
+        """Wait for every request not yet collected; return their results in
+        submission order.
+
+        :param timeout: seconds (``float``), or ``None`` to wait as long as it
+            takes.
+        :returns: a list of :class:`~napixclient.Response` and
+            :class:`~napixclient.HTTPError`, one per request.
+        :raises TimeoutError: (the built-in) when ``timeout`` passed first;
+            then nothing is collected and every request stays pending.
+        :raises Exception: a bug in the library or in an authenticator, as it
+            was raised; only that request is collected, the others stay pending.
+        """
+        greenlets = list(self._pending)
+        if not greenlets:
+            return []
+        done = gevent.joinall(greenlets, timeout=timeout)
+        if len(done) < len(greenlets):
+            raise TimeoutError(
+                f"ClientPool.wait: {len(greenlets) - len(done)} of {len(greenlets)} "
+                f"requests still running after {timeout} s; all stay pending")
+        for greenlet in greenlets:
+            if greenlet.exception is not None:
+                return [self._collect(greenlet)]  # raises
+        return [self._collect(greenlet) for greenlet in greenlets]
+
+    def wait_unordered(self, count: int = -1,
+                       timeout: Optional[float] = None) -> Iterator[Result]:
+        """Yield results as their requests finish, in completion order.
+
+        Only requests already started when the iteration begins are waited for.
+
+        :param count: the most results to yield (``int``); ``-1`` for all.
+        :param timeout: seconds (``float``) from the start of the iteration;
+            when they have passed, the iteration stops quietly, so a
+            ``for ... else`` runs its ``else``. ``None`` waits as long as it takes.
+        :returns: an iterator of :class:`~napixclient.Response` and
+            :class:`~napixclient.HTTPError`. Results not yielded stay pending:
+            a later :meth:`wait` or :meth:`wait_unordered` returns them.
+        :raises ValueError: at once, if ``count`` is not an ``int`` >= -1.
+        """
+        if not isinstance(count, int) or isinstance(count, bool) or count < -1:
+            raise ValueError(f"count must be an int >= -1 (-1 for all), got {count!r}")
+        return self._iter_unordered(count, timeout)
+
+    def _iter_unordered(self, count: int, timeout: Optional[float]) -> Iterator[Result]:
+        greenlets = list(self._pending)
+        if not greenlets or count == 0:
+            return
+        limit = None if count < 0 else min(count, len(greenlets))
+        with gevent.iwait(greenlets, timeout=timeout, count=limit) as finished:
+            for greenlet in finished:
+                # cancel() or another wait may have collected it meanwhile.
+                if greenlet in self._pending:
+                    yield self._collect(greenlet)
+
+    def __iter__(self) -> Iterator[Result]:
+        """Yield every pending result in submission order, one at a time:
+        :meth:`wait` without a timeout, one result at a time."""
+        while self._pending:
+            greenlet = next(iter(self._pending))
+            greenlet.join()
+            yield self._collect(greenlet)
+
+    def cancel(self) -> None:
+        """Kill every pending request and forget it. A request killed in the
+        middle of an answer closes its connection rather than returning it
+        half-read to the pool."""
+        greenlets = list(self._pending)
+        self._pending.clear()
+        gevent.killall(greenlets, block=True)
+
+    def close(self) -> None:
+        """Cancel what is pending, then close every connection. Later requests
+        raise :class:`RuntimeError`. Closing twice is harmless."""
+        self.cancel()
+        self._closed = True
+        for client in set(self._clients.values()):
+            client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> "ClientPool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _run(client: Client, call: PreparedCall) -> Result:
+    try:
+        return client.send(call)
+    except HTTPError as error:
+        return error
+
+
+def _record_of(call: PreparedCall, host: str) -> RequestRecord:
+    target = call.url.split("://", 1)[-1]
+    return RequestRecord(call.method, host, call.url, target[target.find("/"):])

@@ -1,0 +1,203 @@
+"""ClientPool against real NapixTestServers on 127.0.0.1."""
+
+import time
+
+import gevent
+import pytest
+
+from napixclient import ClientPool, ConnectionError, HTTPError, Response, Timeout
+from tests.helpers import AUTH, closed_port
+
+
+@pytest.fixture
+def servers(napix_server_factory):
+    """Three servers; /d/<seconds> answers after that latency with its name."""
+    made = []
+    for name in ("a", "b", "c"):
+        server = napix_server_factory(users={"root": "toor"})
+        for delay in ("0", "0.05", "0.1", "0.2", "0.3", "2"):
+            server.route(f"/d/{delay}", body={"server": name, "delay": delay},
+                         latency=float(delay))
+        made.append(server)
+    return made
+
+
+def test_wait_returns_results_in_submission_order(servers):
+    a, b, c = servers
+    with ClientPool(AUTH) as pool:
+        pool.request(a.host, "GET", "/d/0.3")
+        pool.request(b.host, "GET", "/d/0")
+        pool.request(c.host, "GET", "/d/0.1")
+        results = pool.wait()
+        assert pool.pending == 0
+    assert [r.body["server"] for r in results] == ["a", "b", "c"]
+
+
+def test_request_returns_the_greenlet_whose_value_is_the_result(servers):
+    with ClientPool(AUTH) as pool:
+        greenlet = pool.request(servers[0].host, "GET", "/d/0")
+        assert isinstance(greenlet, gevent.Greenlet)
+        assert isinstance(greenlet.get(timeout=5), Response)
+
+
+def test_wait_unordered_yields_in_completion_order(servers):
+    a, b, c = servers
+    with ClientPool(AUTH) as pool:
+        pool.request(a.host, "GET", "/d/0.3")
+        pool.request(b.host, "GET", "/d/0.05")
+        pool.request(c.host, "GET", "/d/0.2")
+        order = [r.body["server"] for r in pool.wait_unordered()]
+    assert order == ["b", "c", "a"]
+
+
+def test_wait_unordered_stops_quietly_at_timeout_and_keeps_the_rest(servers):
+    a, b, c = servers
+    with ClientPool(AUTH) as pool:
+        pool.request(a.host, "GET", "/d/2")
+        pool.request(b.host, "GET", "/d/0")
+        pool.request(c.host, "GET", "/d/2")
+        seen = []
+        for result in pool.wait_unordered(timeout=0.5):
+            seen.append(result.body["server"])
+        else:
+            timed_out = True
+        assert timed_out and seen == ["b"]
+        assert pool.pending == 2
+        rest = pool.wait(timeout=10)
+        assert [r.body["server"] for r in rest] == ["a", "c"]
+        assert pool.pending == 0
+
+
+def test_wait_unordered_count_limits_what_is_yielded(servers):
+    with ClientPool(AUTH) as pool:
+        for server in servers:
+            pool.request(server.host, "GET", "/d/0")
+        first = list(pool.wait_unordered(count=1))
+        assert len(first) == 1 and pool.pending == 2
+        assert len(list(pool.wait_unordered())) == 2
+
+
+def test_breaking_out_of_wait_unordered_keeps_the_rest_pending(servers):
+    with ClientPool(AUTH) as pool:
+        for server in servers:
+            pool.request(server.host, "GET", "/d/0.05")
+        for _ in pool.wait_unordered():
+            break
+        assert pool.pending == 2
+        assert len(pool.wait()) == 2
+
+
+def test_wait_with_a_timeout_raises_and_collects_nothing(servers):
+    with ClientPool(AUTH) as pool:
+        pool.request(servers[0].host, "GET", "/d/0")
+        pool.request(servers[1].host, "GET", "/d/2")
+        with pytest.raises(TimeoutError):
+            pool.wait(timeout=0.2)
+        assert pool.pending == 2
+        assert [r.status for r in pool.wait()] == [200, 200]
+
+
+def test_iterating_over_the_pool_is_wait_one_result_at_a_time(servers):
+    with ClientPool(AUTH) as pool:
+        pool.request(servers[0].host, "GET", "/d/0.1")
+        pool.request(servers[1].host, "GET", "/d/0")
+        assert [r.body["server"] for r in pool] == ["a", "b"]
+
+
+def test_failures_come_back_as_results_while_other_hosts_succeed(napix_server_factory,
+                                                                 servers):
+    faulty = napix_server_factory(users={"root": "toor"})
+    faulty.route("/hang", hang=True)
+    faulty.route("/drop", drop=True)
+    faulty.route("/missing", status=404, body="`missing` not found")
+    dead = f"127.0.0.1:{closed_port()}"
+    with ClientPool(AUTH, timeout=0.5) as pool:
+        pool.request(dead, "GET", "/refused")
+        pool.request(faulty.host, "GET", "/hang")
+        pool.request(faulty.host, "GET", "/drop")
+        pool.request(faulty.host, "GET", "/missing")
+        pool.request(servers[0].host, "GET", "/d/0")
+        refused, hung, dropped, missing, fine = pool.wait(timeout=10)
+    assert isinstance(refused, ConnectionError) and refused.status is None
+    assert isinstance(hung, Timeout) and hung.status is None
+    assert isinstance(dropped, ConnectionError) and dropped.status is None
+    assert type(missing) is HTTPError and missing.status == 404
+    assert missing.remote_error == "404 Not Found: `missing` not found"
+    assert fine.status == 200
+    assert [r.request.path for r in (refused, hung, dropped)] == ["/refused", "/hang", "/drop"]
+    assert refused.request.host == dead
+
+
+def test_the_cap_is_per_destination_not_in_total(servers):
+    with ClientPool(AUTH, simultaneous=3) as pool:
+        for _ in range(12):
+            for server in servers:
+                pool.request(server.host, "GET", "/d/0.05")
+        results = pool.wait(timeout=20)
+    assert [r.status for r in results] == [200] * 36
+    assert [s.max_open_connections for s in servers] == [3, 3, 3]
+    assert [s.max_in_flight for s in servers] == [3, 3, 3]
+
+
+def test_one_client_per_host_is_created_and_reused(servers):
+    with ClientPool(AUTH) as pool:
+        assert pool.client(servers[0].host) is pool.client(servers[0].host)
+        assert pool.client(servers[0].host) is pool.client("http://" + servers[0].host)
+        assert pool.client(servers[0].host) is not pool.client(servers[1].host)
+
+
+def test_cancel_kills_what_is_pending(servers):
+    with ClientPool(AUTH) as pool:
+        pool.request(servers[0].host, "GET", "/d/2")
+        pool.request(servers[1].host, "GET", "/d/2")
+        started = time.monotonic()
+        pool.cancel()
+        assert pool.pending == 0 and pool.wait() == []
+        assert time.monotonic() - started < 1.5
+
+
+def test_leaving_the_with_block_cancels_and_closes(servers):
+    with ClientPool(AUTH) as pool:
+        greenlet = pool.request(servers[0].host, "GET", "/d/2")
+    assert greenlet.dead and pool.pending == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.request(servers[0].host, "GET", "/d/0")
+
+
+def test_bad_arguments_raise_at_once_and_start_nothing(servers):
+    with ClientPool(AUTH) as pool:
+        with pytest.raises(ValueError, match="host"):
+            pool.request("bad host", "GET", "/")
+        with pytest.raises(ValueError, match="method"):
+            pool.request(servers[0].host, "GE T", "/")
+        with pytest.raises(ValueError, match="header"):
+            pool.request(servers[0].host, "GET", "/", headers={"X": "a\nb"})
+        with pytest.raises(ValueError, match="count"):
+            pool.wait_unordered(count=-2)
+        assert pool.pending == 0
+    for kwargs, name in [({"authenticator": "x"}, "authenticator"),
+                         ({"authenticator": {}}, "authenticator"),
+                         ({"simultaneous": 0}, "simultaneous")]:
+        arguments = {"authenticator": AUTH, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            ClientPool(**arguments)
+
+
+def test_a_bug_in_an_authenticator_is_raised_not_dressed_as_http_error(servers):
+    def broken(request):
+        raise KeyError("bug")
+
+    with ClientPool(broken) as pool:
+        pool.request(servers[0].host, "GET", "/d/0")
+        with pytest.raises(KeyError):
+            pool.wait(timeout=5)
+        assert pool.pending == 0
+
+
+def test_results_share_status_and_request_so_pool_code_treats_them_alike(servers):
+    dead = f"127.0.0.1:{closed_port()}"
+    with ClientPool(AUTH, timeout=1) as pool:
+        pool.request(servers[0].host, "GET", "/d/0")
+        pool.request(dead, "GET", "/x")
+        good = [r.request.host for r in pool.wait() if r.status == 200]
+    assert good == [servers[0].host]
