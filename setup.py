@@ -1,0 +1,50 @@
+"""Packaging for napixclient."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "napixclient" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="napixclient",
+    version=VERSION,
+    description="Call many Napix HTTP hosts at once from gevent code",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    packages=find_packages(include=["napixclient", "napixclient.*"]),
+    package_data={"napixclient": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "gevent>=22.10",
+        "requests>=2.28",
+        "urllib3>=2.0,<3",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "responses>=0.23",
+            "hypothesis>=6",
+            "trustme>=1.0",
+            "flask>=2.2",
+            "ruff>=0.4",
+            "mypy>=1.5",
+            "types-requests",
+        ],
+    },
+    entry_points={
+        # The entry point's name is the module's name, so a conftest that also
+        # lists it in pytest_plugins does not register it twice.
+        "pytest11": ["napixclient.testing = napixclient.testing"],
+    },
+    classifiers=[
+        "Framework :: Pytest",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)
