@@ -36,6 +36,10 @@ setup(
             "mypy>=1.5",
             "types-requests",
         ],
+        "docs": [
+            "sphinx>=7.2",
+            "myst-parser>=2.0",
+        ],
     },
     entry_points={
         # The entry point's name is the module's name, so a conftest that also

@@ -1,0 +1,92 @@
+"""Sphinx configuration for napixclient's documentation.
+
+Build the site with ``python -m sphinx -W -b html docs docs/_build/html`` and
+run the code samples with ``python -m sphinx -W -b doctest docs docs/_build/doctest``
+(both from the repository root; ``.ci/run`` does it).
+"""
+
+import os
+import sys
+
+# The checkout's copy of napixclient, not an installed (maybe stale) one.
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+import napixclient  # noqa: E402
+
+project = "napixclient"
+author = "the napixclient authors"
+copyright = "the napixclient authors"
+version = release = napixclient.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.viewcode",
+    "myst_parser",
+]
+# No intersphinx: the build must work with no network at all.
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build"]
+templates_path: list = []
+
+# -- autodoc ----------------------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {
+    "members": True,
+    "show-inheritance": True,
+}
+
+# -- doctest ----------------------------------------------------------------
+# Every page's samples run against NapixTestServers started in the page's
+# testsetup block, on 127.0.0.1 only; these names are there for all of them,
+# including the examples in docstrings pulled in by autodoc.
+doctest_global_setup = """
+from napixclient import Client, ClientPool, HTTPError, Response
+from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
+from napixclient.testing import NapixTestServer
+"""
+
+# -- HTML -------------------------------------------------------------------
+html_theme = "alabaster"
+html_title = f"napixclient {release}"
+html_static_path: list = []
+
+
+# -- every public name is in the reference ------------------------------------
+# The modules whose ``__all__`` the API reference must cover. A name may be
+# documented in its module or, when the package re-exports it, as
+# ``napixclient.<name>``. A missing one is a warning, so an error under -W.
+PUBLIC_MODULES = [
+    "napixclient",
+    "napixclient.authenticators",
+    "napixclient.client",
+    "napixclient.pool",
+    "napixclient.response",
+    "napixclient.exceptions",
+    "napixclient.transport",
+    "napixclient.testing",
+]
+
+
+def _check_public_names(app, env):
+    import importlib
+
+    from sphinx.util import logging
+
+    logger = logging.getLogger("napixclient.docs")
+    documented = set(env.get_domain("py").objects)
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", ()):
+            candidates = {f"{module_name}.{name}", f"napixclient.{name}"}
+            if not candidates & documented:
+                logger.warning("public name %s.%s is missing from the API reference",
+                               module_name, name)
+
+
+def setup(app):
+    app.connect("env-check-consistency", _check_public_names)
