@@ -35,9 +35,10 @@ templates_path: list = []
 # -- autodoc ----------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+# Bases are shown only on the pages where they say something (the exception
+# tree, authenticators, the transport), not "Bases: object" everywhere.
 autodoc_default_options = {
     "members": True,
-    "show-inheritance": True,
 }
 
 # -- doctest ----------------------------------------------------------------
