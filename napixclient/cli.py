@@ -195,6 +195,9 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+_handler: Optional[logging.Handler] = None
+
+
 def _setup_logging(verbosity: int, secrets: Sequence[str]) -> None:
     """Log to stderr through a redacting filter: warnings by default, the
     command's own steps with ``-v``, napixclient's debug lines with ``-vv``.
@@ -202,11 +205,14 @@ def _setup_logging(verbosity: int, secrets: Sequence[str]) -> None:
     urllib3 stays at WARNING whatever the verbosity: its debug lines print
     whole URLs, a token parameter included.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("napix: %(name)s: %(message)s"))
-    handler.addFilter(_RedactingFilter(secrets))
+    global _handler
     root = logging.getLogger()
-    root.addHandler(handler)
+    if _handler is not None:  # main() called again in the same process
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("napix: %(name)s: %(message)s"))
+    _handler.addFilter(_RedactingFilter(secrets))
+    root.addHandler(_handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if verbosity >= 1:
@@ -719,7 +725,7 @@ def _cmd_demo(args: argparse.Namespace, credentials: Credentials,
               out: TextIO, err: TextIO) -> int:
     from napixclient.demo import run_demo
 
-    return run_demo(out)
+    return run_demo(out, verbose=args.verbose)
 
 
 # -- the parser ------------------------------------------------------------
