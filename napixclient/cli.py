@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -49,6 +50,7 @@ from typing import (
     Tuple,
 )
 
+import gevent
 from gevent import Greenlet
 
 from napixclient import __version__
@@ -571,70 +573,30 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
     _LOG.debug("auth: %s", credentials.source)
     _LOG.debug("probing %d hosts for GET %s", len(hosts), path)
 
-    rows: List[ProbeRow] = []
     started = time.monotonic()
     try:
         pool = ClientPool(credentials.authenticator, simultaneous=args.simultaneous,
                           timeout=args.timeout)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    # Each request is bounded by --timeout once its turn under
+    # --simultaneous comes; this deadline only catches what the client did
+    # not, so that a probe always ends.
+    waves = math.ceil(max(Counter(hosts).values()) / args.simultaneous)
+    deadline = args.timeout * waves + 2.0
+
+    def emit(row: ProbeRow) -> None:
+        if args.json:
+            line = json.dumps(row.as_json(), ensure_ascii=False, default=str)
+            print(redact(line, credentials.secrets), file=out, flush=True)
+
     with pool, _progress(len(hosts), err) as advance:
-        hosts_of: Dict[Greenlet, Tuple[str, float]] = {}
-        # Filled by each greenlet's link as it finishes: its result's id ->
-        # (greenlet, when). The result is the greenlet's value, so it finds
-        # the host as given, which Response.request.host normalizes.
-        done: Dict[int, Tuple[Greenlet, float]] = {}
-
-        def on_done(greenlet: Greenlet) -> None:
-            done[id(greenlet.value)] = greenlet, time.monotonic()
-
-        for host in hosts:
-            try:
-                greenlet = pool.request(host, "GET", path)
-            except ValueError as error:
-                raise UsageError(str(error)) from None
-            hosts_of[greenlet] = host, time.monotonic()
-            greenlet.rawlink(on_done)
-
-        # Each request is bounded by --timeout once its turn under
-        # --simultaneous comes; this deadline only catches what the client
-        # did not, so that a probe always ends.
-        waves = math.ceil(max(hosts.count(h) for h in set(hosts)) / args.simultaneous)
-        deadline = args.timeout * waves + 2.0
-        matched = False
-        collected = set()
-        for result in pool.wait_unordered(timeout=deadline):
-            greenlet, when = done.get(id(result)) or next(
-                (g, time.monotonic()) for g in hosts_of if g.value is result)
-            collected.add(greenlet)
-            host, sent = hosts_of[greenlet]
-            row = ProbeRow(host, result, when - sent, _outcome(result))
-            if condition is not None:
-                body = result.body if isinstance(result, Response) else (
-                    result.response.body if result.response is not None else None)
-                row.match = condition({"status": result.status, "body": body,
-                                       "host": host})
-            rows.append(row)
-            advance()
-            _LOG.debug("%s: %s in %.0f ms", host, row.status_label(), (when - sent) * 1000)
-            if args.json:
-                _print_json(row, out, credentials)
-            if row.match:
-                matched = True
-                break
-        # Requests not collected (a match came first, or the deadline
-        # passed) are rows too; leaving the pool cancels them.
-        left = pool.pending
-        for greenlet, (host, _) in hosts_of.items():
-            if greenlet not in collected:
-                row = ProbeRow(host, None, None, "cancelled" if matched else "timed out")
-                rows.append(row)
-                if args.json:
-                    _print_json(row, out, credentials)
+        rows, left = _probe(pool, hosts, path, condition, deadline, emit, advance)
     elapsed = time.monotonic() - started
 
     if not args.json:
         _print_table(rows, args.sort, out, credentials)
+    matched = any(row.match for row in rows)
     counts = {name: sum(1 for row in rows if row.outcome == name)
               for name in ("ok", "failed", "timed out", "cancelled")}
     summary = (f"{len(rows)} hosts: {counts['ok']} ok, {counts['failed']} failed, "
@@ -653,9 +615,59 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
 
 
-def _print_json(row: ProbeRow, out: TextIO, credentials: Credentials) -> None:
-    line = json.dumps(row.as_json(), ensure_ascii=False, default=str)
-    print(redact(line, credentials.secrets), file=out, flush=True)
+def _probe(pool: ClientPool, hosts: List[str], path: str,
+           condition: Optional[Callable[[Mapping[str, Any]], bool]], deadline: float,
+           emit: Callable[[ProbeRow], None],
+           advance: Callable[[], None]) -> Tuple[List[ProbeRow], int]:
+    """GET ``path`` on every host through ``pool``; return the rows, in
+    arrival order then the uncollected ones, and how many requests were
+    still pending when the probe stopped (at a match or at ``deadline``
+    seconds). ``emit`` and ``advance`` are called as each row comes."""
+    sent: Dict[Greenlet, Tuple[str, float]] = {}
+    # Filled by each greenlet's link as it finishes: its result's id ->
+    # (greenlet, when). The result is the greenlet's value; through it the
+    # row gets the host as given, which Response.request.host normalizes.
+    done: Dict[int, Tuple[Greenlet, float]] = {}
+
+    def on_done(greenlet: Greenlet) -> None:
+        done[id(greenlet.value)] = greenlet, time.monotonic()
+
+    for host in hosts:
+        try:
+            greenlet = pool.request(host, "GET", path)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        sent[greenlet] = host, time.monotonic()
+        greenlet.rawlink(on_done)
+
+    rows: List[ProbeRow] = []
+    collected = set()
+    matched = False
+    for result in pool.wait_unordered(timeout=deadline):
+        greenlet, when = done[id(result)]
+        collected.add(greenlet)
+        host, since = sent[greenlet]
+        row = ProbeRow(host, result, when - since, _outcome(result))
+        if condition is not None:
+            body = result.body if isinstance(result, Response) else (
+                result.response.body if result.response is not None else None)
+            row.match = matched = condition({"status": result.status, "body": body,
+                                             "host": host})
+        rows.append(row)
+        advance()
+        emit(row)
+        _LOG.debug("%s: %s in %.0f ms", host, row.status_label(), (when - since) * 1000)
+        if matched:
+            break
+    # Requests not collected (a match came first, or the deadline passed)
+    # are rows too; leaving the pool cancels them.
+    left = pool.pending
+    for greenlet, (host, _) in sent.items():
+        if greenlet not in collected:
+            row = ProbeRow(host, None, None, "cancelled" if matched else "timed out")
+            rows.append(row)
+            emit(row)
+    return rows, left
 
 
 def _print_table(rows: List[ProbeRow], sort: str, out: TextIO,
@@ -690,6 +702,7 @@ class _progress:
         self._total = total
         self._stream = stream
         self._progress: Any = None
+        self._ticker: Any = None
 
     def __enter__(self) -> Callable[[], None]:
         if not self._stream.isatty():
@@ -706,6 +719,7 @@ class _progress:
         )
         self._progress.start()
         task = self._progress.add_task("probe", total=self._total)
+        self._ticker = gevent.spawn(self._tick)
 
         def advance() -> None:
             self._progress.advance(task)
@@ -713,8 +727,15 @@ class _progress:
 
         return advance
 
+    def _tick(self) -> None:
+        # Keeps the elapsed time moving while no result comes; killed on exit.
+        while True:
+            gevent.sleep(0.25)
+            self._progress.refresh()
+
     def __exit__(self, *exc_info: Any) -> None:
         if self._progress is not None:
+            self._ticker.kill()
             self._progress.stop()
 
 
