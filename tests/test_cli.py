@@ -14,6 +14,7 @@ import gevent.subprocess
 import pytest
 
 from napixclient import cli
+from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.testing import hmac_token
 from tests.helpers import closed_port
 
@@ -285,3 +286,41 @@ def test_first_where_expressions_evaluate_safely(expression, values, expected):
 def test_first_where_refuses_anything_but_comparisons_over_status_body_host(expression):
     with pytest.raises(cli.ExpressionError):
         cli.compile_condition(expression)
+
+
+@pytest.mark.parametrize("flags, environ, expected", [
+    ((None, None, None), {}, None),
+    ((None, None, None), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123"}, ("login", "a")),
+    ((None, None, None), {"NAPIX_TOKEN": "tok-456"}, ("token", "token")),
+    # The signed protocol wins over a token in the environment...
+    ((None, None, None), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123", "NAPIX_TOKEN": "tok-456"},
+     ("login", "a")),
+    # ...and flags win over the environment; a half given by flag is
+    # completed from it.
+    ((None, None, "tok-456"), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123"}, ("token", "token")),
+    (("b", None, None), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123"}, ("login", "b")),
+    ((None, None, None), {"NAPIX_LOGIN": "", "NAPIX_KEY": "", "NAPIX_TOKEN": ""}, None),
+])
+def test_credentials_come_from_flags_then_environment(flags, environ, expected):
+    credentials = cli.resolve_credentials(*flags, environ)
+    auth = credentials.authenticator
+    if expected is None:
+        assert auth is None
+    elif expected[0] == "login":
+        assert isinstance(auth, LoginAuthenticator) and auth.login == expected[1]
+    else:
+        assert isinstance(auth, TokenIdentifier) and auth.parameter == expected[1]
+    assert all(secret not in credentials.source + repr(credentials)
+               for secret in credentials.secrets)
+
+
+@pytest.mark.parametrize("flags, environ, message", [
+    (("a", None, None), {}, "--key (or NAPIX_KEY)"),
+    ((None, "key-123", None), {}, "--login (or NAPIX_LOGIN)"),
+    ((None, None, None), {"NAPIX_KEY": "key-123"}, "NAPIX_KEY is set but NAPIX_LOGIN is not"),
+    (("a", "key-123", "tok-456"), {}, "not both"),
+])
+def test_incomplete_credentials_are_a_usage_error_that_shows_no_value(flags, environ, message):
+    with pytest.raises(cli.UsageError, match=re.escape(message)) as error:
+        cli.resolve_credentials(*flags, environ)
+    assert "key-123" not in str(error.value) and "tok-456" not in str(error.value)
