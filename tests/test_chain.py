@@ -180,6 +180,14 @@ def test_a_relayed_transport_failure_reads_as_a_hop_without_status(napix_server_
 # -- reading documents as napixd writes them, and as it should not ----------------
 
 
+def test_str_reads_as_the_design_example():
+    error = error_with({"error_class": "RemoteError", "error_text": "GET http://b/y failed",
+                        "remote_call": "GET http://b/y",
+                        "remote_error": "404 Not Found: `10` not found"})
+    assert str(error) == ("GET http://a/x -> 500 (RemoteError) | GET http://b/y -> 404"
+                          " | `10` not found")
+
+
 def test_a_text_remote_error_gives_the_status_of_its_hop():
     chain = read_chain("GET http://a/x", 500, {
         "error_class": "HTTPError", "error_text": "...",

@@ -261,6 +261,16 @@ def test_an_exception_whose_str_raises_still_gets_a_document(napix_server_factor
     assert error.remote_error["error_text"] == "<unprintable Nasty>"
 
 
+def test_an_app_returning_no_iterable_gets_a_document(napix_server_factory):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return None
+
+    error = call(napix_server_factory(app=ExceptionsCatcher(app)))
+    assert error.status == 500
+    assert error.remote_error["error_class"] == "TypeError"
+
+
 def test_a_head_request_gets_a_500_without_a_body(napix_server_factory):
     server = napix_server_factory(app=ExceptionsCatcher(failing_app(ValueError("x"))))
     error = call(server, "HEAD")
