@@ -426,11 +426,14 @@ def summarize(result: Result, width: int = SUMMARY_WIDTH) -> str:
         elif isinstance(body, bytes):
             text = f"<{len(body)} bytes>"
         elif isinstance(body, str):
-            text = " ".join(body.split())
+            text = body
         else:
             text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     else:
-        text = " ".join(str(result.root.error_text or "").split())
+        text = str(result.root.error_text or "")
+    # A far side's text must not drive the terminal (escape sequences).
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in " ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -675,6 +678,7 @@ def _print_table(rows: List[ProbeRow], sort: str, out: TextIO,
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     if sort == "host":
         rows = sorted(rows, key=lambda row: row.host)
@@ -687,8 +691,9 @@ def _print_table(rows: List[ProbeRow], sort: str, out: TextIO,
         latency = "-" if row.latency is None else f"{row.latency * 1000:.0f}"
         style = "bold green" if row.match else (
             None if row.outcome == "ok" else "red" if row.outcome == "failed" else "yellow")
-        table.add_row(row.host, row.status_label(), latency,
-                      redact(row.summary(), credentials.secrets), style=style)
+        # Text, not str: rich would read "[...]" in a body as markup.
+        table.add_row(Text(row.host), Text(row.status_label()), Text(latency),
+                      Text(redact(row.summary(), credentials.secrets)), style=style)
     console = Console(file=out, width=None if out.isatty() else 120,
                       highlight=False)
     console.print(table)

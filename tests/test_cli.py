@@ -324,3 +324,15 @@ def test_incomplete_credentials_are_a_usage_error_that_shows_no_value(flags, env
     with pytest.raises(cli.UsageError, match=re.escape(message)) as error:
         cli.resolve_credentials(*flags, environ)
     assert "key-123" not in str(error.value) and "tok-456" not in str(error.value)
+
+
+def test_probe_table_shows_hostile_bodies_literally(server):
+    # rich markup and a terminal escape sequence, as JSON and as text.
+    server.route("/json", body={"note": "[/bold] [red]x\x1b[2J"})
+    server.route("/text", body="[/bold] [red]x\x1b[2J")
+    for path, shown in (("/json", '{"note":"[/bold] [red]x\\u001b[2J"}'),
+                        ("/text", "[/bold] [red]x\\x1b[2J")):
+        done = napix("probe", server.host, path, env=SIGNED)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout
+        assert shown in done.stdout
