@@ -71,8 +71,12 @@ __all__ = [
     "build_parser",
     "compile_condition",
     "main",
+    "parse_data",
+    "parse_header",
     "read_hosts_file",
+    "redact",
     "resolve_credentials",
+    "summarize",
 ]
 
 EXIT_OK = 0
@@ -562,6 +566,8 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
                out: TextIO, err: TextIO) -> int:
     targets = list(args.targets)
     path = targets.pop()
+    if not path.startswith("/"):
+        raise UsageError(f"the PATH comes last and starts with '/', got {path!r}")
     hosts = list(targets)
     if args.hosts_file:
         hosts += read_hosts_file(args.hosts_file)

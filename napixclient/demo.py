@@ -34,7 +34,7 @@ from napixclient.authenticators import LoginAuthenticator
 from napixclient.pool import Result
 from napixclient.testing import NapixTestServer, RecordedRequest
 
-__all__ = ["HYPERVISORS", "Backends", "run_demo", "start_backends"]
+__all__ = ["HYPERVISORS", "SECTIONS", "Backends", "run_demo", "start_backends"]
 
 #: The demo's hypervisors: ``(free slots, seconds before answering)``. The
 #: first with :data:`SLOTS_NEEDED` free slots answers after 0.2 s; slower
@@ -345,6 +345,7 @@ def _chained_error(report: _Report, backends: Backends, auth: LoginAuthenticator
         report.check(False, f"A should fail, it answered {response!r}")
 
 
+#: The demo's sections, in order: ``(title, function)``.
 SECTIONS: List[Tuple[str, Callable[[_Report, Backends, LoginAuthenticator], None]]] = [
     ("1. Orchestration: two backends at once, failing cleanly", _orchestrate),
     ("2. Capacity probing: the first suitable hypervisor, the slow ones kept",

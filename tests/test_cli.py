@@ -111,6 +111,7 @@ def test_malformed_data_is_bad_usage_exit_2(server):
     (["request", "127.0.0.1:1", "GET", "/", "--login", "ops"], "--key"),
     (["request", "127.0.0.1:1", "GET", "/", "--token", "t", "--key", "k"], "not both"),
     (["probe", "/capacity"], "no host to probe"),
+    (["probe", "/capacity", "127.0.0.1:1"], "the PATH comes last"),
     (["probe", "127.0.0.1:1", "/c", "--first-where", "body.keys()"], "not allowed"),
 ])
 def test_bad_usage_exits_2_naming_the_problem(argv, message, capsys):
