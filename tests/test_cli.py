@@ -339,3 +339,10 @@ def test_probe_table_shows_hostile_bodies_literally(server):
         assert done.returncode == 0, done.stderr
         assert "\x1b" not in done.stdout
         assert shown in done.stdout
+
+
+def test_output_masks_only_the_secrets_and_logs_also_signatures_and_tokens():
+    digest = "ab" * 32
+    text = f"key=s3cret digest={digest} GET /x?token=abc&y=1"
+    assert cli.redact(text, ["s3cret"]) == f"key=*** digest={digest} GET /x?token=abc&y=1"
+    assert cli.redact_log(text, ["s3cret"]) == "key=*** digest=*** GET /x?token=***&y=1"
