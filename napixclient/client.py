@@ -55,8 +55,9 @@ TimeoutSpec = Union[float, Tuple[float, float]]
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 _READ_CHUNK = 256 * 1024
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
-_HOST_NAME = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$")
+# Matched with fullmatch: "$" would let a trailing "\n" through.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
 _FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\r\n\x00]")
 _REDACTED = "***"
 
@@ -76,6 +77,9 @@ def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
         raise ValueError(f"host must be a non-empty str such as 'server.napix.nx:8002', "
                          f"got {host!r}")
     text = host.strip()
+    if any(c in text for c in "\t\r\n\x00"):
+        # urlsplit would silently drop them, so "a\nb" would become "ab".
+        raise ValueError(f"host {host!r} contains a control character")
     if "://" not in text:
         text = "http://" + text
     try:
@@ -92,7 +96,7 @@ def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
         raise ValueError(f"host {host!r}: a host has no query string or fragment")
     name = parts.hostname or ""
     bracketed = parts.netloc.startswith("[")
-    if not name or (not bracketed and not _HOST_NAME.match(name)):
+    if not name or (not bracketed and not _HOST_NAME.fullmatch(name)):
         raise ValueError(f"host {host!r}: {name!r} is not a valid host name")
     if any(c in parts.path for c in " \r\n\t"):
         raise ValueError(f"host {host!r}: the path prefix has white space")
@@ -143,7 +147,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
                          f"got {type(headers).__name__}")
     checked = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError(f"header name {name!r} is not a valid token "
                              "(no spaces, CR, LF or separators)")
         if isinstance(value, bytes):
@@ -320,7 +324,7 @@ class Client:
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if not isinstance(method, str) or not _TOKEN.match(method):
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
             raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
         if not isinstance(url, str):
             raise ValueError(f"url must be a str path such as '/vm-ip/', "
