@@ -80,7 +80,10 @@ __all__ = [
     "summarize",
 ]
 
+#: Exit status of a success.
 EXIT_OK = 0
+#: Exit status when the request failed (``request``) or not every host
+#: answered well (``probe``).
 EXIT_FAILED = 1
 #: argparse exits with 2 on bad usage; the command's own usage checks agree.
 EXIT_USAGE = 2
