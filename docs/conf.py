@@ -70,6 +70,9 @@ PUBLIC_MODULES = [
     "napixclient.exceptions",
     "napixclient.transport",
     "napixclient.testing",
+    "napixclient.wsgi",
+    "napixclient.cli",
+    "napixclient.demo",
 ]
 
 
