@@ -216,8 +216,9 @@ class Client:
     :param headers: headers sent with every request (``Mapping[str, str]``).
     :param retries: how many times a connection failure of an idempotent
         request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is retried on a new
-        connection (``int`` >= 0, default 0): a connection refused, or reset
-        before the first byte of the answer. Never retried: timeouts (a
+        connection (``int`` >= 0, default 0): a connection refused or
+        unreachable, a name that did not resolve, or a connection reset before
+        the first byte of the answer. Never retried: timeouts (a
         retried timeout doubles the wait), TLS failures, malformed answers,
         statuses, POST and PATCH. Whatever ``retries`` says, a kept-alive
         connection that the server closed before answering is retried once
