@@ -9,7 +9,7 @@ import pytest
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, Response, Timeout
 from napixclient.exceptions import BodyTooLarge
 from tests.faultserver import FaultServer
-from tests.helpers import closed_port
+from tests.helpers import AUTH, closed_port
 
 
 @pytest.fixture
@@ -29,16 +29,17 @@ def assert_answers_its_own_request(client, path="/ok?after=1"):
 
 # -- one fault at a time, on one Client ----------------------------------------
 
-BROKE = ("the connection broke during the exchange",)
+BROKE = "the connection broke during the exchange: "
 # The socket's read timeout and the exchange's deadline are both 0.4 s here:
 # either may fire first.
 STALLED = ("timed out while reading", "the exchange took longer than")
 # (path, exception class, one of these in the error's text)
 FAULTS = [
-    ("/reset", ConnectionError, BROKE),
-    ("/short", ConnectionError, BROKE),
-    ("/bad-chunked", ConnectionError, BROKE),
-    ("/not-http", ConnectionError, BROKE),
+    ("/reset", ConnectionError, (BROKE + "connection reset by peer",)),
+    ("/short", ConnectionError, (BROKE + "the body ended after 10 bytes, 90 fewer than "
+                                 "announced",)),
+    ("/bad-chunked", ConnectionError, ("its chunked encoding is malformed",)),
+    ("/not-http", ConnectionError, (BROKE + "the answer is not HTTP",)),
     ("/trickle-headers?interval=0.02&count=200", Timeout, ("the exchange took longer",)),
     ("/stall-headers?seconds=3", Timeout, STALLED),
     ("/stall-body?seconds=3", Timeout, STALLED),
@@ -355,3 +356,15 @@ def test_killing_a_request_greenlet_never_leaves_a_half_read_connection(
         assert response.body["connection"] == 2
         # A request that is not killed reads its whole slow body.
         assert len(client.get(_slow(fault_server)).content) == 200_000
+
+
+def test_a_connection_closed_without_a_byte_says_so(napix_server):
+    napix_server.route("/drop", drop=True)
+    napix_server.route("/ok", body={"ok": True})
+    with Client(napix_server.host, AUTH, simultaneous=1) as client:
+        with pytest.raises(ConnectionError) as caught:
+            client.get("/drop")  # on a fresh connection: not stale, not retried
+        assert str(caught.value).endswith(
+            "the server closed the connection without answering")
+        assert client.get("/ok").body == {"ok": True}
+    assert [r.path for r in napix_server.requests] == ["/drop", "/ok"]
