@@ -24,6 +24,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    MaxRetryError,
     NameResolutionError,
     NewConnectionError,
     ProtocolError,
@@ -36,7 +37,14 @@ from napixclient import __version__
 from napixclient.authenticators import Authenticator, coerce_authenticator
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
 from napixclient.response import RequestRecord, Response
-from napixclient.transport import Verify, connection_pool
+from napixclient.transport import (
+    IDEMPOTENT_METHODS,
+    CooperativeRetry,
+    Verify,
+    connection_pool,
+    is_stale,
+    register_secret_parameters,
+)
 
 __all__ = ["Client", "PreparedCall", "parse_host"]
 
@@ -47,8 +55,9 @@ TimeoutSpec = Union[float, Tuple[float, float]]
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 _READ_CHUNK = 256 * 1024
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
-_HOST_NAME = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$")
+# Matched with fullmatch: "$" would let a trailing "\n" through.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
 _FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\r\n\x00]")
 _REDACTED = "***"
 
@@ -68,6 +77,9 @@ def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
         raise ValueError(f"host must be a non-empty str such as 'server.napix.nx:8002', "
                          f"got {host!r}")
     text = host.strip()
+    if any(c in text for c in "\t\r\n\x00"):
+        # urlsplit would silently drop them, so "a\nb" would become "ab".
+        raise ValueError(f"host {host!r} contains a control character")
     if "://" not in text:
         text = "http://" + text
     try:
@@ -84,7 +96,7 @@ def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
         raise ValueError(f"host {host!r}: a host has no query string or fragment")
     name = parts.hostname or ""
     bracketed = parts.netloc.startswith("[")
-    if not name or (not bracketed and not _HOST_NAME.match(name)):
+    if not name or (not bracketed and not _HOST_NAME.fullmatch(name)):
         raise ValueError(f"host {host!r}: {name!r} is not a valid host name")
     if any(c in parts.path for c in " \r\n\t"):
         raise ValueError(f"host {host!r}: the path prefix has white space")
@@ -135,7 +147,7 @@ def _check_headers(headers: Any) -> dict[str, str]:
                          f"got {type(headers).__name__}")
     checked = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError(f"header name {name!r} is not a valid token "
                              "(no spaces, CR, LF or separators)")
         if isinstance(value, bytes):
@@ -202,9 +214,24 @@ class Client:
         64 MiB by default); a larger body raises
         :class:`~napixclient.exceptions.BodyTooLarge`.
     :param headers: headers sent with every request (``Mapping[str, str]``).
+    :param retries: how many times a connection failure of an idempotent
+        request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is retried on a new
+        connection (``int`` >= 0, default 0): a connection refused, or reset
+        before the first byte of the answer. Never retried: timeouts (a
+        retried timeout doubles the wait), TLS failures, malformed answers,
+        statuses, POST and PATCH. Whatever ``retries`` says, a kept-alive
+        connection that the server closed before answering is retried once
+        on a fresh connection, for idempotent methods only. Retries happen
+        within the request's timeout. Built on urllib3's
+        :class:`~urllib3.util.retry.Retry`
+        (:class:`~napixclient.transport.CooperativeRetry`).
+    :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
+        the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
+        spent in :func:`gevent.sleep`.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
-        bad ``max_body_size`` or bad headers.
+        bad ``max_body_size``, bad headers, or bad ``retries`` or
+        ``retry_backoff``.
     :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
 
     Redirects are not followed: a 3xx comes back as a :class:`Response`,
@@ -224,6 +251,8 @@ class Client:
         *,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         headers: Optional[Mapping[str, str]] = None,
+        retries: int = 0,
+        retry_backoff: float = 0.0,
     ) -> None:
         scheme, name, port, prefix = parse_host(host)
         self.authenticator: Optional[Authenticator] = (
@@ -237,6 +266,15 @@ class Client:
                 or max_body_size < 1):
             raise ValueError(f"max_body_size must be a number of bytes >= 1, "
                              f"got {max_body_size!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        if (not isinstance(retry_backoff, (int, float)) or isinstance(retry_backoff, bool)
+                or not 0 <= retry_backoff < float("inf")):
+            raise ValueError(f"retry_backoff must be seconds >= 0, got {retry_backoff!r}")
+        self.retries = retries
+        # One immutable policy serves every request (urllib3 copies it to count).
+        self._retry = CooperativeRetry.policy(retries, float(retry_backoff))
+        register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
         self.simultaneous = simultaneous
         self.max_body_size = max_body_size
         self.scheme = scheme
@@ -286,7 +324,7 @@ class Client:
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if not isinstance(method, str) or not _TOKEN.match(method):
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
             raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
         if not isinstance(url, str):
             raise ValueError(f"url must be a str path such as '/vm-ip/', "
@@ -340,6 +378,8 @@ class Client:
             pairs = parse_qsl(parts.query, keep_blank_values=True)
             redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
                         for n, v in pairs]
+            # So urllib3's log records hide them too (see transport.py).
+            register_secret_parameters(n for n, _ in pairs if n not in before)
             query = urlencode(redacted, safe="*")
             target = parts.path + ("?" + query if query else "")
             sent_url = urlunsplit(parts._replace(query=query))
@@ -383,12 +423,13 @@ class Client:
     def _exchange(self, prepared: requests.PreparedRequest, target: str,
                   record: RequestRecord, socket_timeout: urllib3.Timeout,
                   started: float) -> Response:
+        failure: Optional[HTTPError] = None
         try:
             raw = self._pool.urlopen(
                 str(prepared.method), target,
                 body=prepared.body,
                 headers=prepared.headers,
-                retries=False,
+                retries=self._retry,
                 redirect=False,
                 assert_same_host=False,
                 timeout=socket_timeout,
@@ -397,7 +438,11 @@ class Client:
                 release_conn=False,
             )
         except Urllib3Error as error:
-            raise _transport_error(error, record) from None
+            failure = _transport_error(error, record)
+        if failure is not None:
+            # Raised out of the except block, so that no __context__ keeps
+            # urllib3's error, whose text may hold the URL and its token.
+            raise failure
         complete = False
         try:
             content = self._read_body(raw, record)
@@ -522,6 +567,9 @@ def _describe(error: BaseException) -> str:
 
 
 def _transport_error(error: Urllib3Error, record: RequestRecord) -> HTTPError:
+    # Never str() a MaxRetryError: its text holds the URL, token included.
+    if isinstance(error, MaxRetryError) and isinstance(error.reason, Urllib3Error):
+        error = error.reason
     # Order matters: urllib3 makes NewConnectionError a ConnectTimeoutError.
     if isinstance(error, NameResolutionError):
         return ConnectionError(record, remote_error="the host name did not resolve")
@@ -534,8 +582,10 @@ def _transport_error(error: Urllib3Error, record: RequestRecord) -> HTTPError:
     if isinstance(error, SSLError):
         return ConnectionError(record, remote_error=f"TLS failed: {_tls_reason(error)}")
     if isinstance(error, ProtocolError):
+        unsafe = ("; not retried, since a {} may not be repeated".format(record.method)
+                  if is_stale(error) and record.method not in IDEMPOTENT_METHODS else "")
         return ConnectionError(record, remote_error=(
-            f"the connection broke during the exchange: {_protocol_reason(error)}"))
+            f"the connection broke during the exchange: {_protocol_reason(error)}{unsafe}"))
     return ConnectionError(record, remote_error=f"transport failure: {type(error).__name__}")
 
 

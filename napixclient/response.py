@@ -4,6 +4,7 @@ that names the request without its secrets."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Mapping, NamedTuple, Optional
 
 from requests.structures import CaseInsensitiveDict
@@ -56,35 +57,74 @@ def media_type(content_type: Optional[str]) -> tuple[str, Optional[str]]:
 def _text(content: bytes, charset: Optional[str]) -> str:
     try:
         return content.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # an unknown charset named by the server
+    except Exception:
+        # An unknown charset, a codec that is not a text encoding ("base64"),
+        # or one that refuses errors="replace" ("idna"): the server lied
+        # about its charset, and UTF-8 is the best guess left.
         return content.decode("utf-8", errors="replace")
 
 
+#: Above this recursion limit, JSON is decoded with the limit lowered to it:
+#: the C decoder recurses once per nesting level on the C stack, guarded only
+#: by the recursion limit, so a program that raised the limit could crash on
+#: a body nested tens of thousands of levels deep instead of getting a
+#: RecursionError.
+SAFE_RECURSION_LIMIT = 5000
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)`` with the recursion limit at most
+    :data:`SAFE_RECURSION_LIMIT`.
+
+    :raises ValueError: for text that is not JSON.
+    :raises RecursionError: for JSON nested deeper than the limit allows.
+    """
+    limit = sys.getrecursionlimit()
+    if limit <= SAFE_RECURSION_LIMIT:
+        return json.loads(text)
+    # Raises RecursionError when the stack is already deeper than this.
+    sys.setrecursionlimit(SAFE_RECURSION_LIMIT)
+    try:
+        return json.loads(text)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def decode_body(content: bytes, content_type: Optional[str]) -> Any:
-    """Decode a response body by its media type; never raises.
+    """Decode a response body by its media type; never raises, and takes
+    time linear in the size of ``content``.
 
     * empty -> ``None``;
     * ``application/json`` or any ``*/*+json`` -> the decoded Python object;
-      a body that is not valid JSON (or too deeply nested for the decoder)
-      comes back as ``str`` instead;
-    * ``text/*`` -> ``str`` (the declared charset, UTF-8 by default, with
-      undecodable bytes replaced);
+      a body that is not valid JSON (truncated, a number of more digits than
+      Python converts, nested deeper than the decoder allows: about a
+      thousand levels with the default recursion limit) comes back as ``str``
+      instead; a UTF-8 byte order mark is skipped;
+    * ``text/*`` -> ``str`` (the declared charset, UTF-8 by default or when
+      the charset is unknown, with undecodable bytes replaced);
     * anything else -> ``bytes``, unchanged.
 
-    :param content: the raw body.
+    :param content: the raw body (``bytes``).
     :param content_type: the ``Content-Type`` header, or ``None``.
     """
     if not content:
         return None
-    kind, charset = media_type(content_type)
-    if kind == "application/json" or kind.endswith(_JSON_SUFFIX):
-        text = _text(content, charset)
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError):
-            return text
-    if kind.startswith("text/"):
-        return _text(content, charset)
+    try:
+        kind, charset = media_type(content_type if isinstance(content_type, str) else None)
+        if kind == "application/json" or kind.endswith(_JSON_SUFFIX):
+            text = _text(content, charset)
+            if text.startswith("\ufeff"):
+                # RFC 8259 section 8.1 lets a parser ignore a byte order mark.
+                text = text[1:]
+            try:
+                return _loads(text)
+            except (ValueError, RecursionError):
+                return text
+        if kind.startswith("text/"):
+            return _text(content, charset)
+    except Exception:
+        # Never reached with bytes in; a body must not make reading it fail.
+        return content
     return content
 
 

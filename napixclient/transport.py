@@ -18,27 +18,47 @@ instead of blocking the whole thread.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 import socket
 import ssl
-from typing import Any, Optional, Union
+import threading
+from collections.abc import Iterable
+from typing import Any, FrozenSet, Optional, Union
+from urllib.parse import quote_plus
 
+import gevent
 import gevent.socket
 import gevent.ssl
 import requests.adapters
 import requests.utils
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+)
+from urllib3.util.retry import RequestHistory, Retry
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
     "CooperativeAdapter",
     "CooperativeHTTPConnection",
     "CooperativeHTTPConnectionPool",
     "CooperativeHTTPSConnection",
     "CooperativeHTTPSConnectionPool",
+    "CooperativeRetry",
+    "SecretParameterFilter",
+    "StaleConnectionError",
     "connection_pool",
+    "is_stale",
+    "redact_secret_parameters",
+    "register_secret_parameters",
     "ssl_context",
 ]
 
@@ -47,8 +67,29 @@ __all__ = [
 Verify = Union[bool, str, "os.PathLike[str]"]
 
 
+#: Methods that RFC 9110 (section 9.2.2) makes idempotent: sending one twice
+#: has the effect of sending it once, so only these are ever retried.
+IDEMPOTENT_METHODS: FrozenSet[str] = frozenset(
+    ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"])
+
+
+class StaleConnectionError(ConnectionResetError):
+    """A kept-alive connection broke before the first byte of the answer.
+
+    The server closed a connection it had already answered on (its
+    keep-alive timeout raced our next request), so it most likely never
+    processed the request: :class:`CooperativeRetry` retries it once, on a
+    fresh connection, when the method is idempotent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(errno.ECONNRESET,
+                         "the server closed the kept-alive connection before answering")
+
+
 class _GeventSocketMixin:
-    """Opens the connection's socket with :mod:`gevent.socket`."""
+    """Opens the connection's socket with :mod:`gevent.socket`, and tells a
+    kept-alive connection that went stale from one that failed at once."""
 
     host: str
     port: int
@@ -56,8 +97,30 @@ class _GeventSocketMixin:
     source_address: Any
     socket_options: Any
     _dns_host: str
+    # True once an answer came on the current socket: a failure before the
+    # next answer then means the server closed a kept-alive connection.
+    _napix_answered = False
+
+    def getresponse(self) -> Any:
+        """Read the answer's status line and headers (see
+        :meth:`urllib3.connection.HTTPConnection.getresponse`).
+
+        :raises StaleConnectionError: when a connection that already carried
+            an answer is closed or reset before the first byte of this one.
+        """
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as error:
+            # http.client's RemoteDisconnected (no byte at all) is a
+            # ConnectionResetError too.
+            if self._napix_answered:
+                raise StaleConnectionError() from error
+            raise
+        self._napix_answered = True
+        return response
 
     def _new_conn(self) -> socket.socket:
+        self._napix_answered = False
         timeout = self.timeout
         try:
             if timeout is _DEFAULT_TIMEOUT:
@@ -106,6 +169,204 @@ class CooperativeHTTPSConnectionPool(HTTPSConnectionPool):
     """A urllib3 pool of :class:`CooperativeHTTPSConnection`."""
 
     ConnectionCls = CooperativeHTTPSConnection
+
+
+def _broken_before_answer(error: Exception) -> bool:
+    """Whether urllib3's ``error`` is a connection reset or closed before the
+    first byte of the answer (urllib3 wraps it as ``ProtocolError("Connection
+    aborted.", cause)`` while it waits for the status line)."""
+    return (isinstance(error, ProtocolError) and len(error.args) > 1
+            and isinstance(error.args[1], (ConnectionResetError, ConnectionAbortedError,
+                                           BrokenPipeError)))
+
+
+def is_stale(error: BaseException) -> bool:
+    """Whether urllib3's ``error`` wraps a :class:`StaleConnectionError`."""
+    return (isinstance(error, ProtocolError) and len(error.args) > 1
+            and isinstance(error.args[1], StaleConnectionError))
+
+
+class CooperativeRetry(Retry):
+    """urllib3's :class:`~urllib3.util.retry.Retry`, restricted to failures
+    where the server cannot have acted on the request, and sleeping with
+    :func:`gevent.sleep` (urllib3 calls :func:`time.sleep`, which would stop
+    the whole hub of a program that did not monkey-patch).
+
+    What is retried, for idempotent methods only (:data:`IDEMPOTENT_METHODS`):
+
+    * a kept-alive connection found closed before the first byte of the
+      answer (:class:`StaleConnectionError`): once, on a fresh connection,
+      whatever ``total`` says;
+    * a connection refused or unreachable, or reset before the first byte of
+      the answer: ``total`` times.
+
+    Never retried: POST and PATCH (the server may have acted), timeouts
+    (retrying one doubles the wait), TLS failures, malformed answers and
+    statuses. Those errors propagate as urllib3 raised them; when the retries
+    run out urllib3 raises :class:`~urllib3.exceptions.MaxRetryError`, whose
+    ``reason`` is the last error (its text holds the URL, query included).
+
+    Build it with :meth:`policy`. Instances are immutable, as urllib3's are,
+    so one can serve every request of a pool.
+
+    :param stale: how many stale kept-alive connections may be retried (``int``).
+    :param kwargs: those of :class:`~urllib3.util.retry.Retry`.
+    """
+
+    def __init__(self, *args: Any, stale: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stale = stale
+
+    @classmethod
+    def policy(cls, retries: int = 0, backoff: float = 0.0) -> "CooperativeRetry":
+        """Return the retry policy of a :class:`~napixclient.Client`.
+
+        :param retries: how many times a connection failure is retried
+            (``int`` >= 0), besides the single retry of a stale connection.
+        :param backoff: urllib3's ``backoff_factor`` in seconds (``float`` >= 0):
+            there is no wait before the first retry, then
+            ``backoff * 2 ** (n - 1)`` seconds before the n-th.
+        """
+        return cls(total=retries, connect=None, read=None, redirect=0, status=0, other=0,
+                   allowed_methods=IDEMPOTENT_METHODS, status_forcelist=None,
+                   backoff_factor=backoff, raise_on_redirect=False, raise_on_status=False,
+                   respect_retry_after_header=False)
+
+    def new(self, **kwargs: Any) -> "CooperativeRetry":
+        """A copy with some counters changed (see
+        :meth:`urllib3.util.retry.Retry.new`); keeps ``stale``."""
+        kwargs.setdefault("stale", self.stale)
+        return super().new(**kwargs)  # type: ignore[return-value]
+
+    def increment(self, method: Optional[str] = None, url: Optional[str] = None,
+                  response: Any = None, error: Optional[Exception] = None,
+                  _pool: Any = None, _stacktrace: Any = None) -> "CooperativeRetry":
+        """Count one failure and return the policy for the next attempt (see
+        :meth:`urllib3.util.retry.Retry.increment`).
+
+        :raises Exception: ``error`` itself, when it is not to be retried.
+        :raises urllib3.exceptions.MaxRetryError: when the retries ran out.
+        """
+        if error is None:
+            # Redirects and statuses are never retried (redirect=0, status=0).
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        if method is None or method.upper() not in IDEMPOTENT_METHODS:
+            raise error.with_traceback(_stacktrace)
+        if is_stale(error) and self.stale > 0:
+            history = self.history + (RequestHistory(method, url, error, None, None),)
+            return self.new(stale=self.stale - 1, history=history)
+        if isinstance(error, NewConnectionError) or _broken_before_answer(error):
+            # NewConnectionError (refused, unreachable, no such name) is a
+            # ConnectTimeoutError in urllib3; a true connect timeout is not
+            # retried.
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        raise error.with_traceback(_stacktrace)
+
+    def sleep_for_retry(self, response: Any = None) -> bool:
+        """Never honour ``Retry-After`` (statuses are not retried)."""
+        return False
+
+    def sleep(self, response: Any = None) -> None:
+        """Wait the backoff before the next attempt, yielding to the gevent hub."""
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            gevent.sleep(backoff)
+
+
+# -- secrets in urllib3's log records ------------------------------------------
+#
+# urllib3 logs the request target with its query string: the connection pool
+# at DEBUG for every answer, and when it retries; Retry at DEBUG; the
+# connection when headers do not parse. A token sent as a query parameter
+# (TokenIdentifier) would be written to any log handler set to DEBUG. A
+# logger's filter is consulted only for the records logged on that very
+# logger (not those propagating from children), so one filter is attached to
+# each urllib3 logger that can print a URL. It rewrites only the values of
+# secret query parameters, to "***", leaving the rest of the line for
+# debugging. Nothing is patched: logging.Logger.addFilter is the documented
+# hook, and filters may change the records they pass.
+
+#: The urllib3 loggers that print URLs, or could.
+URLLIB3_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+)
+
+_secret_lock = threading.Lock()
+# "token" is the Napix protocol's default parameter (PROTOCOL.md, section 2).
+_secret_names: FrozenSet[str] = frozenset(["token"])
+_secret_pattern: Optional[re.Pattern[str]] = None
+
+
+def _compile(names: Iterable[str]) -> re.Pattern[str]:
+    spelled = {quote_plus(name) for name in names} | set(names)
+    alternatives = "|".join(re.escape(name) for name in sorted(spelled, key=len, reverse=True))
+    # A name counts after "?", "&" or ";" only, so "mytoken=" is left alone;
+    # a value ends where a URL-encoded value must (quotes and spaces are
+    # percent-encoded in it).
+    return re.compile(rf"([?&;](?:{alternatives})=)[^&;#\s'\"<>]*")
+
+
+def register_secret_parameters(names: Iterable[str]) -> None:
+    """Declare query parameters whose values never appear in urllib3's log
+    records, and attach :class:`SecretParameterFilter` to urllib3's loggers.
+
+    :class:`~napixclient.Client` registers an authenticator's
+    ``secret_parameters`` and every parameter an authenticator adds to a
+    URL. Names are only added, never removed; ``token`` is always there.
+    Registering known names costs a set comparison.
+
+    :param names: parameter names (``str``), as they appear decoded.
+    """
+    global _secret_names, _secret_pattern
+    wanted = frozenset(names)
+    if _secret_pattern is not None and wanted <= _secret_names:
+        return
+    with _secret_lock:
+        merged = _secret_names | wanted
+        _secret_pattern = _compile(merged)
+        _secret_names = merged
+        for name in URLLIB3_LOGGERS:
+            logging.getLogger(name).addFilter(_SECRET_FILTER)  # a no-op when present
+
+
+def redact_secret_parameters(text: str) -> str:
+    """Return ``text`` with the value of every registered secret query
+    parameter replaced by ``***`` (see :func:`register_secret_parameters`)."""
+    pattern = _secret_pattern or _compile(_secret_names)
+    return pattern.sub(r"\1***", text)
+
+
+class SecretParameterFilter(logging.Filter):
+    """A :class:`logging.Filter` that lets every record through, with the
+    values of secret query parameters replaced by ``***`` in its message and
+    its formatted traceback.
+
+    A record whose message holds a secret is rewritten as its formatted
+    message with no ``args``; other records are left untouched. It costs
+    nothing unless urllib3 logging is enabled at the record's level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; always return ``True``."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging itself reports it
+            return True
+        redacted = redact_secret_parameters(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_secret_parameters(
+                logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_SECRET_FILTER = SecretParameterFilter()
 
 
 def ssl_context(verify: Verify = True) -> ssl.SSLContext:
@@ -165,7 +426,10 @@ def connection_pool(
     :param verify: see :func:`ssl_context`; ignored for ``http``.
     :param headers: headers sent with every request, or ``None``.
     :raises ValueError: for another scheme.
+
+    Making a pool attaches :class:`SecretParameterFilter` to urllib3's loggers.
     """
+    register_secret_parameters(())
     if scheme == "http":
         return CooperativeHTTPConnectionPool(
             host, port, maxsize=maxsize, block=False, headers=headers
@@ -203,6 +467,7 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
                 "CooperativeAdapter: pool_block=True would wait on a thread queue; "
                 "cap concurrency with a gevent semaphore instead"
             )
+        register_secret_parameters(())
         super().__init__(**kwargs)
 
     def init_poolmanager(

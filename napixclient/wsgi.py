@@ -1,0 +1,301 @@
+"""Server side of the chain: :class:`ExceptionsCatcher`, a WSGI middleware
+that turns an exception escaping an application into a Napix error document.
+
+Wrap any WSGI application (Flask, bottle, plain WSGI) with it::
+
+    from napixclient.wsgi import ExceptionsCatcher
+
+    application = ExceptionsCatcher(app)
+
+An exception that escapes ``app`` becomes a ``500`` whose body is the Napix
+JSON error document (PROTOCOL.md, section 3). When the exception is an
+:class:`~napixclient.HTTPError` from a call the application made with
+napixclient, the document also carries that call's ``remote_call`` and the
+far side's own document as ``remote_error``: this is how a chain grows one
+hop per server, and how the caller's :attr:`~napixclient.HTTPError.chain`
+reads it back.
+
+Frameworks that catch exceptions themselves must be told to let them
+through, or the middleware never sees them: set Flask's
+``app.config["PROPAGATE_EXCEPTIONS"] = True``, bottle's ``app.catchall =
+False``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+)
+
+from napixclient.exceptions import HTTPError
+
+__all__ = ["ExceptionsCatcher"]
+
+_LOG = logging.getLogger(__name__)
+
+#: The most characters of an exception's text put in ``error_text``.
+MAX_ERROR_TEXT = 10_000
+#: The most frames, innermost last, put in ``traceback`` (``show_traceback``).
+MAX_FRAMES = 50
+
+_STATUS = "500 Internal Server Error"
+
+StartResponse = Callable[..., Callable[[bytes], Any]]
+WSGIApp = Callable[[Dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _safe_text(value: Any, limit: int = MAX_ERROR_TEXT) -> str:
+    """``str(value)``, clipped to ``limit`` characters; never raises, even
+    for an exception whose ``__str__`` does."""
+    try:
+        text = str(value)
+    except Exception:
+        try:
+            text = f"<unprintable {type(value).__name__}>"
+        except Exception:
+            text = "<unprintable>"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
+
+
+def _request_part(environ: Dict[str, Any]) -> Dict[str, str]:
+    """The document's ``request``: method and path, never the query string
+    (it may carry a token) nor any header."""
+    method = _safe_text(environ.get("REQUEST_METHOD", ""), 32)
+    raw = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}" or "/"
+    try:
+        # WSGI strings are bytes decoded as latin-1 (PEP 3333); clients send UTF-8.
+        path = raw.encode("latin-1").decode("utf-8", "replace")
+    except (UnicodeError, AttributeError):
+        path = raw
+    return {"method": method, "path": _safe_text(path, 2000)}
+
+
+def _traceback_part(error: BaseException) -> Dict[str, Any]:
+    """``traceback`` (innermost frame last), ``filename`` and ``line`` of
+    where ``error`` was raised. Frame locals never leave the server."""
+    frames = traceback.extract_tb(error.__traceback__, limit=-MAX_FRAMES)
+    part: Dict[str, Any] = {
+        "traceback": [
+            {"filename": frame.filename, "line": frame.lineno,
+             "in": frame.name, "call": frame.line or ""}
+            for frame in frames
+        ],
+    }
+    if frames:
+        part["filename"] = frames[-1].filename
+        part["line"] = frames[-1].lineno
+    return part
+
+
+class _Exchange:
+    """What one request's response has done so far: whether the server may
+    still replace its status and headers (PEP 3333: until the first
+    non-empty body block, or the first ``write()``)."""
+
+    __slots__ = ("start_response", "body_started")
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self.start_response = start_response
+        self.body_started = False
+
+    def wrapped_start_response(self, status: str, headers: List[Tuple[str, str]],
+                               exc_info: Any = None) -> Callable[[bytes], Any]:
+        write = self.start_response(status, headers, exc_info) if exc_info \
+            else self.start_response(status, headers)
+
+        def tracked_write(data: bytes) -> Any:
+            if data:
+                self.body_started = True
+            return write(data)
+
+        return tracked_write
+
+
+class ExceptionsCatcher:
+    """WSGI middleware: an exception escaping ``app`` becomes a Napix error
+    document (PROTOCOL.md, section 3, and "Writing the chain").
+
+    :param app: the WSGI application to wrap (PEP 3333 callable).
+    :param show_traceback: ``bool``; when true the document also has
+        ``traceback`` (a list of ``{"filename", "line", "in", "call"}``, at
+        most :data:`MAX_FRAMES`, innermost last), ``filename`` and ``line``.
+        Leave it false outside development: they reveal file paths.
+    :raises TypeError: if ``app`` is not callable.
+
+    The answer to a failed request is ``500 Internal Server Error`` with
+    ``Content-Type: application/json`` and the document::
+
+        {"error_class": "KeyError", "error_text": "'size'",
+         "request": {"method": "POST", "path": "/vm-ip/"}}
+
+    ``request`` never holds the query string or headers, which may carry
+    credentials. When the exception is an :class:`~napixclient.HTTPError`,
+    the document adds ``remote_call`` (the call made, already redacted by
+    the client), ``remote_error`` (the far side's document as received: its
+    decoded JSON, or its text) and, as a napixclient extension that readers
+    may ignore, ``remote_status`` (the status that call got, when one came).
+
+    If the document cannot be encoded as JSON (for instance a
+    ``remote_error`` that is not JSON data), the answer is still a ``500``,
+    in ``text/plain``. An exception raised once the body has started cannot
+    change the response any more: it is logged on the ``napixclient.wsgi``
+    logger and re-raised, so the server cuts the connection and the client
+    sees a broken answer rather than a truncated one passed off as whole.
+    Every exception turned into a 500 is also logged there, with its
+    traceback. Exceptions that are not :class:`Exception` (``SystemExit``,
+    ``GeneratorExit``, ``gevent.Timeout``...) pass through untouched.
+
+    The body iterable's ``close()`` is called once the server closes the
+    middleware's, as PEP 3333 requires; an exception from it is logged.
+    """
+
+    def __init__(self, app: WSGIApp, show_traceback: bool = False) -> None:
+        if not callable(app):
+            raise TypeError(f"ExceptionsCatcher: app must be a WSGI callable, "
+                            f"got {type(app).__name__}")
+        self.app = app
+        self.show_traceback = bool(show_traceback)
+
+    def __repr__(self) -> str:
+        return f"ExceptionsCatcher({self.app!r}, show_traceback={self.show_traceback})"
+
+    def __call__(self, environ: Dict[str, Any],
+                 start_response: StartResponse) -> Iterable[bytes]:
+        """Run the application for one request (the WSGI interface)."""
+        exchange = _Exchange(start_response)
+        try:
+            result = self.app(environ, exchange.wrapped_start_response)
+        except Exception as error:
+            return self._fail(environ, exchange, error)
+        if isinstance(result, (list, tuple)):
+            # Iterating a list cannot fail, and servers compute a
+            # Content-Length from a one-item list.
+            return result
+        return _GuardedBody(self, environ, exchange, result)
+
+    def document(self, environ: Dict[str, Any], error: BaseException) -> Dict[str, Any]:
+        """The Napix error document for ``error`` raised while serving
+        ``environ``.
+
+        :param environ: the request's WSGI environ.
+        :param error: the exception.
+        :returns: a ``dict`` with ``error_class``, ``error_text`` and
+            ``request``; ``remote_call``, ``remote_error`` and
+            ``remote_status`` for an :class:`~napixclient.HTTPError`;
+            ``traceback``, ``filename`` and ``line`` with ``show_traceback``.
+        """
+        document: Dict[str, Any] = {
+            "error_class": type(error).__name__,
+            "error_text": _safe_text(error),
+            "request": _request_part(environ),
+        }
+        if isinstance(error, HTTPError):
+            document["remote_call"] = _safe_text(error.remote_call, 2000)
+            document["remote_error"] = error.remote_error
+            status = error.status
+            if isinstance(status, int) and not isinstance(status, bool):
+                document["remote_status"] = status
+        if self.show_traceback:
+            document.update(_traceback_part(error))
+        return document
+
+    def _answer(self, environ: Dict[str, Any], error: BaseException) -> Tuple[bytes, str]:
+        """The body and ``Content-Type`` of the 500 for ``error``."""
+        try:
+            document = self.document(environ, error)
+            return (json.dumps(document).encode("utf-8"), "application/json")
+        except Exception:
+            # Not JSON data, too deeply nested, or a broken __str__: a 500
+            # must go out anyway, so say what can be said in text.
+            _LOG.warning("the error document for %s could not be encoded as JSON; "
+                         "answering text/plain", type(error).__name__, exc_info=True)
+            text = f"{type(error).__name__}: {_safe_text(error)}"
+            return text.encode("utf-8", "replace"), "text/plain; charset=utf-8"
+
+    def _fail(self, environ: Dict[str, Any], exchange: _Exchange,
+              error: Exception) -> List[bytes]:
+        """Start the 500 for ``error`` and return its body; re-raise
+        ``error`` if the response has already started."""
+        request = _request_part(environ)
+        if exchange.body_started:
+            _LOG.error("%s %s failed after its response started; cutting the connection",
+                       request["method"], request["path"], exc_info=error)
+            raise error
+        _LOG.error("%s %s failed; answering 500", request["method"], request["path"],
+                   exc_info=error)
+        body, content_type = self._answer(environ, error)
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        try:
+            # exc_info lets the server replace headers the app already set
+            # (PEP 3333); it re-raises if they were already sent.
+            exchange.start_response(_STATUS, headers, (type(error), error, error.__traceback__))
+        except Exception:
+            _LOG.error("%s %s: the server refused the 500 (response already sent)",
+                       request["method"], request["path"], exc_info=True)
+            raise error from None
+        if request["method"] == "HEAD":
+            return []
+        return [body]
+
+
+class _GuardedBody:
+    """The application's body iterable, watched: a failure before the first
+    non-empty block becomes the 500 document, a later one is logged and
+    re-raised; ``close()`` reaches the application's iterable."""
+
+    def __init__(self, catcher: ExceptionsCatcher, environ: Dict[str, Any],
+                 exchange: _Exchange, result: Iterable[bytes]) -> None:
+        self._catcher = catcher
+        self._environ = environ
+        self._exchange = exchange
+        self._result = result
+        self._iterator: Optional[Iterator[bytes]] = None
+        # Blocks left to send once the application failed, or None.
+        self._replacement: Optional[List[bytes]] = None
+
+    def __iter__(self) -> "_GuardedBody":
+        return self
+
+    def __next__(self) -> bytes:
+        if self._replacement is None:
+            try:
+                if self._iterator is None:
+                    self._iterator = iter(self._result)
+                block = next(self._iterator)
+            except StopIteration:
+                raise
+            except Exception as error:
+                # Nothing more comes from the application, whatever happens.
+                self._replacement = []
+                self._replacement = self._catcher._fail(self._environ, self._exchange, error)
+            else:
+                if block:
+                    self._exchange.body_started = True
+                return block
+        if self._replacement:
+            return self._replacement.pop(0)
+        raise StopIteration
+
+    def close(self) -> None:
+        """Close the application's iterable, if it has ``close()``."""
+        close = getattr(self._result, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:
+            request = _request_part(self._environ)
+            _LOG.error("%s %s: closing the response body raised", request["method"],
+                       request["path"], exc_info=True)

@@ -1,0 +1,521 @@
+"""Reading error chains: real Napix servers relaying failures over loopback,
+napixd-style documents, and hostile documents and bodies."""
+
+import json
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napixclient import Client, ConnectionError, HTTPError
+from napixclient.exceptions import MAX_HOPS, MAX_TEXT, Chain, Hop, read_chain
+from napixclient.response import RequestRecord, decode_body
+from napixclient.wsgi import ExceptionsCatcher
+from tests.helpers import AUTH, closed_port
+
+RECORD = RequestRecord("GET", "a", "http://a/x", "/x")
+# A hop's text is at most MAX_TEXT characters plus a note of what was cut.
+TEXT_BOUND = MAX_TEXT + 100
+
+
+def error_with(document, status=500):
+    return HTTPError(RECORD, status=status, remote_error=document)
+
+
+# -- relays: the servers of a chain ---------------------------------------------
+
+
+def catcher_relay(next_host, next_path, show_traceback=False):
+    """A napixclient-based server: a WSGI app calling the next server, wrapped
+    in ExceptionsCatcher."""
+    def app(environ, start_response):
+        with Client(next_host, AUTH) as client:
+            client.get(next_path)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"the next server answered"]
+    return ExceptionsCatcher(app, show_traceback=show_traceback)
+
+
+def napixd_relay(next_host, next_path):
+    """A route handler answering as napixd does when a call it made fails:
+    the document carries a traceback, a file name and a line, and no
+    remote_status."""
+    def handler(request):
+        try:
+            with Client(next_host, AUTH) as client:
+                client.get(next_path)
+        except HTTPError as error:
+            return 500, {
+                "error_class": "HTTPError",
+                "error_text": str(error),
+                "request": {"method": request.method, "path": request.path},
+                "remote_call": error.remote_call,
+                "remote_error": error.remote_error,
+                "traceback": [{"filename": "/usr/lib/napixd/loader.py", "line": 12,
+                               "in": "get_resource", "call": "self.fetch()"}],
+                "filename": "/usr/lib/napixd/loader.py",
+                "line": 12,
+            }
+        return 200, "the next server answered"
+    return handler
+
+
+ROOT_TEXT = ("text", 404)
+ROOT_NAPIXD = ("napixd", 404)
+
+
+def build_chain(factory, depth, kinds, root):
+    """Start ``depth`` servers, the last failing with ``root``, each other one
+    relaying to the next with the relay of ``kinds`` (cycled). Returns the
+    servers, first one first, and the relay kind of each (``None`` for the
+    last)."""
+    last = factory()
+    if root == ROOT_TEXT:
+        last.route("/slot/10", status=404, body="`10` not found")
+    else:
+        last.route("/slot/10", status=404, body={
+            "error_class": "NotFound", "error_text": "`10` not found",
+            "request": {"method": "GET", "path": "/slot/10"},
+            "traceback": [{"filename": "/srv/slots.py", "line": 3, "in": "get",
+                           "call": "raise NotFound(id)"}],
+            "filename": "/srv/slots.py", "line": 3})
+    servers = [last]
+    relays = [None]
+    for level in range(depth - 1):
+        kind = kinds[level % len(kinds)]
+        below = servers[0]
+        if kind == "napixd":
+            server = factory()
+            server.route("/slot/10", handler=napixd_relay(below.host, "/slot/10"))
+        else:
+            server = factory(app=catcher_relay(below.host, "/slot/10",
+                                               show_traceback=kind == "catcher+tb"))
+        servers.insert(0, server)
+        relays.insert(0, kind)
+    return servers, relays
+
+
+def test_three_servers_read_hop_by_hop(napix_server_factory):
+    (a, b, c), _ = build_chain(napix_server_factory, 3, ["catcher"], ROOT_TEXT)
+    with Client(a.host, AUTH) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/slot/10")
+    error = caught.value
+    assert error.chain == [
+        Hop(f"GET {a.url}/slot/10", 500, "HTTPError", error.chain[0].error_text),
+        Hop(f"GET {b.url}/slot/10", 500, "HTTPError", error.chain[1].error_text),
+        Hop(f"GET {c.url}/slot/10", 404, None, "`10` not found"),
+    ]
+    assert error.root == error.chain[-1]
+    assert str(error) == (f"GET {a.url}/slot/10 -> 500 (HTTPError) | "
+                          f"GET {b.url}/slot/10 -> 500 (HTTPError) | "
+                          f"GET {c.url}/slot/10 -> 404 | `10` not found")
+    assert error.format_chain() == "\n".join([
+        f"hop 0: GET {a.url}/slot/10 -> 500 (HTTPError)",
+        f"hop 1: GET {b.url}/slot/10 -> 500 (HTTPError)",
+        f"hop 2: GET {c.url}/slot/10 -> 404",
+        "root cause: `10` not found",
+    ])
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kinds,root", [
+    (["catcher"], ROOT_TEXT),
+    (["napixd", "catcher+tb"], ROOT_TEXT),
+    (["catcher+tb", "napixd"], ROOT_NAPIXD),
+    (["napixd"], ROOT_NAPIXD),
+], ids=["catchers-text", "mixed-text", "mixed-napixd", "napixd-napixd"])
+def test_chains_of_depth_one_to_five_reach_the_root(napix_server_factory, depth, kinds,
+                                                    root):
+    servers, relays = build_chain(napix_server_factory, depth, kinds, root)
+    with Client(servers[0].host, AUTH) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/slot/10")
+    chain = caught.value.chain
+    assert [hop.call for hop in chain] == [f"GET {s.url}/slot/10" for s in servers]
+    assert chain.truncated is False
+    assert all(hop.error_class == "HTTPError" for hop in chain[:-1])
+    # Hop 0's status is our own call's. A later hop's status is known when
+    # the server that made that call says it: in the text of a text answer,
+    # or in the remote_status an ExceptionsCatcher adds; napixd says neither
+    # for a document.
+    statuses = [500] + [None if relay == "napixd" else 500 for relay in relays[:-1]]
+    # The root answered 404, which its caller's document says unless napixd
+    # relayed a document.
+    statuses[-1] = 404 if root == ROOT_TEXT or statuses[-1] is not None else None
+    assert [hop.status for hop in chain] == statuses
+    root_hop = caught.value.root
+    assert root_hop.error_text == "`10` not found"
+    assert root_hop.error_class == (None if root == ROOT_TEXT else "NotFound")
+    line = str(caught.value)
+    assert line.endswith(" | `10` not found") and "\n" not in line
+    assert "/usr/lib/napixd" not in line
+
+
+def test_a_transport_failure_is_its_own_root():
+    port = closed_port()
+    with Client(f"127.0.0.1:{port}", AUTH, timeout=2) as client:
+        with pytest.raises(ConnectionError) as caught:
+            client.get("/x")
+    assert caught.value.chain == [Hop(f"GET http://127.0.0.1:{port}/x", None,
+                                      "ConnectionError", caught.value.root.error_text)]
+    assert str(caught.value).startswith(f"GET http://127.0.0.1:{port}/x -> ConnectionError | ")
+
+
+def test_a_relayed_transport_failure_reads_as_a_hop_without_status(napix_server_factory):
+    port = closed_port()
+    relay = napix_server_factory(app=catcher_relay(f"127.0.0.1:{port}", "/gone"))
+    with Client(relay.host, AUTH) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/x")
+    chain = caught.value.chain
+    assert chain[1].call == f"GET http://127.0.0.1:{port}/gone"
+    assert chain[1].status is None
+    assert chain[1].error_text.startswith("could not connect")
+
+
+# -- reading documents as napixd writes them, and as it should not ----------------
+
+
+def test_str_reads_as_the_design_example():
+    error = error_with({"error_class": "RemoteError", "error_text": "GET http://b/y failed",
+                        "remote_call": "GET http://b/y",
+                        "remote_error": "404 Not Found: `10` not found"})
+    assert str(error) == ("GET http://a/x -> 500 (RemoteError) | GET http://b/y -> 404"
+                          " | `10` not found")
+
+
+def test_a_text_remote_error_gives_the_status_of_its_hop():
+    chain = read_chain("GET http://a/x", 500, {
+        "error_class": "HTTPError", "error_text": "...",
+        "remote_call": "GET http://b/y", "remote_error": "404 Not Found: `10` not found"})
+    assert chain == [Hop("GET http://a/x", 500, "HTTPError", "..."),
+                     Hop("GET http://b/y", 404, None, "`10` not found")]
+
+
+def test_a_text_without_a_status_prefix_is_kept_whole():
+    chain = read_chain("GET http://a/x", 500, {
+        "remote_call": "GET http://b/y", "remote_error": "disk full: retry later"})
+    assert chain[1] == Hop("GET http://b/y", None, None, "disk full: retry later")
+
+
+def test_remote_status_gives_the_status_of_a_nested_document():
+    chain = read_chain("GET http://a/x", 500, {
+        "remote_call": "GET http://b/y", "remote_status": 409,
+        "remote_error": {"error_class": "Conflict", "error_text": "in use"}})
+    assert chain[1] == Hop("GET http://b/y", 409, "Conflict", "in use")
+
+
+@pytest.mark.parametrize("status", [True, "404", 99, 600, 404.0, None])
+def test_a_remote_status_that_is_not_a_status_is_ignored(status):
+    chain = read_chain("GET http://a/x", 500, {
+        "remote_call": "GET http://b/y", "remote_status": status, "remote_error": "oops"})
+    assert chain[1].status is None
+
+
+def test_extra_keys_are_ignored_and_missing_keys_read_as_none():
+    chain = read_chain("GET http://a/x", 500, {
+        "traceback": ["frame"], "filename": "/x.py", "line": 1,
+        "request": {"method": "GET", "path": "/x"}})
+    assert chain == [Hop("GET http://a/x", 500, None, None)]
+
+
+def test_a_remote_call_without_remote_error_ends_the_chain():
+    chain = read_chain("GET http://a/x", 500, {"error_class": "E", "remote_call": "GET b"})
+    assert chain == [Hop("GET http://a/x", 500, "E", None)]
+
+
+@pytest.mark.parametrize("remote_call", [None, 12, ["GET b"], {"GET": "b"}])
+def test_a_remote_call_that_is_not_a_text_ends_the_chain(remote_call):
+    chain = read_chain("GET http://a/x", 500, {"error_text": "here",
+                                               "remote_call": remote_call,
+                                               "remote_error": "404 Not Found: x"})
+    assert chain == [Hop("GET http://a/x", 500, None, "here")]
+
+
+@pytest.mark.parametrize("remote_error,text", [
+    (None, None),
+    (12, "12"),
+    ([1, "two"], "[1, 'two']"),
+    (True, "True"),
+])
+def test_a_remote_error_of_another_type_is_a_root_shown_briefly(remote_error, text):
+    chain = read_chain("GET http://a/x", 500, {"remote_call": "GET http://b/y",
+                                               "remote_error": remote_error})
+    assert chain[-1] == Hop("GET http://b/y", None, None, text)
+
+
+def test_wrong_types_are_dropped_or_shown_briefly():
+    chain = read_chain("GET http://a/x", 500, {"error_class": ["E"],
+                                               "error_text": {"deep": [[[[["x"]]]]]}})
+    assert chain == [Hop("GET http://a/x", 500, None, "{'deep': [[[...]]]}")]
+
+
+def test_texts_are_cut_to_max_text_characters_and_say_so():
+    chain = read_chain("GET http://a/x", 500, {
+        "error_text": "e" * 50_000, "remote_call": "c" * 50_000,
+        "remote_error": "404 Not Found: " + "t" * 50_000})
+    assert chain[0].error_text == "e" * MAX_TEXT + f"... ({50_000 - MAX_TEXT} more characters)"
+    assert chain[1].call.startswith("c" * MAX_TEXT + "... (")
+    assert chain[1].status == 404
+    assert chain[1].error_text.startswith("t" * MAX_TEXT + "... (")
+
+
+def test_a_chain_longer_than_max_hops_is_cut_and_says_so():
+    document = {"error_class": "NotFound", "error_text": "the real root"}
+    for level in range(MAX_HOPS * 3):
+        document = {"error_class": "HTTPError", "error_text": f"level {level}",
+                    "remote_call": f"GET http://h{level}/", "remote_error": document}
+    error = error_with(document)
+    assert len(error.chain) == MAX_HOPS
+    assert error.chain.truncated
+    assert str(error).endswith(f" | (cut after {MAX_HOPS} hops)")
+    assert error.format_chain().endswith(f"(more than {MAX_HOPS} hops: the rest was not read)")
+
+
+def test_control_characters_never_break_the_line_or_reach_a_terminal():
+    error = error_with({"error_class": "E\x1b[2J", "remote_call": "GET http://b/\r\nX: y",
+                        "remote_error": "404 Not Found: two\nlines\u2028\ud800"})
+    line = str(error)
+    assert line == ("GET http://a/x -> 500 (E\\x1b[2J) | GET http://b/\\r\\nX: y -> 404"
+                    " | two\\nlines\\u2028\\ud800")
+    assert error.format_chain().splitlines()[-2:] == ["root cause: two",
+                                                     "    lines\\u2028\\ud800"]
+    line.encode("utf-8")  # lone surrogates would make printing fail
+
+
+def test_the_far_side_text_of_a_response_loses_only_our_prefix(napix_server_factory):
+    server = napix_server_factory()
+    server.route("/colon", status=400, body="409 Conflict: not a prefix of ours")
+    with Client(server.host, AUTH) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/colon")
+    assert caught.value.remote_error == "400 Bad Request: 409 Conflict: not a prefix of ours"
+    assert caught.value.root == Hop(f"GET {server.url}/colon", 400, None,
+                                    "409 Conflict: not a prefix of ours")
+
+
+def test_read_chain_survives_values_that_cannot_be_shown():
+    class Hostile:
+        def __repr__(self):
+            raise RuntimeError("no")
+
+        def __str__(self):
+            raise RuntimeError("no")
+
+    error = error_with({"error_text": Hostile(), "remote_call": "GET b",
+                        "remote_error": {"error_text": 10 ** 5000}})
+    assert error.chain[0].error_text == "<Hostile>"
+    assert error.root.error_text == "<int of 16610 bits>"
+    assert repr(error) == "<HTTPError 500 GET http://a/x>"
+
+
+def test_a_chain_is_a_list_and_pickles_with_its_error():
+    import pickle
+
+    error = error_with({"remote_call": "GET b", "remote_error": "404 Not Found: x"})
+    copy = pickle.loads(pickle.dumps(error))
+    assert isinstance(error.chain, Chain) and isinstance(error.chain, list)
+    assert copy.chain == error.chain and str(copy) == str(error)
+
+
+# -- hostile documents, generated -----------------------------------------------
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                    st.text(max_size=50), st.binary(max_size=20))
+napix_keys = st.sampled_from(["error_class", "error_text", "remote_call", "remote_error",
+                              "remote_status", "traceback", "filename", "line", "request"])
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=6),
+        st.dictionaries(st.one_of(napix_keys, st.text(max_size=8)), children, max_size=8),
+        st.fixed_dictionaries({"remote_call": st.one_of(st.text(max_size=30), scalars),
+                               "remote_error": children},
+                              optional={"error_class": scalars, "error_text": scalars,
+                                        "remote_status": scalars}),
+    ),
+    max_leaves=40,
+)
+
+
+@st.composite
+def deep_documents(draw):
+    """Chains up to 100,000 hops deep, built without recursion, from a short
+    repeated pattern of levels (relay documents, lists, junk)."""
+    depth = draw(st.integers(min_value=0, max_value=100_000))
+    pattern = draw(st.lists(st.sampled_from(["relay", "relay", "status", "list", "junk"]),
+                            min_size=1, max_size=4))
+    leaf = draw(documents)
+    document = leaf
+    for level in range(depth):
+        shape = pattern[level % len(pattern)]
+        if shape == "list":
+            document = [document]
+        elif shape == "junk":
+            document = {"remote_call": "GET x", "remote_error": document, "line": [level]}
+        else:
+            document = {"error_class": "HTTPError", "error_text": "x" * 3,
+                        "remote_call": f"GET http://h{level % 7}/",
+                        "remote_error": document,
+                        **({"remote_status": 502} if shape == "status" else {})}
+    return document
+
+
+def check_bounded(error):
+    chain = error.chain
+    assert 1 <= len(chain) <= MAX_HOPS
+    for hop in chain:
+        assert isinstance(hop, Hop)
+        for text in (hop.call, hop.error_class, hop.error_text):
+            assert text is None or (isinstance(text, str) and len(text) <= TEXT_BOUND)
+        assert hop.status is None or 100 <= hop.status <= 599
+    line = str(error)
+    assert "\n" not in line and "\r" not in line
+    assert len(line) <= MAX_HOPS * (3 * TEXT_BOUND + 20)
+    line.encode("utf-8")
+    error.format_chain().encode("utf-8")
+    assert error.root == chain[-1]
+    assert repr(error).startswith("<HTTPError ")
+
+
+GENERATED = settings(max_examples=100, deadline=timedelta(seconds=2),
+                     suppress_health_check=[HealthCheck.too_slow])
+
+
+@GENERATED
+@given(documents, st.one_of(st.none(), st.integers(100, 599)))
+def test_generated_documents_never_make_reading_fail(document, status):
+    check_bounded(error_with(document, status))
+
+
+@settings(max_examples=25, deadline=timedelta(seconds=2),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(deep_documents())
+def test_generated_deep_documents_never_make_reading_fail(document):
+    check_bounded(error_with(document))
+
+
+@settings(max_examples=50, deadline=timedelta(seconds=2))
+@given(st.integers(min_value=1, max_value=2000), st.integers(min_value=1, max_value=5000))
+def test_wide_documents_never_make_reading_fail(keys, length):
+    document = {f"k{i}": "v" * (i % 10) for i in range(keys)}
+    document.update(error_text=["x" * length] * keys, error_class={"a": keys},
+                    remote_call="GET http://b/" + "p" * length,
+                    remote_error={str(i): [i] for i in range(keys)})
+    check_bounded(error_with(document))
+
+
+def best_of(repeats, action):
+    """The shortest of ``repeats`` timings of ``action()``, in seconds."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_reading_takes_no_longer_for_huge_documents_than_for_small_ones():
+    def nest(depth, text, width):
+        document = {"error_text": text, **{f"k{i}": i for i in range(width)}}
+        for _ in range(depth):
+            document = {"remote_call": "GET x", "remote_error": document,
+                        "error_text": text}
+        return document
+
+    small = nest(40, "x" * 10, 2)
+    huge = nest(100_000, "x" * 5_000_000, 200_000)
+
+    def read_all(document):
+        def action():
+            for _ in range(20):
+                error = error_with(document)
+                str(error), repr(error), error.format_chain()
+        return action
+
+    ratio = best_of(5, read_all(huge)) / best_of(5, read_all(small))
+    # Work is capped by MAX_HOPS and MAX_TEXT: the 10,000 times larger
+    # document costs about the same; a wide margin keeps this steady.
+    assert ratio < 20
+
+
+# -- decoding hostile bodies ------------------------------------------------------
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_json_nested_100000_levels_deep_comes_back_as_text():
+    body = decode_body(DEEP_JSON, "application/json")
+    assert isinstance(body, str) and len(body) == len(DEEP_JSON)
+
+
+def test_deep_json_is_safe_even_with_a_raised_recursion_limit():
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200_000)
+    try:
+        # The C decoder would overflow the C stack here without the cap.
+        body = decode_body(DEEP_JSON, "application/json")
+        assert sys.getrecursionlimit() == 200_000
+    finally:
+        sys.setrecursionlimit(limit)
+    assert isinstance(body, str)
+
+
+@pytest.mark.parametrize("content,content_type,expected", [
+    (b"\xff\xfe{\"a\": 1}", "application/json", "\ufffd\ufffd{\"a\": 1}"),
+    (b"\xe9t\xe9", "text/plain", "\ufffdt\ufffd"),
+    (b"\xe9t\xe9", "text/plain; charset=latin-1", "été"),
+    (b"\xff abc", "text/plain; charset=idna", "\ufffd abc"),
+    (b"\xff abc", "application/json; charset=punycode", "\ufffd abc"),
+    (b"abc", "text/plain; charset=base64", "abc"),
+    (b"abc", "text/plain; charset=no-such-charset", "abc"),
+    (b"\xef\xbb\xbf{\"a\": 1}", "application/json; charset=utf-8", {"a": 1}),
+    (b"1" * 10_000, "application/json", "1" * 10_000),
+    (b"{\"a\": ", "application/problem+json", "{\"a\": "),
+    (b"\x00\x01", 12, b"\x00\x01"),
+    (b"\x00\x01", None, b"\x00\x01"),
+    (b"", "application/json", None),
+])
+def test_hostile_bodies_decode_without_raising(content, content_type, expected):
+    assert decode_body(content, content_type) == expected
+
+
+@settings(max_examples=200, deadline=timedelta(seconds=2))
+@given(st.binary(max_size=300), st.one_of(
+    st.none(), st.text(max_size=40),
+    st.sampled_from(["application/json", "application/json; charset=utf-16",
+                     "text/plain; charset=idna", "text/html; charset=utf-7",
+                     "application/x+json; charset=utf_32", "text/plain; charset="])))
+def test_generated_bodies_decode_without_raising(content, content_type):
+    decode_body(content, content_type)
+
+
+def test_a_50_mb_string_body_is_read_and_cut_in_the_chain(napix_server_factory):
+    server = napix_server_factory()
+    huge = json.dumps({"error_class": "Huge", "error_text": "z" * 50_000_000,
+                       "remote_call": "GET http://b/", "remote_error": "y" * 1000})
+    server.route("/huge", status=500, body=huge.encode(),
+                 headers={"Content-Type": "application/json"})
+    server.route("/deep", status=500, body=DEEP_JSON,
+                 headers={"Content-Type": "application/json"})
+    server.route("/bad", status=502, body=b"\xff\xfe bad \xc3",
+                 headers={"Content-Type": "text/plain; charset=utf-8"})
+    with Client(server.host, AUTH, timeout=20) as client:
+        errors = []
+        for path in ("/huge", "/deep", "/bad"):
+            with pytest.raises(HTTPError) as caught:
+                client.get(path)
+            errors.append(caught.value)
+    huge_error, deep_error, bad_error = errors
+    assert huge_error.chain[0].error_text.startswith("z" * MAX_TEXT + "... (")
+    assert huge_error.root == Hop("GET http://b/", None, None, "y" * 1000)
+    assert len(str(huge_error)) < 3 * TEXT_BOUND
+    assert deep_error.chain == [Hop(f"GET {server.url}/deep", 500, None,
+                                    deep_error.root.error_text)]
+    assert deep_error.root.error_text.startswith("[[[[") and len(
+        deep_error.root.error_text) <= TEXT_BOUND
+    assert bad_error.root.error_text == "\ufffd\ufffd bad \ufffd"
