@@ -23,6 +23,7 @@ setup(
     install_requires=[
         "gevent>=22.10",
         "requests>=2.28",
+        "rich>=12",
         "urllib3>=2.0,<3",
     ],
     extras_require={
@@ -38,6 +39,7 @@ setup(
         ],
     },
     entry_points={
+        "console_scripts": ["napix = napixclient.cli:main"],
         # The entry point's name is the module's name, so a conftest that also
         # lists it in pytest_plugins does not register it twice.
         "pytest11": ["napixclient.testing = napixclient.testing"],

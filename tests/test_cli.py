@@ -1,0 +1,348 @@
+"""The napix command, run as a subprocess against NapixTestServers.
+
+The servers run in this process's gevent hub, so the command runs under
+gevent.subprocess: waiting for it yields to the hub and the servers answer.
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import gevent
+import gevent.subprocess
+import pytest
+
+from napixclient import cli
+from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
+from napixclient.testing import hmac_token
+from tests.helpers import closed_port
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGIN = "ops"
+KEY = "k3y-that-must-never-show"
+USERS = {LOGIN: KEY}
+SIGNED = {"NAPIX_LOGIN": LOGIN, "NAPIX_KEY": KEY}
+HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+FREE_SLOTS = "status == 200 and body['free_slots'] > 0"
+
+
+def napix(*args, env=None, timeout=30):
+    """Run ``python -m napixclient ARGS`` with only the NAPIX_* variables in
+    ``env``; return the CompletedProcess (text)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(env or {}, PYTHONPATH=str(ROOT))
+    return gevent.subprocess.run(
+        [sys.executable, "-m", "napixclient", *map(str, args)],
+        capture_output=True, text=True, env=environ, timeout=timeout, cwd=str(ROOT))
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def server(napix_server_factory):
+    return napix_server_factory(users=USERS)
+
+
+# -- napix request -----------------------------------------------------------
+
+
+def test_request_prints_the_json_body_pretty_printed_and_exits_0(server):
+    server.route("/vm-ip/", "POST", handler=lambda req: (201, {"ip": "10.0.0.7", **req.json}))
+    done = napix("request", server.host, "post", "/vm-ip/", "--data", '{"size": 1}',
+                 "--header", "X-Trace: abc", env=SIGNED)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ip": "10.0.0.7", "size": 1}
+    assert '\n  "ip": "10.0.0.7"' in done.stdout
+    sent = server.requests[-1]
+    assert (sent.method, sent.login, sent.json) == ("POST", LOGIN, {"size": 1})
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.headers["X-Trace"] == "abc"
+
+
+def test_request_on_a_redirect_exits_0_without_following_it(server):
+    server.route("/old", status=302, headers={"Location": "/new"}, body="moved")
+    done = napix("request", server.host, "GET", "/old", env=SIGNED)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "moved"
+    assert [r.path for r in server.requests] == ["/old"]
+
+
+def test_request_on_a_404_exits_1_with_the_chain_on_stderr(server):
+    done = napix("request", server.host, "GET", "/nope", env=SIGNED)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"hop 0: GET http://{server.host}/nope -> 404" in done.stderr
+    assert "`/nope` not found" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_request_without_credentials_shows_the_401_and_exits_1(server):
+    server.route("/", body=["/vm-ip"])
+    done = napix("request", server.host, "GET", "/")
+    assert done.returncode == 1
+    assert "-> 401" in done.stderr
+    assert "authentication required" in done.stderr
+
+
+def test_request_to_a_dead_host_exits_1_with_a_connection_error(server):
+    done = napix("request", f"127.0.0.1:{closed_port()}", "GET", "/", "--timeout", "5")
+    assert done.returncode == 1
+    assert "ConnectionError" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_malformed_data_is_bad_usage_exit_2(server):
+    done = napix("request", server.host, "POST", "/vm-ip/", "--data", "{size: 1}", env=SIGNED)
+    assert done.returncode == 2
+    assert "--data is not valid JSON" in done.stderr
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["request", "bad host!", "GET", "/"], "not a valid host name"),
+    (["request", "127.0.0.1:1", "GET", "/", "--header", "no-colon"], "NAME:VALUE"),
+    (["request", "127.0.0.1:1", "GET", "/", "--header", "Bad Name: x"], "not a valid token"),
+    (["request", "127.0.0.1:1", "GE T", "/"], "method must be an HTTP token"),
+    (["request", "127.0.0.1:1", "GET", "/", "--timeout", "0"], "seconds must be"),
+    (["request", "127.0.0.1:1", "GET", "/", "--login", "ops"], "--key"),
+    (["request", "127.0.0.1:1", "GET", "/", "--token", "t", "--key", "k"], "not both"),
+    (["probe", "/capacity"], "no host to probe"),
+    (["probe", "/capacity", "127.0.0.1:1"], "the PATH comes last"),
+    (["probe", "127.0.0.1:1", "/c", "--first-where", "body.keys()"], "not allowed"),
+])
+def test_bad_usage_exits_2_naming_the_problem(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# -- credentials -------------------------------------------------------------
+
+
+def test_credentials_never_appear_in_any_output_even_verbose(server):
+    token = hmac_token(LOGIN, KEY)
+    signature = token.split(":", 1)[1]
+    server.route("/capacity", body={"free_slots": 1})
+    calls = [
+        (("request", server.host, "GET", "/missing?x=1", "-vv"), SIGNED),
+        (("request", server.host, "GET", "/capacity", "-vv", "--token", token), {}),
+        (("probe", server.host, f"127.0.0.1:{closed_port()}", "/capacity", "-vv", "--json"),
+         {"NAPIX_TOKEN": token}),
+        (("probe", server.host, "/capacity", "-vv", "--login", LOGIN, "--key", KEY + "-x"), {}),
+    ]
+    # Run together: they are independent, and the servers answer them all.
+    jobs = [gevent.spawn(napix, *args, env=env) for args, env in calls]
+    gevent.joinall(jobs, raise_error=True)
+    runs = [job.value for job in jobs]
+    assert [run.returncode for run in runs] == [1, 0, 1, 1]
+    assert '{"free_slots":1}' in runs[2].stdout.replace(" ", "")  # the token was accepted
+    assert "403" in runs[3].stdout  # the wrong key was refused
+    signatures = {r.headers["Authorization"].rsplit(":", 1)[1]
+                  for r in server.requests if "Authorization" in r.headers}
+    assert len(signatures) == 2
+    for run in runs:
+        output = run.stdout + run.stderr
+        assert "napix: napixclient.cli: auth:" in run.stderr  # verbose did log
+        assert KEY not in output
+        assert token not in output and signature not in output
+        assert not HEX64.search(output), output
+        for sig in signatures:
+            assert sig not in output
+
+
+# -- napix probe -------------------------------------------------------------
+
+
+def test_probe_table_has_a_row_for_every_host_dead_and_hanging_included(
+        napix_server_factory):
+    up = [napix_server_factory(users=USERS).route("/capacity", body={"free_slots": n})
+          for n in (0, 3)]
+    hanging = napix_server_factory(users=USERS).route("/capacity", hang=True)
+    dead = f"127.0.0.1:{closed_port()}"
+    done = napix("probe", up[0].host, up[1].host, dead, hanging.host, "/capacity",
+                 "--timeout", "0.5", env=SIGNED)
+    assert done.returncode == 1  # not every host answered
+    assert "Traceback" not in done.stderr
+    rows = {line.split()[0]: line.split()[1:]
+            for line in done.stdout.splitlines() if line.strip().startswith("127.0.0.1:")}
+    assert rows[up[0].host][0] == "200" and '{"free_slots":0}' in rows[up[0].host]
+    assert rows[up[1].host][0] == "200" and '{"free_slots":3}' in rows[up[1].host]
+    assert rows[dead][0] == "ConnectionError"
+    assert rows[hanging.host][0] == "Timeout"
+    assert "4 hosts: 2 ok, 1 failed, 1 timed out" in done.stdout
+
+
+def test_probe_json_prints_one_object_per_host_and_the_summary_on_stderr(server):
+    server.route("/capacity", body={"free_slots": 2})
+    server.route("/broken", status=500, body={"error_class": "KeyError", "error_text": "x"})
+    dead = f"127.0.0.1:{closed_port()}"
+    done = napix("probe", server.host, dead, "/capacity", "--json", env=SIGNED)
+    lines = json_lines(done.stdout)
+    assert done.returncode == 1
+    assert {line["host"] for line in lines} == {server.host, dead}
+    by_host = {line["host"]: line for line in lines}
+    ok, failed = by_host[server.host], by_host[dead]
+    assert set(ok) == {"host", "status", "error", "latency_ms", "outcome", "body", "summary",
+                       "chain", "match"}
+    assert (ok["status"], ok["error"], ok["outcome"], ok["body"]) == (
+        200, None, "ok", {"free_slots": 2})
+    assert isinstance(ok["latency_ms"], float) and ok["latency_ms"] >= 0
+    assert (failed["status"], failed["error"], failed["outcome"]) == (
+        None, "ConnectionError", "failed")
+    assert failed["chain"].startswith(f"GET http://{dead}/capacity -> ConnectionError")
+    assert "2 hosts: 1 ok, 1 failed, 0 timed out" in done.stderr
+
+    done = napix("probe", server.host, "/broken", "--json", env=SIGNED)
+    (line,) = json_lines(done.stdout)
+    assert (line["status"], line["error"], line["outcome"]) == (500, "HTTPError", "failed")
+
+
+def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
+        napix_server_factory, tmp_path):
+    servers = [napix_server_factory(users=USERS).route("/capacity", body={"free_slots": n})
+               for n in range(3)]
+    hosts_file = tmp_path / "fleet.txt"
+    hosts_file.write_text(
+        "# the fleet\n"
+        f"{servers[0].host}\n"
+        "\n"
+        f"   {servers[1].host}   # rack 2\n"
+        f"# {closed_port()} retired\n"
+        "   \n")
+    done = napix("probe", "--hosts-file", hosts_file, servers[2].host, "/capacity", "--json",
+                 env=SIGNED)
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done.stdout)
+    assert sorted(line["host"] for line in lines) == sorted(s.host for s in servers)
+    assert all(line["status"] == 200 for line in lines)
+    assert all(len(s.requests) == 1 for s in servers)
+
+
+def test_read_hosts_file_names_the_line_of_a_malformed_entry(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("a.example:8002\n#c\n\nhttps://b.example/napix # tls\n")
+    assert cli.read_hosts_file(str(good)) == ["a.example:8002", "https://b.example/napix"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.example\nb.example c.example\n")
+    with pytest.raises(cli.UsageError, match=r"bad.txt:2: one host per line"):
+        cli.read_hosts_file(str(bad))
+    bad.write_text("\n\nftp://x\n")
+    with pytest.raises(cli.UsageError, match=r"bad.txt:3: .*scheme"):
+        cli.read_hosts_file(str(bad))
+    with pytest.raises(cli.UsageError, match="missing.txt"):
+        cli.read_hosts_file(str(tmp_path / "missing.txt"))
+
+
+def test_probe_first_where_stops_at_the_first_match_and_cancels_the_rest(
+        napix_server_factory):
+    full = napix_server_factory(users=USERS).route("/capacity", body={"free_slots": 0})
+    room = napix_server_factory(users=USERS).route(
+        "/capacity", body={"free_slots": 3}, latency=0.2)
+    slow = napix_server_factory(users=USERS).route(
+        "/capacity", body={"free_slots": 9}, latency=10)
+    hanging = napix_server_factory(users=USERS).route("/capacity", hang=True)
+    done = napix("probe", full.host, room.host, slow.host, hanging.host, "/capacity",
+                 "--json", "--timeout", "20", "--first-where", FREE_SLOTS, env=SIGNED)
+    assert done.returncode == 0, done.stderr
+    by_host = {line["host"]: line for line in json_lines(done.stdout)}
+    assert len(by_host) == 4
+    assert by_host[room.host]["match"] is True
+    assert by_host[full.host]["match"] is False and by_host[full.host]["status"] == 200
+    for host in (slow.host, hanging.host):
+        assert (by_host[host]["outcome"], by_host[host]["error"]) == ("cancelled", "Cancelled")
+    assert f"first match: {room.host} (2 still pending, cancelled)" in done.stderr
+
+
+def test_probe_first_where_without_a_match_exits_1(server):
+    server.route("/capacity", body={"free_slots": 0})
+    done = napix("probe", server.host, "/capacity", "--first-where", FREE_SLOTS, env=SIGNED)
+    assert done.returncode == 1
+    assert "no match" in done.stdout
+
+
+@pytest.mark.parametrize("expression, values, expected", [
+    (FREE_SLOTS, {"status": 200, "body": {"free_slots": 2}}, True),
+    (FREE_SLOTS, {"status": 200, "body": {"free_slots": 0}}, False),
+    (FREE_SLOTS, {"status": 200, "body": {}}, False),              # missing key
+    (FREE_SLOTS, {"status": None, "body": None}, False),           # an error
+    ("body['free_slots'] > 0", {"body": {"free_slots": "x"}}, False),  # str > int
+    ("status in (200, 201) or host == 'h'", {"status": 404, "host": "h"}, True),
+    ("not status >= 400", {"status": 302}, True),
+    ("body['a'][0]['b'] == -1", {"body": {"a": [{"b": -1}]}}, True),
+    ("1 < status < 300", {"status": 200}, True),
+    ("body is None", {"body": None}, True),
+])
+def test_first_where_expressions_evaluate_safely(expression, values, expected):
+    assert cli.compile_condition(expression)(values) is expected
+
+
+@pytest.mark.parametrize("expression", [
+    "__import__('os').system('true')", "body.get('x')", "status + 1 > 2", "x == 1",
+    "[c for c in body]", "lambda: 1", "status ==", "body[1:2]", "status == 9 ** 9 ** 9",
+    "a" * 1001,
+])
+def test_first_where_refuses_anything_but_comparisons_over_status_body_host(expression):
+    with pytest.raises(cli.ExpressionError):
+        cli.compile_condition(expression)
+
+
+@pytest.mark.parametrize("flags, environ, expected", [
+    ((None, None, None), {}, None),
+    ((None, None, None), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123"}, ("login", "a")),
+    ((None, None, None), {"NAPIX_TOKEN": "tok-456"}, ("token", "token")),
+    # The signed protocol wins over a token in the environment...
+    ((None, None, None), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123", "NAPIX_TOKEN": "tok-456"},
+     ("login", "a")),
+    # ...and flags win over the environment; a half given by flag is
+    # completed from it.
+    ((None, None, "tok-456"), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123"}, ("token", "token")),
+    (("b", None, None), {"NAPIX_LOGIN": "a", "NAPIX_KEY": "key-123"}, ("login", "b")),
+    ((None, None, None), {"NAPIX_LOGIN": "", "NAPIX_KEY": "", "NAPIX_TOKEN": ""}, None),
+])
+def test_credentials_come_from_flags_then_environment(flags, environ, expected):
+    credentials = cli.resolve_credentials(*flags, environ)
+    auth = credentials.authenticator
+    if expected is None:
+        assert auth is None
+    elif expected[0] == "login":
+        assert isinstance(auth, LoginAuthenticator) and auth.login == expected[1]
+    else:
+        assert isinstance(auth, TokenIdentifier) and auth.parameter == expected[1]
+    assert all(secret not in credentials.source + repr(credentials)
+               for secret in credentials.secrets)
+
+
+@pytest.mark.parametrize("flags, environ, message", [
+    (("a", None, None), {}, "--key (or NAPIX_KEY)"),
+    ((None, "key-123", None), {}, "--login (or NAPIX_LOGIN)"),
+    ((None, None, None), {"NAPIX_KEY": "key-123"}, "NAPIX_KEY is set but NAPIX_LOGIN is not"),
+    (("a", "key-123", "tok-456"), {}, "not both"),
+])
+def test_incomplete_credentials_are_a_usage_error_that_shows_no_value(flags, environ, message):
+    with pytest.raises(cli.UsageError, match=re.escape(message)) as error:
+        cli.resolve_credentials(*flags, environ)
+    assert "key-123" not in str(error.value) and "tok-456" not in str(error.value)
+
+
+def test_probe_table_shows_hostile_bodies_literally(server):
+    # rich markup and a terminal escape sequence, as JSON and as text.
+    server.route("/json", body={"note": "[/bold] [red]x\x1b[2J"})
+    server.route("/text", body="[/bold] [red]x\x1b[2J")
+    for path, shown in (("/json", '{"note":"[/bold] [red]x\\u001b[2J"}'),
+                        ("/text", "[/bold] [red]x\\x1b[2J")):
+        done = napix("probe", server.host, path, env=SIGNED)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout
+        assert shown in done.stdout
+
+
+def test_output_masks_only_the_secrets_and_logs_also_signatures_and_tokens():
+    digest = "ab" * 32
+    text = f"key=s3cret digest={digest} GET /x?token=abc&y=1"
+    assert cli.redact(text, ["s3cret"]) == f"key=*** digest={digest} GET /x?token=abc&y=1"
+    assert cli.redact_log(text, ["s3cret"]) == "key=*** digest=*** GET /x?token=***&y=1"
