@@ -37,6 +37,8 @@ setup(
             "mypy>=1.5",
             "types-requests",
         ],
+        # Client(transport="geventhttpclient"): a C parser for answers.
+        "fast": ["geventhttpclient>=2.6,<3"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],

@@ -79,6 +79,27 @@ def napixclient_sequential(base, path, count, warmup, timeout):
         return _sync_sequential(one, count, warmup)
 
 
+def napixclient_fast_fanout(bases, path, per_host, cap, timeout):
+    """napixclient with the optional geventhttpclient transport (the fast extra)."""
+    from napixclient import ClientPool
+
+    with ClientPool(simultaneous=cap, timeout=timeout, transport="geventhttpclient") as pool:
+        for base in _order(bases, per_host):
+            pool.request(base, "GET", path)
+        results = pool.wait(timeout=timeout * 4)
+    return [(r.status, r.body) if r.status == 200 else r for r in results]
+
+
+def napixclient_fast_sequential(base, path, count, warmup, timeout):
+    from napixclient import Client
+
+    with Client(base, timeout=timeout, transport="geventhttpclient") as client:
+        def one():
+            response = client.get(path)
+            return response.status, response.body
+        return _sync_sequential(one, count, warmup)
+
+
 # -- aiohttp -----------------------------------------------------------------
 
 def aiohttp_fanout(bases, path, per_host, cap, timeout):
@@ -329,8 +350,8 @@ def requests_threads_sequential(base, path, count, warmup, timeout):
     return _sync_sequential(one, count, warmup)
 
 
-CLIENTS = ["napixclient", "aiohttp", "geventhttpclient", "grequests", "gevent_requests",
-           "requests_threads", "httpx"]
+CLIENTS = ["napixclient", "napixclient_fast", "aiohttp", "geventhttpclient", "grequests",
+           "gevent_requests", "requests_threads", "httpx"]
 
 
 # -- the child process -------------------------------------------------------

@@ -186,7 +186,7 @@ def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ours = table["napixclient"]
     for client in clients:
-        if client == "napixclient":
+        if client.startswith("napixclient"):
             continue
         cells = [client]
         for key in keys:

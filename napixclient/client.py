@@ -52,6 +52,10 @@ _log = logging.getLogger(__name__)
 #: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
 TimeoutSpec = Union[float, Tuple[float, float]]
 
+#: The response reader a :class:`Client` uses when ``transport`` is not given
+#: (see :mod:`napixclient.connections`).
+DEFAULT_TRANSPORT = "http.client"
+
 #: The default ``max_body_size``: 64 MiB.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
@@ -285,9 +289,12 @@ class Client:
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`.
-    :param transport: how answers are parsed: ``"http.client"`` (the default,
-        the standard library's parser, as urllib3 uses); see
-        :mod:`napixclient.connections`.
+    :param transport: how answers are parsed: ``"http.client"`` (the
+        standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
+        (a C parser, less CPU per request; needs the ``fast`` extra, ``pip
+        install 'napixclient[fast]'``); ``None`` (the default) means
+        :data:`DEFAULT_TRANSPORT`. Both serve every feature of this class;
+        see :mod:`napixclient.connections`.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
         bad ``max_body_size``, bad headers, or bad ``retries`` or
@@ -313,7 +320,7 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         retries: int = 0,
         retry_backoff: float = 0.0,
-        transport: str = "http.client",
+        transport: Optional[str] = None,
     ) -> None:
         scheme, name, port, prefix = parse_host(host)
         self.authenticator: Optional[Authenticator] = (
@@ -361,8 +368,9 @@ class Client:
         self._quoted_prefix = requote_uri(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
         self._semaphore = gevent.lock.BoundedSemaphore(simultaneous)
-        self._connections = HostConnections(scheme, name, port, maxsize=simultaneous,
-                                            verify=verify, read=transport)
+        self._connections = HostConnections(
+            scheme, name, port, maxsize=simultaneous, verify=verify,
+            read=DEFAULT_TRANSPORT if transport is None else transport)
         self._closed = False
 
     def __repr__(self) -> str:

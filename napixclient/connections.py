@@ -6,8 +6,13 @@ urllib3's cooperative connection classes, so connecting, TLS and its
 verification are urllib3's), writes the request head it was given in one
 ``sendall``, and reads the answer with a response reader:
 
-``"http.client"``, the standard library's :class:`http.client.HTTPResponse`,
-the parser urllib3 itself uses. :data:`READERS` lists the readers.
+* ``"http.client"`` (the default): the standard library's
+  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses;
+* ``"geventhttpclient"`` (the ``fast`` extra): geventhttpclient's response
+  class, whose parser is C (llhttp), for the lowest CPU per request.
+
+Both serve every feature (TLS, chunked bodies, timeouts, ``max_body_size``,
+retries); :data:`READERS` lists them.
 
 Going below :meth:`urllib3.HTTPConnectionPool.urlopen` saves most of the
 per-request cost measured in BENCHMARKS.md (urlopen's retries object, its
@@ -154,18 +159,62 @@ HTTP_CLIENT = Reader(_begin_http_client, _finish_http_client)
 
 # What a reader raises for a malformed answer, besides OSError.
 _PARSE_ERRORS: Tuple[Type[BaseException], ...] = (http.client.HTTPException,)
+_GeventResponse: Any = None
+try:  # the "fast" extra
+    import geventhttpclient.response
+except ImportError:  # pragma: no cover - depends on the extra
+    pass
+else:
+    _GeventResponse = geventhttpclient.response.HTTPSocketResponse
+    _PARSE_ERRORS += (geventhttpclient.response.HTTPParseError,)
 _READ_ERRORS: Tuple[Type[BaseException], ...] = (OSError,) + _PARSE_ERRORS
+
+
+def _begin_gevent(sock: Any, method: str) -> Any:
+    assert _GeventResponse is not None
+    try:
+        # Reads and parses until the end of the fields.
+        return _GeventResponse(sock, method=method)
+    except geventhttpclient.response.HTTPConnectionClosed as error:
+        # Closed or reset before a byte of the answer: what http.client
+        # calls RemoteDisconnected, so a stale connection is seen as one.
+        raise http.client.RemoteDisconnected(str(error)) from error
+
+
+def _finish_gevent(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
+    try:
+        length = response.content_length
+        if length is not None and length > max_body_size:
+            raise BodyLimitExceeded(length, response.status_code)
+        content = (response.read() if length is not None
+                   else _read_limited(response.read, max_body_size, response.status_code))
+        if not response.message_complete:
+            raise http.client.IncompleteRead(content)
+        headers = _join_fields(response.items())
+        return (Answer(response.status_code, response.status_message or "", headers,
+                       content), response.should_keep_alive())
+    finally:
+        # The socket is ours: geventhttpclient's release() would not reuse it.
+        response._sock = None
 
 
 #: The response readers, by the name :class:`~napixclient.Client` takes.
 READERS: Dict[str, Reader] = {"http.client": HTTP_CLIENT}
+if _GeventResponse is not None:
+    READERS["geventhttpclient"] = Reader(_begin_gevent, _finish_gevent)
 
 
 def reader(name: str) -> Reader:
     """Return the response reader called ``name``.
 
-    :raises ValueError: for an unknown name.
+    :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
+        the ``fast`` extra (geventhttpclient) is not installed.
     """
+    if not isinstance(name, str):
+        raise ValueError(f"transport must be a str such as 'http.client', got {name!r}")
+    if name == "geventhttpclient" and name not in READERS:
+        raise ValueError("transport 'geventhttpclient' needs the fast extra: "
+                         "pip install 'napixclient[fast]'")
     if name not in READERS:
         raise ValueError(f"transport must be one of {sorted(READERS)}, got {name!r}")
     return READERS[name]
