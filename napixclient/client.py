@@ -9,6 +9,7 @@ how many requests run at once. It reads the answer into a
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
@@ -277,8 +278,9 @@ class Client:
     :param headers: headers sent with every request (``Mapping[str, str]``).
     :param retries: how many times a connection failure of an idempotent
         request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is retried on a new
-        connection (``int`` >= 0, default 0): a connection refused, or reset
-        before the first byte of the answer. Never retried: timeouts (a
+        connection (``int`` >= 0, default 0): a connection refused or
+        unreachable, a name that did not resolve, or a connection reset before
+        the first byte of the answer. Never retried: timeouts (a
         retried timeout doubles the wait), TLS failures, malformed answers,
         statuses, POST and PATCH. Whatever ``retries`` says, a kept-alive
         connection that the server closed before answering is retried once
@@ -667,9 +669,21 @@ def _tls_reason(error: SSLError) -> str:
 
 
 def _protocol_reason(error: ProtocolError) -> str:
+    # Only counts and class names: the far side's bytes (a status line that
+    # is not HTTP) are not repeated.
     for arg in error.args[1:]:
+        if isinstance(arg, http.client.RemoteDisconnected):
+            return "the server closed the connection without answering"
         if isinstance(arg, OSError) and arg.strerror:
             return arg.strerror.lower()
+        if isinstance(arg, http.client.IncompleteRead):
+            if isinstance(arg.expected, int):
+                return (f"the body ended after {len(arg.partial)} bytes, "
+                        f"{arg.expected} fewer than announced")
+            return ("the body ended early, or its chunked encoding is malformed, "
+                    f"after {len(arg.partial)} bytes")
+        if isinstance(arg, http.client.BadStatusLine):
+            return "the answer is not HTTP (BadStatusLine)"
         if isinstance(arg, BaseException):
             return type(arg).__name__
     return type(error).__name__

@@ -41,9 +41,10 @@ class ClientPool:
         :class:`~napixclient.Client`.
     :param verify: TLS verification, as for :class:`~napixclient.Client`.
     :param client_options: further keyword arguments for each
-        :class:`~napixclient.Client` (``max_body_size``, ``headers``).
+        :class:`~napixclient.Client` (``max_body_size``, ``headers``,
+        ``retries``, ``retry_backoff``).
     :raises ValueError: at once, for an authenticator of another kind,
-        ``simultaneous < 1`` or a bad timeout.
+        ``simultaneous < 1``, a bad timeout or a bad client option.
 
     ::
 

@@ -319,6 +319,12 @@ class CooperativeRetry(Retry):
 # secret query parameters, to "***", leaving the rest of the line for
 # debugging. Nothing is patched: logging.Logger.addFilter is the documented
 # hook, and filters may change the records they pass.
+#
+# The filter also replaces each record's format arguments by the formatted
+# text: urllib3 passes the exception of a failed attempt as an argument, and
+# a handler that keeps records (pytest's capture, a memory handler, an error
+# tracker's breadcrumbs) would otherwise keep its traceback, and with it the
+# connection and buffers of every retried request.
 
 #: The urllib3 loggers that print URLs, or could.
 URLLIB3_LOGGERS = (
@@ -379,21 +385,24 @@ class SecretParameterFilter(logging.Filter):
     values of secret query parameters replaced by ``***`` in its message and
     its formatted traceback.
 
-    A record whose message holds a secret is rewritten as its formatted
-    message with no ``args``; other records are left untouched. It costs
-    nothing unless urllib3 logging is enabled at the record's level.
+    Each record is rewritten as its formatted (and redacted) message, with
+    no ``args``, so it keeps no reference to the objects urllib3 logged (an
+    exception and its traceback). Formatting here rather than in the handler
+    costs nothing more; and nothing at all unless urllib3 logging is enabled
+    at the record's level.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact ``record`` in place; always return ``True``."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: logging itself reports it
-            return True
-        redacted = redact_secret_parameters(message)
-        if redacted != message:
-            record.msg = redacted
+        if record.args:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record: logging itself reports it
+                return True
             record.args = None
+        else:
+            message = str(record.msg)
+        record.msg = redact_secret_parameters(message)
         if record.exc_info and not record.exc_text:
             record.exc_text = redact_secret_parameters(
                 logging.Formatter().formatException(record.exc_info))

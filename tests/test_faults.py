@@ -9,7 +9,7 @@ import pytest
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, Response, Timeout
 from napixclient.exceptions import BodyTooLarge
 from tests.faultserver import FaultServer
-from tests.helpers import closed_port
+from tests.helpers import AUTH, closed_port
 
 
 @pytest.fixture
@@ -29,16 +29,17 @@ def assert_answers_its_own_request(client, path="/ok?after=1"):
 
 # -- one fault at a time, on one Client ----------------------------------------
 
-BROKE = ("the connection broke during the exchange",)
+BROKE = "the connection broke during the exchange: "
 # The socket's read timeout and the exchange's deadline are both 0.4 s here:
 # either may fire first.
 STALLED = ("timed out while reading", "the exchange took longer than")
 # (path, exception class, one of these in the error's text)
 FAULTS = [
-    ("/reset", ConnectionError, BROKE),
-    ("/short", ConnectionError, BROKE),
-    ("/bad-chunked", ConnectionError, BROKE),
-    ("/not-http", ConnectionError, BROKE),
+    ("/reset", ConnectionError, (BROKE + "connection reset by peer",)),
+    ("/short", ConnectionError, (BROKE + "the body ended after 10 bytes, 90 fewer than "
+                                 "announced",)),
+    ("/bad-chunked", ConnectionError, ("its chunked encoding is malformed",)),
+    ("/not-http", ConnectionError, (BROKE + "the answer is not HTTP",)),
     ("/trickle-headers?interval=0.02&count=200", Timeout, ("the exchange took longer",)),
     ("/stall-headers?seconds=3", Timeout, STALLED),
     ("/stall-body?seconds=3", Timeout, STALLED),
@@ -279,9 +280,19 @@ def test_bad_retry_options_are_refused_at_once(options):
 
 # -- cancellation --------------------------------------------------------------
 
-def _slow(fault_server, head_delay=0.0):
+def _slow(fault_server, head_delay=0.0, delay=0.3):
     fault_server.mid_body.clear()
-    return f"/slow-body?size=200000&delay=0.3&head-delay={head_delay}"
+    return f"/slow-body?size=200000&delay={delay}&head-delay={head_delay}"
+
+
+def _wait_for_request(fault_server, count):
+    """Wait (at most 5 s) until the server has read ``count`` requests."""
+    for _ in range(500):
+        if len(fault_server.requests) >= count:
+            return
+        gevent.sleep(0.01)
+    raise AssertionError(f"the server read {len(fault_server.requests)} requests, "
+                         f"not {count}")
 
 
 def test_cancel_mid_body_never_returns_the_half_read_connection(fault_server):
@@ -315,12 +326,15 @@ def test_leaving_the_with_block_mid_body_closes_the_connection(fault_server):
 @pytest.mark.parametrize("phase", ["headers", "body"])
 def test_a_gevent_timeout_around_a_request_never_leaves_a_half_read_connection(
         fault_server, phase):
-    head_delay = 0.3 if phase == "headers" else 0.0
+    # Long waits on the server's side, so that the timeout surely fires
+    # after the request went out, even on a loaded machine.
+    head_delay = 2.0 if phase == "headers" else 0.0
     with Client(fault_server.host, simultaneous=1) as client:
         assert_answers_its_own_request(client, "/ok?before=1")
         with pytest.raises(gevent.Timeout):
-            with gevent.Timeout(0.1):
-                client.get(_slow(fault_server, head_delay))
+            with gevent.Timeout(0.3):
+                client.get(_slow(fault_server, head_delay, delay=2.0))
+        assert len(fault_server.requests) == 2
         response = assert_answers_its_own_request(client)
         assert response.body["connection"] == 2
 
@@ -329,10 +343,12 @@ def test_a_gevent_timeout_around_a_request_never_leaves_a_half_read_connection(
 def test_killing_a_request_greenlet_never_leaves_a_half_read_connection(
         fault_server, phase):
     with Client(fault_server.host, simultaneous=1) as client:
-        greenlet = gevent.spawn(client.get, _slow(fault_server, 0.3 if phase == "headers"
-                                                  else 0.0))
+        greenlet = gevent.spawn(client.get, _slow(fault_server, 2.0 if phase == "headers"
+                                                  else 0.0, delay=2.0))
         if phase == "body":
             assert fault_server.mid_body.wait(timeout=5)
+        else:
+            _wait_for_request(fault_server, 1)
         gevent.sleep(0.05)
         greenlet.kill(block=True, timeout=2)
         assert greenlet.dead
@@ -340,3 +356,15 @@ def test_killing_a_request_greenlet_never_leaves_a_half_read_connection(
         assert response.body["connection"] == 2
         # A request that is not killed reads its whole slow body.
         assert len(client.get(_slow(fault_server)).content) == 200_000
+
+
+def test_a_connection_closed_without_a_byte_says_so(napix_server):
+    napix_server.route("/drop", drop=True)
+    napix_server.route("/ok", body={"ok": True})
+    with Client(napix_server.host, AUTH, simultaneous=1) as client:
+        with pytest.raises(ConnectionError) as caught:
+            client.get("/drop")  # on a fresh connection: not stale, not retried
+        assert str(caught.value).endswith(
+            "the server closed the connection without answering")
+        assert client.get("/ok").body == {"ok": True}
+    assert [r.path for r in napix_server.requests] == ["/drop", "/ok"]

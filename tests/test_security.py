@@ -178,10 +178,13 @@ def test_the_filter_redacts_only_secret_values():
         None)
     assert SecretParameterFilter().filter(record) is True
     assert record.getMessage() == 'http://h:1 "GET /a?mytoken=keep&token=***&x=1&token=***"'
-    plain = logging.LogRecord("urllib3.connectionpool", logging.DEBUG, __file__, 1,
-                              "Starting new HTTP connection (%d): %s", (1, "h"), None)
-    SecretParameterFilter().filter(plain)
-    assert plain.args == (1, "h")  # untouched when there is nothing to hide
+    # Records keep text only, not the objects logged (exceptions, tracebacks).
+    error = ConnectionResetError(104, "reset")
+    plain = logging.LogRecord("urllib3.connectionpool", logging.WARNING, __file__, 1,
+                              "Retrying after %r: %s", (error, "/a?b=1"), None)
+    assert SecretParameterFilter().filter(plain) is True
+    assert plain.args is None
+    assert plain.getMessage() == "Retrying after ConnectionResetError(104, 'reset'): /a?b=1"
 
 
 def test_the_filter_is_attached_to_every_urllib3_logger_that_prints_urls():
