@@ -255,15 +255,32 @@ else:
 _READ_ERRORS: Tuple[Type[BaseException], ...] = (OSError,) + _PARSE_ERRORS
 
 
+def _incomplete(response: Any) -> http.client.IncompleteRead:
+    """What http.client raises for a body cut short or badly chunked."""
+    partial = bytes(response._body_buffer)
+    length = response.content_length
+    return http.client.IncompleteRead(
+        partial, None if length is None else max(0, length - len(partial)))
+
+
 def _begin_gevent(sock: Any, method: str) -> Any:
     assert _GeventResponse is not None
+    # The constructor reads and parses until the end of the fields; its
+    # errors are told apart as http.client's would be, so that a failure
+    # reads the same whatever the transport.
+    response = _GeventResponse.__new__(_GeventResponse)
     try:
-        # Reads and parses until the end of the fields.
-        return _GeventResponse(sock, method=method)
+        response.__init__(sock, method=method)
     except geventhttpclient.response.HTTPConnectionClosed as error:
-        # Closed or reset before a byte of the answer: what http.client
-        # calls RemoteDisconnected, so a stale connection is seen as one.
+        # Closed or reset before a byte of the answer: a stale connection.
         raise http.client.RemoteDisconnected(str(error)) from error
+    except geventhttpclient.response.HTTPParseError as error:
+        if response.headers_complete:  # the body's first bytes were malformed
+            raise _incomplete(response) from error
+        if response.status_message is None:
+            raise http.client.BadStatusLine("not HTTP") from error
+        raise http.client.HTTPException("malformed header") from error
+    return response
 
 
 def _finish_gevent(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
@@ -271,10 +288,14 @@ def _finish_gevent(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
         length = response.content_length
         if length is not None and length > max_body_size:
             raise BodyLimitExceeded(length, response.status_code)
-        content = (response.read() if length is not None
-                   else _read_limited(response.read, max_body_size, response.status_code))
+        try:
+            content = (response.read() if length is not None
+                       else _read_limited(response.read, max_body_size, response.status_code))
+        except geventhttpclient.response.HTTPParseError as error:
+            raise _incomplete(response) from error
         if not response.message_complete:
-            raise http.client.IncompleteRead(content)
+            raise http.client.IncompleteRead(content, None if length is None
+                                             else max(0, length - len(content)))
         headers = _join_fields(response.items())
         return (Answer(response.status_code, response.status_message or "", headers,
                        content), response.should_keep_alive())
