@@ -54,7 +54,8 @@ from napixclient.transport import (
     ssl_context,
 )
 
-__all__ = ["READERS", "Answer", "BodyLimitExceeded", "HostConnections"]
+__all__ = ["READERS", "Answer", "BodyLimitExceeded", "HostConnections", "available_transports",
+           "reader"]
 
 _READ_CHUNK = 256 * 1024
 #: urllib3's cap on one backoff wait (``Retry.DEFAULT_BACKOFF_MAX``), seconds.
@@ -243,16 +244,10 @@ def _finish_http_client(response: _Response, max_body_size: int) -> Tuple[Answer
 HTTP_CLIENT = Reader(_begin_http_client, _finish_http_client)
 
 # What a reader raises for a malformed answer, besides OSError.
-_PARSE_ERRORS: Tuple[Type[BaseException], ...] = (http.client.HTTPException,)
-_GeventResponse: Any = None
-try:  # the "fast" extra
-    import geventhttpclient.response
-except ImportError:  # pragma: no cover - depends on the extra
-    pass
-else:
-    _GeventResponse = geventhttpclient.response.HTTPSocketResponse
-    _PARSE_ERRORS += (geventhttpclient.response.HTTPParseError,)
-_READ_ERRORS: Tuple[Type[BaseException], ...] = (OSError,) + _PARSE_ERRORS
+# What a reader raises for a broken answer, besides what it maps to
+# http.client's exceptions (geventhttpclient's HTTPParseError is an
+# http.client.HTTPException too).
+_READ_ERRORS: Tuple[Type[BaseException], ...] = (OSError, http.client.HTTPException)
 
 
 def _incomplete(response: Any) -> http.client.IncompleteRead:
@@ -263,67 +258,101 @@ def _incomplete(response: Any) -> http.client.IncompleteRead:
         partial, None if length is None else max(0, length - len(partial)))
 
 
-def _begin_gevent(sock: Any, method: str) -> Any:
-    assert _GeventResponse is not None
-    # The constructor reads and parses until the end of the fields; its
-    # errors are told apart as http.client's would be, so that a failure
-    # reads the same whatever the transport.
-    response = _GeventResponse.__new__(_GeventResponse)
-    try:
-        response.__init__(sock, method=method)
-    except geventhttpclient.response.HTTPConnectionClosed as error:
-        # Closed or reset before a byte of the answer: a stale connection.
-        raise http.client.RemoteDisconnected(str(error)) from error
-    except geventhttpclient.response.HTTPParseError as error:
-        if response.headers_complete:  # the body's first bytes were malformed
-            raise _incomplete(response) from error
-        if response.status_message is None:
-            raise http.client.BadStatusLine("not HTTP") from error
-        raise http.client.HTTPException("malformed header") from error
-    return response
+def _load_gevent() -> Reader:
+    """geventhttpclient's reader, imported on first use (the ``fast`` extra),
+    so that importing napixclient never imports geventhttpclient.
 
+    :raises ImportError: when geventhttpclient is not installed.
+    """
+    from geventhttpclient.response import (
+        HTTPConnectionClosed,
+        HTTPParseError,
+        HTTPSocketResponse,
+    )
 
-def _finish_gevent(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
-    try:
-        length = response.content_length
-        if length is not None and length > max_body_size:
-            raise BodyLimitExceeded(length, response.status_code)
+    def begin(sock: Any, method: str) -> Any:
+        # The constructor reads and parses until the end of the fields; its
+        # errors are told apart as http.client's would be, so that a failure
+        # reads the same whatever the transport.
+        response = HTTPSocketResponse.__new__(HTTPSocketResponse)
         try:
-            content = (response.read() if length is not None
-                       else _read_limited(response.read, max_body_size, response.status_code))
-        except geventhttpclient.response.HTTPParseError as error:
-            raise _incomplete(response) from error
-        if not response.message_complete:
-            raise http.client.IncompleteRead(content, None if length is None
-                                             else max(0, length - len(content)))
-        headers = _join_fields(response.items())
-        return (Answer(response.status_code, response.status_message or "", headers,
-                       content), response.should_keep_alive())
-    finally:
-        # The socket is ours: geventhttpclient's release() would not reuse it.
-        response._sock = None
+            HTTPSocketResponse.__init__(response, sock, method=method)
+        except HTTPConnectionClosed as error:
+            # Closed or reset before a byte of the answer: a stale connection.
+            raise http.client.RemoteDisconnected(str(error)) from error
+        except HTTPParseError as error:
+            if response.headers_complete:  # the body's first bytes were malformed
+                raise _incomplete(response) from error
+            if response.status_message is None:
+                raise http.client.BadStatusLine("not HTTP") from error
+            raise http.client.HTTPException("malformed header") from error
+        return response
+
+    def finish(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
+        try:
+            length = response.content_length
+            if length is not None and length > max_body_size:
+                raise BodyLimitExceeded(length, response.status_code)
+            try:
+                content = (response.read() if length is not None else
+                           _read_limited(response.read, max_body_size, response.status_code))
+            except HTTPParseError as error:
+                raise _incomplete(response) from error
+            if not response.message_complete:
+                raise http.client.IncompleteRead(content, None if length is None
+                                                 else max(0, length - len(content)))
+            headers = _join_fields(response.items())
+            return (Answer(response.status_code, response.status_message or "", headers,
+                           content), response.should_keep_alive())
+        finally:
+            # The socket is ours: geventhttpclient's release() would not reuse it.
+            response._sock = None
+
+    return Reader(begin, finish)
 
 
-#: The response readers, by the name :class:`~napixclient.Client` takes.
+#: The response readers loaded so far, by the name :class:`~napixclient.Client`
+#: takes; see :func:`available_transports` for all that can load.
 READERS: Dict[str, Reader] = {"http.client": HTTP_CLIENT}
-if _GeventResponse is not None:
-    READERS["geventhttpclient"] = Reader(_begin_gevent, _finish_gevent)
+#: Optional readers: name -> (loader, the extra that installs it).
+_OPTIONAL: Dict[str, Tuple[Callable[[], Reader], str]] = {
+    "geventhttpclient": (_load_gevent, "fast"),
+}
 
 
 def reader(name: str) -> Reader:
-    """Return the response reader called ``name``.
+    """Return the response reader called ``name``, loading an optional one
+    on first use.
 
     :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
         the ``fast`` extra (geventhttpclient) is not installed.
     """
     if not isinstance(name, str):
         raise ValueError(f"transport must be a str such as 'http.client', got {name!r}")
-    if name == "geventhttpclient" and name not in READERS:
-        raise ValueError("transport 'geventhttpclient' needs the fast extra: "
-                         "pip install 'napixclient[fast]'")
+    if name not in READERS and name in _OPTIONAL:
+        load, extra = _OPTIONAL[name]
+        try:
+            READERS[name] = load()
+        except ImportError:
+            raise ValueError(f"transport {name!r} needs the {extra} extra: "
+                             f"pip install 'napixclient[{extra}]'") from None
     if name not in READERS:
-        raise ValueError(f"transport must be one of {sorted(READERS)}, got {name!r}")
+        names = sorted(set(READERS) | set(_OPTIONAL))
+        raise ValueError(f"transport must be one of {names}, got {name!r}")
     return READERS[name]
+
+
+def available_transports() -> List[str]:
+    """The names of the transports that can be used here (``http.client``,
+    and ``geventhttpclient`` when the ``fast`` extra is installed), sorted."""
+    names = []
+    for name in sorted(set(READERS) | set(_OPTIONAL)):
+        try:
+            reader(name)
+        except ValueError:
+            continue
+        names.append(name)
+    return names
 
 
 # -- connections ---------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from gevent.server import StreamServer
 
 from napixclient import Client, ConnectionError, Response
-from napixclient.connections import READERS
+from napixclient.connections import available_transports
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ AMBIGUOUS = {
 }
 
 
-@pytest.mark.parametrize("transport", sorted(READERS))
+@pytest.mark.parametrize("transport", available_transports())
 @pytest.mark.parametrize("path", sorted(CANNED))
 def test_answers_are_framed_as_rfc_9112_says(canned, transport, path):
     raw, status, body, headers = CANNED[path]
@@ -72,7 +72,7 @@ def test_answers_are_framed_as_rfc_9112_says(canned, transport, path):
         assert response.headers[name] == value
 
 
-@pytest.mark.parametrize("transport", sorted(READERS))
+@pytest.mark.parametrize("transport", available_transports())
 @pytest.mark.parametrize("path", sorted(AMBIGUOUS))
 def test_ambiguous_framing_is_a_broken_answer_on_every_transport(canned, transport, path):
     canned.answers[path] = AMBIGUOUS[path]
