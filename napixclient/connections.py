@@ -128,119 +128,49 @@ def _read_limited(read: Callable[[int], bytes], max_body_size: int, status: int)
         chunks.append(chunk)
 
 
-#: Limits on an answer's head, as http.client sets them: bytes per line, lines.
-_MAX_LINE = 65536
-_MAX_FIELDS = 100
+def _check_framing(message: Any) -> None:
+    """Refuse ambiguous framing, as RFC 9112 (section 6.3, rules 3 and 5)
+    advises and as geventhttpclient's parser does, where http.client alone
+    would guess: ``Transfer-Encoding`` with ``Content-Length``, a repeated
+    ``Content-Length``, or one that is not a non-negative number.
 
-
-class _Response(http.client.HTTPResponse):
-    """:class:`http.client.HTTPResponse` whose head is read by a plain loop
-    rather than the :mod:`email` parser http.client uses (about 20 us per
-    answer, a seventh of a request's CPU); the status line, the body
-    (``Content-Length``, chunked, close-delimited) and its limits stay
-    http.client's.
-
-    The framing follows RFC 9112, section 6.3: 1xx, 204, 304 and answers to
-    HEAD have no body; a ``Transfer-Encoding`` ending in ``chunked`` frames
-    it; else ``Content-Length``; else the body ends when the connection
-    closes. Ambiguous framing is a malformed answer, as the RFC advises
-    (rules 3 and 5) and as geventhttpclient's parser treats it, where
-    http.client would guess: both ``Transfer-Encoding`` and
-    ``Content-Length``, a repeated ``Content-Length``, or one that is not a
-    non-negative number.
+    :raises http.client.HTTPException: for such an answer.
     """
-
-    fields: List[Tuple[str, str]]
-
-    def _read_fields(self) -> List[Tuple[str, str]]:
-        fields: List[Tuple[str, str]] = []
-        while True:
-            line = self.fp.readline(_MAX_LINE + 1)
-            if len(line) > _MAX_LINE:
-                raise http.client.LineTooLong("header line")
-            if line in (b"\r\n", b"\n", b""):
-                return fields
-            if len(fields) >= _MAX_FIELDS:
-                raise http.client.HTTPException(f"got more than {_MAX_FIELDS} headers")
-            text = line.decode("iso-8859-1")
-            if text[0] in " \t" and fields:
-                # obs-fold (RFC 9112, section 5.2): the line continues the value.
-                name, value = fields[-1]
-                fields[-1] = (name, f"{value} {text.strip()}")
-                continue
-            name, colon, value = text.partition(":")
-            if not colon or not name or name != name.strip():
-                raise http.client.HTTPException("malformed header line")
-            fields.append((name, value.strip()))
-
-    def begin(self) -> None:
-        """Read the status line and the fields; decide how the body is framed."""
-        if self.headers is not None:
-            return
-        while True:
-            version, status, reason = self._read_status()  # type: ignore[attr-defined]
-            if status != http.client.CONTINUE:
-                break
-            self._read_fields()  # an interim answer's fields
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        self.code = self.status = status
-        self.reason = reason.strip()
-        self.fields = self._read_fields()
-        self.headers = self.msg = self.fields  # type: ignore[assignment]
-        named: Dict[str, str] = {}
-        for name, value in self.fields:
-            key = name.lower()
-            named[key] = f"{named[key]}, {value}" if key in named else value
-        codings = named.get("transfer-encoding", "")
-        self.chunked = codings.rpartition(",")[2].strip().lower() == "chunked"
-        self.chunk_left = None
-        length = named.get("content-length")
-        if length is not None and (codings or not (length.isascii() and length.isdigit())):
-            raise http.client.HTTPException("ambiguous or invalid Content-Length")
-        connection = named.get("connection", "").lower()
-        if self.version == 11:
-            self.will_close = "close" in connection
-        else:
-            self.will_close = not ("keep-alive" in connection or "keep-alive" in named)
-        self.length = None if length is None else int(length)
-        if (status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED)
-                or 100 <= status < 200 or self._method == "HEAD"):  # type: ignore[attr-defined]
-            self.length = 0
-        if self.length is None and not self.chunked:
-            self.will_close = True
+    lengths = message.get_all("Content-Length") or ()
+    if lengths and (len(lengths) > 1 or "Transfer-Encoding" in message
+                    or not (lengths[0].strip().isascii() and lengths[0].strip().isdigit())):
+        raise http.client.HTTPException("ambiguous or invalid Content-Length")
 
 
-def _begin_http_client(sock: Any, method: str) -> _Response:
-    response = _Response(sock, method=method)
+def _begin_http_client(sock: Any, method: str) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(sock, method=method)
     try:
         response.begin()
+        _check_framing(response.msg)
     except BaseException:
         response.close()
         raise
     return response
 
 
-def _finish_http_client(response: _Response, max_body_size: int) -> Tuple[Answer, bool]:
+def _finish_http_client(response: http.client.HTTPResponse,
+                        max_body_size: int) -> Tuple[Answer, bool]:
     try:
         length = response.length
         if length is not None and length > max_body_size:
             raise BodyLimitExceeded(length, response.status)
         content = (response.read() if length is not None
                    else _read_limited(response.read, max_body_size, response.status))
-        headers = _join_fields(response.fields)
+        headers = _join_fields(response.msg.items())
         return (Answer(response.status, response.reason or "", headers, content),
                 not response.will_close)
     finally:
         response.close()
 
 
-#: :class:`http.client.HTTPResponse`, the parser urllib3 uses, with a lean
-#: head reader (see :class:`_Response`).
+#: :class:`http.client.HTTPResponse`, the parser urllib3 uses (RFC 9112:
+#: ``Content-Length``, chunked or close-delimited bodies, no body for HEAD,
+#: 1xx, 204 and 304).
 HTTP_CLIENT = Reader(_begin_http_client, _finish_http_client)
 
 # What a reader raises for a malformed answer, besides OSError.
