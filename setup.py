@@ -41,6 +41,8 @@ setup(
             "sphinx>=7.2",
             "myst-parser>=2.0",
         ],
+        # Client(transport="geventhttpclient"): a C parser for answers.
+        "fast": ["geventhttpclient>=2.6,<3"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -20,7 +21,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import gevent
 import gevent.lock
 import requests
-import urllib3
 from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 from urllib3.exceptions import (
@@ -36,30 +36,38 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from napixclient import __version__
 from napixclient.authenticators import Authenticator, coerce_authenticator
+from napixclient.connections import BodyLimitExceeded, HostConnections
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
 from napixclient.response import RequestRecord, Response
 from napixclient.transport import (
     IDEMPOTENT_METHODS,
-    CooperativeRetry,
     Verify,
-    connection_pool,
     is_stale,
     register_secret_parameters,
 )
 
 __all__ = ["Client", "PreparedCall", "parse_host"]
 
+_log = logging.getLogger(__name__)
+
 #: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
 TimeoutSpec = Union[float, Tuple[float, float]]
+
+#: The response reader a :class:`Client` uses when ``transport`` is not given
+#: (see :mod:`napixclient.connections`).
+DEFAULT_TRANSPORT = "http.client"
 
 #: The default ``max_body_size``: 64 MiB.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
-_READ_CHUNK = 256 * 1024
 # Matched with fullmatch: "$" would let a trailing "\n" through.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
 _FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\r\n\x00]")
+# A path made only of these is left as is by requote_uri (no "%" to check).
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!#$&'()*+,/:;=?@\[\]]*")
+# http.client sends "Content-Length: 0" for these when there is no body.
+_METHODS_EXPECTING_BODY = frozenset(["POST", "PUT", "PATCH"])
 _REDACTED = "***"
 
 
@@ -119,11 +127,49 @@ def _check_timeout(timeout: Any) -> TimeoutSpec:
                      f"got {timeout!r}")
 
 
-def _urllib3_timeout(timeout: TimeoutSpec) -> Tuple[urllib3.Timeout, float]:
-    """The socket-level timeout, and the deadline of the whole exchange (s)."""
+def _socket_timeouts(timeout: TimeoutSpec) -> Tuple[Tuple[float, float], float]:
+    """The ``(connect, read)`` socket timeouts, and the deadline of the whole
+    exchange (seconds)."""
     if isinstance(timeout, tuple):
-        return urllib3.Timeout(connect=timeout[0], read=timeout[1]), timeout[0] + timeout[1]
-    return urllib3.Timeout(connect=timeout, read=timeout), timeout
+        return timeout, timeout[0] + timeout[1]
+    return (timeout, timeout), timeout
+
+
+def _field_lines(headers: Mapping[str, Any]) -> str:
+    """``Name: value\r\n`` for each header an authenticator left on the
+    request, checked as :func:`_check_headers` checks the caller's.
+
+    :raises ValueError: for a name that is not a token or a value with CR,
+        LF or NUL (never quoting the value, which may be a secret).
+    """
+    lines = []
+    for name, value in headers.items():
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        elif not isinstance(value, str):
+            value = str(value)
+        if (not isinstance(name, str) or not _TOKEN.fullmatch(name)
+                or _FORBIDDEN_IN_HEADER_VALUE.search(value)):
+            raise ValueError(f"the authenticator set header {name!r} to a value that is "
+                             "not a valid field (CR, LF or NUL, or a bad name)")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)
+
+
+def _wire(method: str, target: str, fields: str, body: Optional[bytes],
+          has_length: bool) -> bytes:
+    """The request as it goes on the wire (RFC 9112): request line, fields,
+    ``Content-Length`` when it is not among them, blank line, body."""
+    if has_length:
+        length = ""
+    elif body is not None:
+        length = f"Content-Length: {len(body)}\r\n"
+    elif method in _METHODS_EXPECTING_BODY:
+        length = "Content-Length: 0\r\n"
+    else:
+        length = ""
+    head = f"{method} {target} HTTP/1.1\r\n{fields}{length}\r\n".encode("latin-1")
+    return head + body if body else head
 
 
 def _encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
@@ -171,20 +217,35 @@ class PreparedCall:
 
     :ivar method: the HTTP method, upper case.
     :ivar url: the absolute URL, percent-encoded.
-    :ivar headers: the request headers (``Host`` included).
+    :ivar target: the request target of ``url`` (path and ``?query``).
+    :ivar extra_headers: the headers of this request only (``dict``), on top
+        of the client's.
     :ivar body: the encoded body (``bytes``) or ``None``.
     :ivar timeout: seconds, or a ``(connect, read)`` pair.
     """
 
-    __slots__ = ("method", "url", "headers", "body", "timeout")
+    __slots__ = ("method", "url", "target", "base_headers", "extra_headers", "body",
+                 "timeout")
 
-    def __init__(self, method: str, url: str, headers: CaseInsensitiveDict[str],
+    def __init__(self, method: str, url: str, target: str,
+                 base_headers: CaseInsensitiveDict[str], extra_headers: dict[str, str],
                  body: Optional[bytes], timeout: TimeoutSpec) -> None:
         self.method = method
         self.url = url
-        self.headers = headers
+        self.target = target
+        # The client's headers, shared by its calls: never changed here.
+        self.base_headers = base_headers
+        self.extra_headers = extra_headers
         self.body = body
         self.timeout = timeout
+
+    @property
+    def headers(self) -> CaseInsensitiveDict[str]:
+        """The request headers (``Host`` included): a new case-insensitive
+        mapping, the client's headers updated with this request's."""
+        headers = self.base_headers.copy()
+        headers.update(self.extra_headers)
+        return headers
 
     def __repr__(self) -> str:
         return f"<PreparedCall {self.method} {self.url}>"
@@ -224,12 +285,18 @@ class Client:
         statuses, POST and PATCH. Whatever ``retries`` says, a kept-alive
         connection that the server closed before answering is retried once
         on a fresh connection, for idempotent methods only. Retries happen
-        within the request's timeout. Built on urllib3's
-        :class:`~urllib3.util.retry.Retry`
-        (:class:`~napixclient.transport.CooperativeRetry`).
+        within the request's timeout. The policy of
+        :class:`~napixclient.transport.CooperativeRetry`, applied by
+        :meth:`napixclient.connections.HostConnections.exchange`.
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`.
+    :param transport: how answers are parsed: ``"http.client"`` (the
+        standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
+        (a C parser, less CPU per request; needs the ``fast`` extra, ``pip
+        install 'napixclient[fast]'``); ``None`` (the default) means
+        :data:`DEFAULT_TRANSPORT`. Both serve every feature of this class;
+        see :mod:`napixclient.connections`.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
         bad ``max_body_size``, bad headers, or bad ``retries`` or
@@ -255,6 +322,7 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         retries: int = 0,
         retry_backoff: float = 0.0,
+        transport: Optional[str] = None,
     ) -> None:
         scheme, name, port, prefix = parse_host(host)
         self.authenticator: Optional[Authenticator] = (
@@ -274,8 +342,7 @@ class Client:
                 or not 0 <= retry_backoff < float("inf")):
             raise ValueError(f"retry_backoff must be seconds >= 0, got {retry_backoff!r}")
         self.retries = retries
-        # One immutable policy serves every request (urllib3 copies it to count).
-        self._retry = CooperativeRetry.policy(retries, float(retry_backoff))
+        self.retry_backoff = float(retry_backoff)
         register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
         self.simultaneous = simultaneous
         self.max_body_size = max_body_size
@@ -289,14 +356,23 @@ class Client:
         self.base_url = f"{scheme}://{self.host}{prefix}"
         self._prefix = prefix
         self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict({
+            "Host": self.host,
             "User-Agent": f"napixclient/{__version__}",
             "Accept": "application/json",
             "Accept-Encoding": "identity",
         })
         self._headers.update(_check_headers(headers))
         self._headers["Host"] = self.host
+        # Prepared once per host: the fields every request sends, the
+        # percent-encoded prefix, the socket timeouts of the default timeout.
+        self._fields = "".join(f"{k}: {v}\r\n" for k, v in self._headers.items())
+        self._fields_have_length = "Content-Length" in self._headers
+        self._quoted_prefix = requote_uri(prefix)
+        self._timeouts = _socket_timeouts(self.timeout)
         self._semaphore = gevent.lock.BoundedSemaphore(simultaneous)
-        self._pool = connection_pool(scheme, name, port, maxsize=simultaneous, verify=verify)
+        self._connections = HostConnections(
+            scheme, name, port, maxsize=simultaneous, verify=verify,
+            read=DEFAULT_TRANSPORT if transport is None else transport)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -338,54 +414,77 @@ class Client:
             raise ValueError(f"url {url!r} must be a path on {self.host}, "
                              "not an absolute URL")
         path = url if url.startswith("/") else "/" + url
-        target = requote_uri(self._prefix + path)
+        target = self._quoted_prefix + (path if _PLAIN_TARGET.fullmatch(path)
+                                        else requote_uri(path))
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
             query = urlencode(list(pairs), doseq=True)
             target += ("&" if "?" in target else "?") + query
         payload, content_type = _encode_body(body)
-        request_headers = self._headers.copy()
-        if headers:
-            request_headers.update(_check_headers(headers))
-        if content_type and "Content-Type" not in request_headers:
-            request_headers["Content-Type"] = content_type
-        return PreparedCall(method.upper(), f"{self.scheme}://{self.host}{target}",
-                            request_headers, payload,
+        extra = _check_headers(headers) if headers else {}
+        if (content_type and "Content-Type" not in self._headers
+                and not any(name.lower() == "content-type" for name in extra)):
+            extra["Content-Type"] = content_type
+        return PreparedCall(method.upper(), f"{self.scheme}://{self.host}{target}", target,
+                            self._headers, extra, payload,
                             self.timeout if timeout is None else _check_timeout(timeout))
 
     # -- sending ----------------------------------------------------------
 
     def _authenticate(self, call: PreparedCall) -> requests.PreparedRequest:
+        """Run the authenticator on a :class:`requests.PreparedRequest` of
+        ``call`` (its public contract); the headers are copied once, here."""
+        assert self.authenticator is not None
         prepared = requests.PreparedRequest()
         prepared.method = call.method
         prepared.url = call.url
-        prepared.headers = call.headers.copy()
+        prepared.headers = call.headers
         prepared.body = call.body
-        if self.authenticator is not None:
-            result = self.authenticator(prepared)
-            if result is not None:
-                prepared = result
-        return prepared
+        result = self.authenticator(prepared)
+        return prepared if result is None else result
 
-    def _record(self, call: PreparedCall, sent_url: str) -> RequestRecord:
-        """The secret-free record: query parameters the authenticator added
-        (or named as secret) read ``***``."""
-        target = sent_url.split("://", 1)[-1]
-        target = target[target.find("/"):] if "/" in target else "/"
-        if sent_url != call.url:
-            before = {name for name, _ in parse_qsl(urlsplit(call.url).query,
-                                                    keep_blank_values=True)}
-            secret = set(getattr(self.authenticator, "secret_parameters", ()))
-            parts = urlsplit(sent_url)
-            pairs = parse_qsl(parts.query, keep_blank_values=True)
-            redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
-                        for n, v in pairs]
-            # So urllib3's log records hide them too (see transport.py).
-            register_secret_parameters(n for n, _ in pairs if n not in before)
-            query = urlencode(redacted, safe="*")
-            target = parts.path + ("?" + query if query else "")
-            sent_url = urlunsplit(parts._replace(query=query))
-        return RequestRecord(call.method, self.host, sent_url, target)
+    def _record(self, call: PreparedCall, sent_url: str) -> Tuple[RequestRecord, str]:
+        """The secret-free record of what the authenticator sent, and the
+        request target to send: query parameters the authenticator added (or
+        named as secret) read ``***`` in the record."""
+        if sent_url == call.url:
+            return RequestRecord(call.method, self.host, call.url, call.target), call.target
+        before = {name for name, _ in parse_qsl(call.target.partition("?")[2],
+                                                keep_blank_values=True)}
+        secret = set(getattr(self.authenticator, "secret_parameters", ()))
+        parts = urlsplit(sent_url)
+        sent_target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
+                    for n, v in pairs]
+        # So urllib3's log records hide them too (see transport.py).
+        register_secret_parameters(n for n, _ in pairs if n not in before)
+        query = urlencode(redacted, safe="*")
+        target = (parts.path or "/") + ("?" + query if query else "")
+        return (RequestRecord(call.method, self.host,
+                              urlunsplit(parts._replace(query=query)), target), sent_target)
+
+    def _build(self, call: PreparedCall) -> Tuple[str, bytes, RequestRecord]:
+        """The method, the bytes to send and the record of ``call``, signed."""
+        if self.authenticator is None:
+            fields = self._fields
+            has_length = self._fields_have_length
+            if call.extra_headers:
+                fields += "".join(f"{k}: {v}\r\n" for k, v in call.extra_headers.items())
+                has_length = has_length or any(
+                    k.lower() == "content-length" for k in call.extra_headers)
+            record = RequestRecord(call.method, self.host, call.url, call.target)
+            return call.method, _wire(call.method, call.target, fields, call.body,
+                                      has_length), record
+        prepared = self._authenticate(call)
+        record, target = self._record(call, str(prepared.url))
+        method = str(prepared.method)
+        body = prepared.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        data = _wire(method, target, _field_lines(prepared.headers), body,
+                     "Content-Length" in prepared.headers)
+        return method, data, record
 
     def send(self, call: PreparedCall) -> Response:
         """Sign and send a prepared request, waiting for a turn under
@@ -399,21 +498,20 @@ class Client:
         :raises Timeout: when connecting or reading took longer than the timeout.
         :raises BodyTooLarge: when the body is larger than ``max_body_size``.
         :raises RuntimeError: if the client is closed.
+        :raises ValueError: if the authenticator set a header that is not a
+            valid HTTP field.
         """
         with self._semaphore:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed")
-            prepared = self._authenticate(call)
-            sent_url = str(prepared.url)
-            record = self._record(call, sent_url)
-            split = urlsplit(sent_url)
-            target = split.path + ("?" + split.query if split.query else "")
-            socket_timeout, deadline = _urllib3_timeout(call.timeout)
+            method, data, record = self._build(call)
+            timeouts, deadline = (self._timeouts if call.timeout is self.timeout
+                                  else _socket_timeouts(call.timeout))
             guard = gevent.Timeout(deadline)
             guard.start()
             started = time.monotonic()
             try:
-                return self._exchange(prepared, target, record, socket_timeout, started)
+                return self._exchange(method, data, record, timeouts, started)
             except gevent.Timeout as fired:
                 if fired is not guard:
                     raise
@@ -422,65 +520,35 @@ class Client:
             finally:
                 guard.close()
 
-    def _exchange(self, prepared: requests.PreparedRequest, target: str,
-                  record: RequestRecord, socket_timeout: urllib3.Timeout,
-                  started: float) -> Response:
+    def _exchange(self, method: str, data: bytes, record: RequestRecord,
+                  timeouts: Tuple[float, float], started: float) -> Response:
         failure: Optional[HTTPError] = None
         try:
-            raw = self._pool.urlopen(
-                str(prepared.method), target,
-                body=prepared.body,
-                headers=prepared.headers,
-                retries=self._retry,
-                redirect=False,
-                assert_same_host=False,
-                timeout=socket_timeout,
-                preload_content=False,
-                decode_content=True,
-                release_conn=False,
-            )
+            answer = self._connections.exchange(
+                method, record.path, data, timeout=timeouts,
+                max_body_size=self.max_body_size, retries=self.retries,
+                backoff=self.retry_backoff)
         except Urllib3Error as error:
             failure = _transport_error(error, record)
+        except BodyLimitExceeded as exceeded:
+            failure = BodyTooLarge(record, status=exceeded.status, remote_error=(
+                f"the body has more than max_body_size ({self.max_body_size} bytes)"
+                if exceeded.length is None else
+                f"the body has {exceeded.length} bytes, more than max_body_size "
+                f"({self.max_body_size} bytes)"))
         if failure is not None:
             # Raised out of the except block, so that no __context__ keeps
-            # urllib3's error, whose text may hold the URL and its token.
+            # the transport's error, whose text may hold the URL and its token.
             raise failure
-        complete = False
-        try:
-            content = self._read_body(raw, record)
-            complete = True
-        except Urllib3Error as error:
-            raise _transport_error(error, record) from None
-        finally:
-            if not complete:
-                # A half-read connection must never serve another request.
-                raw.close()
-            raw.release_conn()
-        response = Response(raw.status, raw.reason or "", raw.headers, content,
+        # One line per exchange at DEBUG, as urllib3 logs them; the record's
+        # path has its secret parameters as ***.
+        _log.debug('%s "%s %s HTTP/1.1" %s %s', self.base_url, method, record.path,
+                   answer.status, len(answer.content))
+        response = Response(answer.status, answer.reason, answer.headers, answer.content,
                             time.monotonic() - started, record)
         if response.status >= 400:
             raise HTTPError.from_response(response)
         return response
-
-    def _read_body(self, raw: Any, record: RequestRecord) -> bytes:
-        length = raw.length_remaining
-        if length is not None and length > self.max_body_size:
-            raise BodyTooLarge(record, status=raw.status, remote_error=(
-                f"the body has {length} bytes, more than max_body_size "
-                f"({self.max_body_size} bytes)"))
-        if length is not None:
-            return raw.read()
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            chunk = raw.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > self.max_body_size:
-                raise BodyTooLarge(record, status=raw.status, remote_error=(
-                    f"the body has more than max_body_size ({self.max_body_size} bytes)"))
-            chunks.append(chunk)
 
     def request(
         self,
@@ -547,7 +615,7 @@ class Client:
         """Close every connection to the host; later requests raise
         :class:`RuntimeError`. Closing twice is harmless."""
         self._closed = True
-        self._pool.close()
+        self._connections.close()
 
     def __enter__(self) -> "Client":
         return self

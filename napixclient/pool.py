@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Union
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 from gevent import Greenlet, GreenletExit
@@ -69,8 +70,14 @@ class ClientPool:
         # the first request; the probe client opens no connection.
         Client("127.0.0.1", **self._client_options).close()
         self._clients: Dict[str, Client] = {}
-        # Greenlets not yet collected, in submission order (dicts keep it).
-        self._pending: Dict[Greenlet, None] = {}
+        # Greenlets not yet collected, in submission order (dicts keep it),
+        # with their client and call: gevent forgets the arguments of a
+        # greenlet killed before it started.
+        self._pending: Dict[Greenlet, Tuple[Client, PreparedCall]] = {}
+        # Per client: how many of its greenlets were started and are not
+        # finished, and those waiting for a turn, not started yet.
+        self._running: Dict[Client, int] = {}
+        self._waiting: Dict[Client, Deque[Greenlet]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -108,6 +115,11 @@ class ClientPool:
     ) -> Greenlet:
         """Start a request now and return its greenlet.
 
+        When ``simultaneous`` requests to this host are already running, the
+        request waits for its turn in a queue: its greenlet is started when
+        one of them ends (``greenlet.started`` is false until then), in
+        submission order. Killing it meanwhile means it never starts.
+
         The arguments after ``host`` are those of
         :meth:`napixclient.Client.request` (``timeout=`` and ``params=`` as
         keywords). The greenlet's value is the request's result, a
@@ -120,9 +132,32 @@ class ClientPool:
         client = self.client(host)
         call = client.prepare(method, url, body, headers, **kwargs)
         greenlet = Greenlet(_run, client, call)
-        self._pending[greenlet] = None
-        greenlet.start()
+        self._pending[greenlet] = (client, call)
+        if self._running.get(client, 0) < client.simultaneous:
+            self._start(client, greenlet)
+        else:
+            # Started when one of this host's requests ends: a greenlet
+            # that has not run holds no stack, where one blocked on the
+            # client's semaphore holds its own (about 20 kB with Python's
+            # frames), which adds up over thousands of queued requests.
+            self._waiting.setdefault(client, deque()).append(greenlet)
         return greenlet
+
+    def _start(self, client: Client, greenlet: Greenlet) -> None:
+        self._running[client] = self._running.get(client, 0) + 1
+        greenlet.rawlink(lambda finished: self._next(client))
+        greenlet.start()
+
+    def _next(self, client: Client) -> None:
+        """One of ``client``'s requests ended: start its next waiting one
+        (skipping those killed before their turn)."""
+        self._running[client] -= 1
+        waiting = self._waiting.get(client)
+        while waiting:
+            greenlet = waiting.popleft()
+            if not greenlet.ready():
+                self._start(client, greenlet)
+                return
 
     @property
     def pending(self) -> int:
@@ -130,12 +165,11 @@ class ClientPool:
         return len(self._pending)
 
     def _collect(self, greenlet: Greenlet) -> Result:
-        del self._pending[greenlet]
+        client, call = self._pending.pop(greenlet)
         if greenlet.exception is not None:
             raise greenlet.exception
         value = greenlet.value
         if isinstance(value, GreenletExit):
-            client, call = greenlet.args
             return ConnectionError(_record_of(call, client.host), remote_error=(
                 "the request was killed before it completed"))
         return value
@@ -210,6 +244,8 @@ class ClientPool:
         half-read to the pool."""
         greenlets = list(self._pending)
         self._pending.clear()
+        # Those waiting for a turn are killed before they start.
+        self._waiting.clear()
         gevent.killall(greenlets, block=True)
 
     def close(self) -> None:

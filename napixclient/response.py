@@ -158,7 +158,9 @@ class Response:
     ) -> None:
         self.status = status
         self.reason = reason
-        self.headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(headers)
+        # One the transport built is kept; anything else is copied.
+        self.headers: CaseInsensitiveDict[str] = (
+            headers if type(headers) is CaseInsensitiveDict else CaseInsensitiveDict(headers))
         self.content = content
         self.elapsed = elapsed
         self.request = request

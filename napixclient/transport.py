@@ -123,7 +123,11 @@ class _GeventSocketMixin:
         self._napix_answered = False
         timeout = self.timeout
         try:
-            if timeout is _DEFAULT_TIMEOUT:
+            family = _literal_family(self._dns_host)
+            if family is not None:
+                sock = _connect_literal(family, self._dns_host, self.port, timeout,
+                                        self.source_address)
+            elif timeout is _DEFAULT_TIMEOUT:
                 sock = gevent.socket.create_connection(
                     (self._dns_host, self.port), source_address=self.source_address
                 )
@@ -148,6 +152,36 @@ class _GeventSocketMixin:
             sock.close()
             raise
         return sock
+
+
+def _literal_family(host: str) -> Optional[int]:
+    """``AF_INET`` or ``AF_INET6`` when ``host`` is an IP address, else ``None``."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
+
+
+def _connect_literal(family: int, host: str, port: int, timeout: Any,
+                     source_address: Any) -> socket.socket:
+    """Connect to an IP address without asking the resolver: gevent's
+    default resolver runs every getaddrinfo, numeric ones included, in its
+    thread pool, which costs a thread hand-off per connection (about 30 us
+    of CPU and more of waiting; thousands of them in a fleet probe)."""
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if timeout is not _DEFAULT_TIMEOUT:
+            sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class CooperativeHTTPConnection(_GeventSocketMixin, HTTPConnection):

@@ -201,3 +201,20 @@ def test_results_share_status_and_request_so_pool_code_treats_them_alike(servers
         pool.request(dead, "GET", "/x")
         good = [r.request.host for r in pool.wait() if r.status == 200]
     assert good == [servers[0].host]
+
+
+def test_requests_beyond_the_cap_wait_their_turn_in_order_and_a_killed_one_never_runs(
+        servers):
+    a = servers[0]
+    with ClientPool(AUTH, simultaneous=2) as pool:
+        greenlets = [pool.request(a.host, "GET", "/d/0.05", params={"n": n})
+                     for n in range(6)]
+        greenlets[4].kill()  # still waiting for its turn
+        results = pool.wait(timeout=10)
+    assert [type(r) for r in results] == [Response] * 4 + [ConnectionError, Response]
+    assert "killed before it completed" in str(results[4])
+    paths = [r.path for r in a.requests]
+    # Two at a time: the first two sent first, then the others; n=4 never.
+    assert sorted(paths) == [f"/d/0.05?n={n}" for n in (0, 1, 2, 3, 5)]
+    assert set(paths[:2]) == {"/d/0.05?n=0", "/d/0.05?n=1"} and paths[-1] == "/d/0.05?n=5"
+    assert a.max_in_flight == 2

@@ -1,0 +1,414 @@
+"""The clients under test, each written the way its users would write it.
+
+run.py starts this file once per (client, workload, repeat) as its own
+process, so that gevent monkey-patching (grequests patches on import) cannot
+reach another client and so that peak RSS is one client's own::
+
+    python benchmarks/clients.py '{"client": "aiohttp", "mode": "fanout", ...}'
+
+It prints one JSON line with its measurements. Every client implements:
+
+* ``fanout(bases, path, per_host, cap, timeout)``: ``per_host`` GETs of
+  ``path`` on each base URL, all submitted at once, at most ``cap`` at a time
+  per host; returns one ``(status, decoded JSON or None)`` or an exception
+  per request;
+* ``sequential(base, path, count, warmup, timeout)``: ``warmup`` then
+  ``count`` GETs one after the other on one client (one keep-alive
+  connection); returns the seconds each of the last ``count`` took and the
+  CPU seconds they used.
+
+Imports happen inside the functions, so that only the client under test is
+loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+Outcome = Any  # (status, body) or an exception
+OneRequest = Callable[[], Tuple[int, Any]]
+
+#: Threads for "requests + ThreadPoolExecutor": one per connection the cap
+#: allows, but no more than a user would reasonably start.
+MAX_THREADS = 256
+
+
+def _order(bases: List[str], per_host: int) -> List[str]:
+    """Every request's base URL, round-robin over the hosts."""
+    return [base for _ in range(per_host) for base in bases]
+
+
+def _sync_sequential(one: OneRequest, count: int, warmup: int) -> Tuple[List[float], float]:
+    for _ in range(warmup):
+        one()
+    durations = []
+    cpu = time.process_time()
+    for _ in range(count):
+        started = time.perf_counter()
+        status, _body = one()
+        durations.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"status {status}")
+    return durations, time.process_time() - cpu
+
+
+# -- napixclient -------------------------------------------------------------
+
+def napixclient_fanout(bases, path, per_host, cap, timeout):
+    from napixclient import ClientPool
+
+    with ClientPool(simultaneous=cap, timeout=timeout) as pool:
+        for base in _order(bases, per_host):
+            pool.request(base, "GET", path)
+        results = pool.wait(timeout=timeout * 4)
+    return [(r.status, r.body) if r.status == 200 else r for r in results]
+
+
+def napixclient_sequential(base, path, count, warmup, timeout):
+    from napixclient import Client
+
+    with Client(base, timeout=timeout) as client:
+        def one():
+            response = client.get(path)
+            return response.status, response.body
+        return _sync_sequential(one, count, warmup)
+
+
+def napixclient_fast_fanout(bases, path, per_host, cap, timeout):
+    """napixclient with the optional geventhttpclient transport (the fast extra)."""
+    from napixclient import ClientPool
+
+    with ClientPool(simultaneous=cap, timeout=timeout, transport="geventhttpclient") as pool:
+        for base in _order(bases, per_host):
+            pool.request(base, "GET", path)
+        results = pool.wait(timeout=timeout * 4)
+    return [(r.status, r.body) if r.status == 200 else r for r in results]
+
+
+def napixclient_fast_sequential(base, path, count, warmup, timeout):
+    from napixclient import Client
+
+    with Client(base, timeout=timeout, transport="geventhttpclient") as client:
+        def one():
+            response = client.get(path)
+            return response.status, response.body
+        return _sync_sequential(one, count, warmup)
+
+
+# -- aiohttp -----------------------------------------------------------------
+
+def aiohttp_fanout(bases, path, per_host, cap, timeout):
+    import asyncio
+
+    import aiohttp
+
+    async def main():
+        # limit=0: no cap on the total, only per host, like the others.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=cap)
+        async with aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async def one(url):
+                async with session.get(url) as response:
+                    return response.status, await response.json()
+            return await asyncio.gather(*(one(base + path) for base in _order(bases, per_host)),
+                                        return_exceptions=True)
+    return asyncio.run(main())
+
+
+def aiohttp_sequential(base, path, count, warmup, timeout):
+    import asyncio
+
+    import aiohttp
+
+    async def main():
+        connector = aiohttp.TCPConnector(limit_per_host=1)
+        async with aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async def one():
+                async with session.get(base + path) as response:
+                    return response.status, await response.json()
+            for _ in range(warmup):
+                await one()
+            durations = []
+            cpu = time.process_time()
+            for _ in range(count):
+                started = time.perf_counter()
+                status, _ = await one()
+                durations.append(time.perf_counter() - started)
+                if status != 200:
+                    raise RuntimeError(f"status {status}")
+            return durations, time.process_time() - cpu
+    return asyncio.run(main())
+
+
+# -- httpx -------------------------------------------------------------------
+
+def httpx_fanout(bases, path, per_host, cap, timeout):
+    import asyncio
+
+    import httpx
+
+    async def main():
+        # httpx has no per-host limit: a semaphore per host, as its users do.
+        semaphores = {base: asyncio.Semaphore(cap) for base in bases}
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            async def one(base):
+                async with semaphores[base]:
+                    response = await client.get(base + path)
+                    return response.status_code, response.json()
+            return await asyncio.gather(*(one(base) for base in _order(bases, per_host)),
+                                        return_exceptions=True)
+    return asyncio.run(main())
+
+
+def httpx_sequential(base, path, count, warmup, timeout):
+    import asyncio
+
+    import httpx
+
+    async def main():
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            async def one():
+                response = await client.get(base + path)
+                return response.status_code, response.json()
+            for _ in range(warmup):
+                await one()
+            durations = []
+            cpu = time.process_time()
+            for _ in range(count):
+                started = time.perf_counter()
+                status, _ = await one()
+                durations.append(time.perf_counter() - started)
+                if status != 200:
+                    raise RuntimeError(f"status {status}")
+            return durations, time.process_time() - cpu
+    return asyncio.run(main())
+
+
+# -- geventhttpclient --------------------------------------------------------
+
+def geventhttpclient_fanout(bases, path, per_host, cap, timeout):
+    import gevent
+    from geventhttpclient import HTTPClient
+
+    # concurrency= is the client's own per-host connection pool: it blocks
+    # the greenlet (cooperatively) when every connection is busy.
+    clients = {base: HTTPClient.from_url(base, concurrency=cap, connection_timeout=timeout,
+                                         network_timeout=timeout) for base in bases}
+
+    def one(base):
+        response = clients[base].get(path)
+        try:
+            return response.status_code, json.loads(response.read())
+        finally:
+            response.release()
+
+    greenlets = [gevent.spawn(one, base) for base in _order(bases, per_host)]
+    gevent.joinall(greenlets, timeout=timeout * 4)
+    for client in clients.values():
+        client.close()
+    return [g.value if g.successful() else (g.exception or TimeoutError()) for g in greenlets]
+
+
+def geventhttpclient_sequential(base, path, count, warmup, timeout):
+    from geventhttpclient import HTTPClient
+
+    client = HTTPClient.from_url(base, concurrency=1, connection_timeout=timeout,
+                                 network_timeout=timeout)
+
+    def one():
+        response = client.get(path)
+        try:
+            return response.status_code, json.loads(response.read())
+        finally:
+            response.release()
+    try:
+        return _sync_sequential(one, count, warmup)
+    finally:
+        client.close()
+
+
+# -- grequests ---------------------------------------------------------------
+
+def _blocking_sessions(bases, cap):
+    """One requests Session per host whose pool holds ``cap`` connections and
+    blocks when they are all busy: the per-host cap of requests' users."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    sessions = {}
+    for base in bases:
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=cap,
+                                             pool_block=True))
+        sessions[base] = session
+    return sessions
+
+
+def grequests_fanout(bases, path, per_host, cap, timeout):
+    import grequests  # monkey-patches everything on import
+
+    sessions = _blocking_sessions(bases, cap)
+    pending = [grequests.get(base + path, session=sessions[base], timeout=timeout)
+               for base in _order(bases, per_host)]
+    outcomes: List[Outcome] = []
+    for request, response in zip(pending, grequests.map(pending)):
+        if response is None:
+            outcomes.append(request.exception or RuntimeError("no response"))
+        else:
+            outcomes.append((response.status_code, response.json()))
+    return outcomes
+
+
+def grequests_sequential(base, path, count, warmup, timeout):
+    import grequests
+    import requests
+
+    session = requests.Session()
+
+    def one():
+        response = grequests.get(base + path, session=session, timeout=timeout).send().response
+        return response.status_code, response.json()
+    return _sync_sequential(one, count, warmup)
+
+
+# -- gevent + requests, monkey-patched, a semaphore per host ------------------
+
+def gevent_requests_fanout(bases, path, per_host, cap, timeout):
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+    import gevent.lock
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    sessions = {}
+    semaphores = {}
+    for base in bases:
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=cap))
+        sessions[base] = session
+        semaphores[base] = gevent.lock.BoundedSemaphore(cap)
+
+    def one(base):
+        with semaphores[base]:
+            response = sessions[base].get(base + path, timeout=timeout)
+            return response.status_code, response.json()
+
+    greenlets = [gevent.spawn(one, base) for base in _order(bases, per_host)]
+    gevent.joinall(greenlets, timeout=timeout * 4)
+    return [g.value if g.successful() else (g.exception or TimeoutError()) for g in greenlets]
+
+
+def gevent_requests_sequential(base, path, count, warmup, timeout):
+    from gevent import monkey
+
+    monkey.patch_all()
+    import requests
+
+    session = requests.Session()
+
+    def one():
+        response = session.get(base + path, timeout=timeout)
+        return response.status_code, response.json()
+    return _sync_sequential(one, count, warmup)
+
+
+# -- requests + ThreadPoolExecutor -------------------------------------------
+
+def requests_threads_fanout(bases, path, per_host, cap, timeout):
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    sessions = _blocking_sessions(bases, cap)
+
+    def one(base):
+        response = sessions[base].get(base + path, timeout=timeout)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=min(len(bases) * cap, MAX_THREADS)) as executor:
+        futures = [executor.submit(one, base) for base in _order(bases, per_host)]
+        wait(futures, timeout=timeout * 4)
+    return [f.result() if f.done() and f.exception() is None
+            else (f.exception() if f.done() else TimeoutError()) for f in futures]
+
+
+def requests_threads_sequential(base, path, count, warmup, timeout):
+    import requests
+
+    session = requests.Session()
+
+    def one():
+        response = session.get(base + path, timeout=timeout)
+        return response.status_code, response.json()
+    return _sync_sequential(one, count, warmup)
+
+
+CLIENTS = ["napixclient", "napixclient_fast", "aiohttp", "geventhttpclient", "grequests",
+           "gevent_requests", "requests_threads", "httpx"]
+
+
+# -- the child process -------------------------------------------------------
+
+def _fds() -> Tuple[int, int]:
+    """(open file descriptors, of which sockets) of this process."""
+    total = sockets = 0
+    for name in os.listdir("/proc/self/fd"):
+        total += 1
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                sockets += 1
+        except OSError:
+            pass
+    return total, sockets
+
+
+def _summarise(outcomes: List[Outcome]) -> Dict[str, Any]:
+    ok = sum(1 for o in outcomes if isinstance(o, tuple) and o[0] == 200
+             and isinstance(o[1], dict))
+    errors = [o for o in outcomes if not (isinstance(o, tuple) and o[0] == 200)]
+    return {"ok": ok, "errors": len(outcomes) - ok,
+            "error_sample": repr(errors[0])[:200] if errors else None}
+
+
+def main(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Run one measurement described by ``spec``; return what was measured."""
+    from backends import raise_fd_limit
+
+    raise_fd_limit()
+    module = sys.modules[__name__]
+    name = spec["client"]
+    result: Dict[str, Any] = {"client": name, "mode": spec["mode"]}
+    timeout = spec["timeout"]
+    if spec["mode"] in ("cpu", "single"):
+        sequential = getattr(module, f"{name}_sequential")
+        durations, cpu = sequential(spec["bases"][0], spec["path"], spec["count"],
+                                    spec["warmup"], timeout)
+        durations.sort()
+        result["median_latency_s"] = durations[len(durations) // 2]
+        result["cpu_per_request_s"] = cpu / len(durations)
+    if spec["mode"] in ("fanout", "single"):
+        fanout = getattr(module, f"{name}_fanout")
+        fds, sockets = _fds()
+        result["baseline_fds"], result["baseline_sockets"] = fds, sockets
+        bases, per_host = spec["bases"], spec["per_host"]
+        started = time.perf_counter()
+        cpu = time.process_time()
+        outcomes = fanout(bases, spec["fan_path"], per_host, spec["cap"], timeout)
+        result["makespan_s"] = time.perf_counter() - started
+        result["fanout_cpu_s"] = time.process_time() - cpu
+        result["requests"] = len(bases) * per_host
+        result.update(_summarise(list(outcomes)))
+    result["maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    print(json.dumps(main(json.loads(sys.argv[1]))), flush=True)

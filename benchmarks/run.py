@@ -1,0 +1,306 @@
+"""napixclient next to its peers, on loopback backends. Run by hand, never in CI.
+
+    pip install -r benchmarks/requirements.txt && apt-get install -y nginx
+    python benchmarks/run.py                       # every workload, every client, 3 runs
+    python benchmarks/run.py --write BENCHMARKS.md # ...and put the table there
+
+Workloads (see BENCHMARKS.md):
+
+* W1 throughput: 10,000 GETs of a small JSON over 20 nginx "hosts" (one port
+  each), at most 4 at a time per host; requests per second.
+* W2 latency fan-out: 20 hosts x 10 GETs answered after 100 ms, at most 2 at
+  a time per host (so 5 rounds); the makespan, and the latency of a single
+  request measured in the same process just before.
+* W3 scale: 1,000 hosts x 10 GETs answered after 20 ms, at most 2 per host;
+  the makespan, the peak RSS of the client's process, the most sockets it had
+  open at once.
+* CPU: GETs one after the other on one keep-alive connection to nginx; CPU
+  microseconds per request.
+
+Each (client, workload, run) is its own process (benchmarks/clients.py), so
+gevent monkey-patching cannot leak from one client to another and RSS is per
+client. Clients take turns within a run, in an order rotated between runs.
+Backends listen on 127.0.0.1 only and are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Union
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from backends import DelayServer, Nginx, raise_fd_limit  # noqa: E402
+from clients import CLIENTS  # noqa: E402
+
+WORKLOADS = ["W1", "W2", "W3", "CPU"]
+#: The longest one child may run before it is killed (seconds), by workload.
+CHILD_DEADLINE_S = {"W1": 180.0, "W2": 60.0, "W3": 120.0, "CPU": 120.0}
+BASELINE = "aiohttp"
+START_MARK = "<!-- benchmark-table:start -->"
+END_MARK = "<!-- benchmark-table:end -->"
+
+
+class FdSampler(threading.Thread):
+    """Counts a process's open file descriptors every ``interval`` seconds and
+    keeps the highest count; stops with the process or after ``deadline_s``."""
+
+    def __init__(self, pid: int, deadline_s: float, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.path = f"/proc/{pid}/fd"
+        self.interval = interval
+        self.deadline = time.monotonic() + deadline_s
+        self.peak = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set() and time.monotonic() < self.deadline:
+            try:
+                self.peak = max(self.peak, len(os.listdir(self.path)))
+            except OSError:
+                return
+            self.stopped.wait(self.interval)
+
+
+def run_child(spec: Dict[str, Any], deadline_s: float) -> Dict[str, Any]:
+    """Run one measurement in its own process; return its result, with
+    ``peak_sockets`` added, ``{"failed": reason}``, or ``{"killed": seconds}``
+    when it ran longer than ``deadline_s``."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + HERE)
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "clients.py"), json.dumps(spec)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    sampler = FdSampler(process.pid, deadline_s)
+    sampler.start()
+    try:
+        out, err = process.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return {"killed": deadline_s}
+    finally:
+        sampler.stopped.set()
+        sampler.join(5)
+    if process.returncode != 0:
+        return {"failed": (err.strip().splitlines() or ["?"])[-1][:300]}
+    result: Dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    if "baseline_fds" in result:
+        # Descriptors other than sockets stay put during a fan-out.
+        others = result["baseline_fds"] - result["baseline_sockets"]
+        result["peak_sockets"] = max(0, sampler.peak - others)
+    return result
+
+
+def specs(workload: str, client: str, nginx: Optional[Nginx], delay: Optional[DelayServer],
+          args: argparse.Namespace) -> Dict[str, Any]:
+    base = {"client": client, "timeout": 60.0}
+    if workload == "W1":
+        assert nginx is not None
+        bases = [f"http://127.0.0.1:{p}" for p in nginx.ports]
+        return dict(base, mode="fanout", bases=bases, fan_path="/json",
+                    per_host=args.w1_requests // len(bases), cap=4)
+    if workload == "W2":
+        assert delay is not None
+        bases = [f"http://127.0.0.1:{p}" for p in delay.ports[:20]]
+        return dict(base, mode="single", bases=bases, path="/delay/100", count=5, warmup=0,
+                    fan_path="/delay/100", per_host=10, cap=2)
+    if workload == "W3":
+        assert delay is not None
+        bases = [f"http://127.0.0.1:{p}" for p in delay.ports[:args.w3_hosts]]
+        return dict(base, mode="fanout", bases=bases, fan_path="/delay/20", per_host=10, cap=2)
+    assert nginx is not None
+    return dict(base, mode="cpu", bases=[f"http://127.0.0.1:{nginx.ports[0]}"], path="/json",
+                count=args.cpu_requests, warmup=200)
+
+
+# -- what is reported --------------------------------------------------------
+
+METRICS = {
+    # key: (workload, label, how to get it from one result, format, higher is better)
+    "w1_rps": ("W1", "W1 req/s", lambda r: r["requests"] / r["makespan_s"], "{:,.0f}", True),
+    "w2_makespan": ("W2", "W2 makespan ms", lambda r: r["makespan_s"] * 1e3, "{:.1f}", False),
+    "w2_single": ("W2", "W2 single ms", lambda r: r["median_latency_s"] * 1e3, "{:.1f}", False),
+    "w2_ratio": ("W2", "W2 makespan / 5 x single",
+                 lambda r: r["makespan_s"] / (5 * r["median_latency_s"]), "{:.3f}", False),
+    "w3_makespan": ("W3", "W3 makespan ms", lambda r: r["makespan_s"] * 1e3, "{:,.0f}", False),
+    "w3_rss": ("W3", "W3 peak RSS MB", lambda r: r["maxrss_bytes"] / 2**20, "{:.0f}", False),
+    "w3_sockets": ("W3", "W3 peak sockets", lambda r: r["peak_sockets"], "{:.0f}", False),
+    "cpu_us": ("CPU", "CPU us/req", lambda r: r["cpu_per_request_s"] * 1e6, "{:.0f}", False),
+}
+
+
+Cell = Union[float, str]
+
+
+def summarise(raw: Dict[str, Dict[str, List[Dict[str, Any]]]], clients: List[str]
+              ) -> Dict[str, Dict[str, Cell]]:
+    """The median of each metric over the runs, per client; a text instead
+    when a run failed, lost requests or was killed (shown as such, never
+    averaged away)."""
+    table: Dict[str, Dict[str, Cell]] = {}
+    for client in clients:
+        row: Dict[str, Cell] = {}
+        for key, (workload, _label, get, _fmt, _higher) in METRICS.items():
+            runs = raw.get(workload, {}).get(client)
+            if not runs:
+                continue
+            killed = [r["killed"] for r in runs if "killed" in r]
+            if killed:
+                row[key] = f"killed > {max(killed):g} s"
+            elif any("failed" in r or r.get("errors") for r in runs):
+                row[key] = "FAILED"
+            else:
+                row[key] = statistics.median(get(r) for r in runs)
+        table[client] = row
+    return table
+
+
+def render(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
+    keys = [k for k in METRICS if any(k in table[c] for c in clients)]
+    header = ["client"] + [METRICS[k][1] for k in keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for client in clients:
+        cells = [client]
+        for key in keys:
+            value = table[client].get(key, "n/a")
+            cells.append(value if isinstance(value, str) else METRICS[key][3].format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
+    """napixclient against each peer: > 1 means napixclient is better."""
+    keys = ["w1_rps", "w2_makespan", "w3_makespan", "w3_rss", "cpu_us"]
+    keys = [k for k in keys if k in table.get("napixclient", {})]
+    header = ["napixclient vs"] + [METRICS[k][1] for k in keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ours = table["napixclient"]
+    for client in clients:
+        if client.startswith("napixclient"):
+            continue
+        cells = [client]
+        for key in keys:
+            mine, theirs = ours.get(key), table[client].get(key)
+            if not isinstance(mine, float) or not isinstance(theirs, float):
+                cells.append("n/a")
+                continue
+            cells.append(f"{(mine / theirs if METRICS[key][4] else theirs / mine):.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:
+            return "absent"
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return (f"nproc {os.cpu_count()}, CPU {model}, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}, "
+            f"gevent {v('gevent')}, requests {v('requests')}, urllib3 {v('urllib3')}, "
+            f"aiohttp {v('aiohttp')}, httpx {v('httpx')}, geventhttpclient "
+            f"{v('geventhttpclient')}, grequests {v('grequests')}, "
+            f"{nginx.replace('nginx version: ', '')}")
+
+
+def write_table(path: str, text: str) -> None:
+    """Replace the text between the markers in ``path`` (or append it)."""
+    block = f"{START_MARK}\n{text}\n{END_MARK}"
+    old = open(path).read() if os.path.exists(path) else ""
+    if START_MARK in old and END_MARK in old:
+        head, rest = old.split(START_MARK, 1)
+        new = head + block + rest.split(END_MARK, 1)[1]
+    else:
+        new = old + ("\n" if old else "") + block + "\n"
+    with open(path, "w") as handle:
+        handle.write(new)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs of everything (>= 1)")
+    parser.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
+    parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS)
+    parser.add_argument("--w1-requests", type=int, default=10_000)
+    parser.add_argument("--w3-hosts", type=int, default=1000)
+    parser.add_argument("--cpu-requests", type=int, default=3000)
+    parser.add_argument("--nginx-workers", type=int, default=1,
+                        help="nginx worker processes (1 leaves a core to the client)")
+    parser.add_argument("--json", metavar="PATH", help="also save every raw result there")
+    parser.add_argument("--write", metavar="PATH",
+                        help="put the table in this Markdown file, between "
+                             f"{START_MARK} and {END_MARK}")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    raise_fd_limit()
+    needs_nginx = {"W1", "CPU"} & set(args.workloads)
+    needs_delay = {"W2", "W3"} & set(args.workloads)
+    nginx = delay = None
+    raw: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    started = time.time()
+    try:
+        if needs_nginx:
+            nginx = Nginx(20, workers=args.nginx_workers).start()
+        if needs_delay:
+            delay = DelayServer(max(20, args.w3_hosts) if "W3" in args.workloads else 20)
+            delay.start()
+        for run in range(args.runs):
+            order = args.clients[run % len(args.clients):] + args.clients[:run % len(args.clients)]
+            for workload in args.workloads:
+                for client in order:
+                    result = run_child(specs(workload, client, nginx, delay, args),
+                                       CHILD_DEADLINE_S[workload])
+                    raw.setdefault(workload, {}).setdefault(client, []).append(result)
+                    brief = {k: (round(v, 4) if isinstance(v, float) else v)
+                             for k, v in result.items()
+                             if k not in ("client", "mode", "baseline_fds", "baseline_sockets")}
+                    print(f"run {run + 1}/{args.runs} {workload} {client}: {brief}", flush=True)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        if delay is not None:
+            delay.stop()
+    table = summarise(raw, args.clients)
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    text = "\n\n".join([
+        f"Medians of {args.runs} runs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{time.time() - started:.0f} s in all.  \n"
+        f"Command: `{command.strip()}`  \nMachine: {machine()}",
+        render(table, args.clients),
+        "napixclient against each peer (> 1.00x: napixclient is better):",
+        render_ratios(table, args.clients) if "napixclient" in args.clients else "",
+    ])
+    print("\n" + text)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(raw, handle, indent=1)
+    if args.write:
+        write_table(args.write, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""How an answer's head and body are framed (RFC 9112, section 6), on every
+transport, against canned answers from a raw loopback socket."""
+
+import gevent
+import pytest
+from gevent.server import StreamServer
+
+from napixclient import Client, ConnectionError, Response
+from napixclient.connections import available_transports
+
+
+@pytest.fixture
+def canned():
+    """A server that answers each connection's first request with the bytes
+    in ``answers[path]`` and closes it."""
+    answers = {}
+
+    def handle(sock, address):
+        data = b""
+        with gevent.Timeout(5, False):
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+        path = data.split(b" ", 2)[1].decode()
+        sock.sendall(answers[path])
+        sock.close()
+
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    server.answers = answers
+    yield server
+    server.stop(timeout=1)
+
+
+CANNED = {
+    "/http10": (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
+                200, "until close", {}),
+    "/continue": (b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+                  b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfinal",
+                  200, "final", {}),
+    "/chunked": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                 200, "abcde", {}),
+    "/head-only": (b"HTTP/1.1 204 No Content\r\nX-B: 1\r\n\r\n", 204, None, {"x-b": "1"}),
+    "/repeated": (b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 0\r\n\r\n",
+                  200, None, {"X-A": "1, 2"}),
+}
+
+# Ambiguous framing (RFC 9112, section 6.3, rules 3 and 5): refused by both
+# transports, where http.client alone would guess.
+AMBIGUOUS = {
+    "/two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    "/equal-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+    "/length-and-chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                            b"Content-Length: 99\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    "/negative-length": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nabc",
+}
+
+
+@pytest.mark.parametrize("transport", available_transports())
+@pytest.mark.parametrize("path", sorted(CANNED))
+def test_answers_are_framed_as_rfc_9112_says(canned, transport, path):
+    raw, status, body, headers = CANNED[path]
+    canned.answers[path] = raw
+    with Client(f"127.0.0.1:{canned.server_port}", transport=transport, timeout=3) as client:
+        response = client.get(path)
+    assert isinstance(response, Response)
+    assert (response.status, response.body) == (status, body)
+    for name, value in headers.items():
+        assert response.headers[name] == value
+
+
+@pytest.mark.parametrize("transport", available_transports())
+@pytest.mark.parametrize("path", sorted(AMBIGUOUS))
+def test_ambiguous_framing_is_a_broken_answer_on_every_transport(canned, transport, path):
+    canned.answers[path] = AMBIGUOUS[path]
+    with Client(f"127.0.0.1:{canned.server_port}", transport=transport, timeout=3) as client:
+        with pytest.raises(ConnectionError, match="broke during the exchange"):
+            client.get(path)
