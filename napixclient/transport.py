@@ -53,9 +53,11 @@ __all__ = [
     "CooperativeHTTPSConnection",
     "CooperativeHTTPSConnectionPool",
     "CooperativeRetry",
+    "HubSleepRetry",
     "SecretParameterFilter",
     "StaleConnectionError",
     "connection_pool",
+    "hub_sleeping",
     "is_stale",
     "redact_secret_parameters",
     "register_secret_parameters",
@@ -485,6 +487,42 @@ def connection_pool(
     raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
 
 
+class HubSleepRetry(Retry):
+    """urllib3's :class:`~urllib3.util.retry.Retry` whose waits (backoff,
+    ``Retry-After``) are :func:`gevent.sleep`: urllib3's :func:`time.sleep`
+    would stop every greenlet of a program that did not monkey-patch."""
+
+    def sleep_for_retry(self, response: Any = None) -> bool:
+        """Wait what ``Retry-After`` asks (seconds), yielding to the hub;
+        ``True`` when it asked for a wait."""
+        retry_after = self.get_retry_after(response)
+        if retry_after:
+            gevent.sleep(retry_after)
+            return True
+        return False
+
+    def _sleep_backoff(self) -> None:
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            gevent.sleep(backoff)
+
+
+def hub_sleeping(retry: Retry) -> Retry:
+    """Return ``retry`` as a :class:`HubSleepRetry` with the same settings
+    and counters, when it is a plain :class:`~urllib3.util.retry.Retry`.
+
+    A subclass is returned unchanged: its own behaviour is the caller's
+    choice, and it should sleep with :func:`gevent.sleep` itself.
+
+    :param retry: a urllib3 ``Retry``.
+    """
+    if type(retry) is not Retry:
+        return retry
+    converted = HubSleepRetry.__new__(HubSleepRetry)
+    converted.__dict__.update(retry.__dict__)
+    return converted
+
+
 class CooperativeAdapter(requests.adapters.HTTPAdapter):
     """A :class:`requests.adapters.HTTPAdapter` whose connections use gevent
     sockets, for programs that use a :class:`requests.Session` directly::
@@ -499,7 +537,9 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
     of each pool.
 
     :param kwargs: those of :class:`requests.adapters.HTTPAdapter`
-        (``pool_connections``, ``pool_maxsize``, ``max_retries``).
+        (``pool_connections``, ``pool_maxsize``, ``max_retries``). A plain
+        urllib3 ``Retry`` given as ``max_retries`` becomes a
+        :class:`HubSleepRetry`, so its backoff yields to the hub.
     :raises ValueError: if ``pool_block=True`` is passed, since a blocking
         thread queue would deadlock a program that never monkey-patched.
     """
@@ -512,6 +552,7 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
             )
         register_secret_parameters(())
         super().__init__(**kwargs)
+        self.max_retries = hub_sleeping(self.max_retries)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
