@@ -619,7 +619,8 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
     matched = any(row.match for row in rows)
     counts = {name: sum(1 for row in rows if row.outcome == name)
               for name in ("ok", "failed", "timed out", "cancelled")}
-    summary = (f"{len(rows)} hosts: {counts['ok']} ok, {counts['failed']} failed, "
+    noun = "host" if len(rows) == 1 else "hosts"
+    summary = (f"{len(rows)} {noun}: {counts['ok']} ok, {counts['failed']} failed, "
                f"{counts['timed out']} timed out")
     if condition is not None:
         summary += f", {counts['cancelled']} cancelled"

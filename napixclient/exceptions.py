@@ -281,6 +281,17 @@ class HTTPError(Exception):
     ``str(err)`` reads the :attr:`chain` hop by hop on one line. Like a
     :class:`~napixclient.Response`, it has ``status`` and ``request``, so pool
     code can treat results alike (``if result.status != 200: continue``).
+
+    The client raises these; code of your own seldom builds one, except to
+    stand for a failed call in a test:
+
+    :param request: the :class:`~napixclient.RequestRecord` of the failed
+        request; ``remote_call`` is made from it.
+    :param status: the answer's status (``int``), or ``None`` when no answer
+        came.
+    :param response: the :class:`~napixclient.Response` when an answer came.
+    :param remote_error: what the far side said (a ``dict`` error document,
+        a ``str``), or a description of the transport failure.
     """
 
     def __init__(

@@ -200,6 +200,7 @@ def test_probe_json_prints_one_object_per_host_and_the_summary_on_stderr(server)
     done = napix("probe", server.host, "/broken", "--json", env=SIGNED)
     (line,) = json_lines(done.stdout)
     assert (line["status"], line["error"], line["outcome"]) == (500, "HTTPError", "failed")
+    assert "1 host: 0 ok, 1 failed, 0 timed out" in done.stderr
 
 
 def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
