@@ -100,6 +100,22 @@ def napixclient_fast_sequential(base, path, count, warmup, timeout):
         return _sync_sequential(one, count, warmup)
 
 
+async def _timed_sequence(one, count, warmup):
+    """Await ``one()`` (which returns ``(status, body)``) ``warmup`` times,
+    then ``count`` times timed: per-request seconds and the CPU seconds."""
+    for _ in range(warmup):
+        await one()
+    durations = []
+    cpu = time.process_time()
+    for _ in range(count):
+        started = time.perf_counter()
+        status, _ = await one()
+        durations.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"status {status}")
+    return durations, time.process_time() - cpu
+
+
 # -- aiohttp -----------------------------------------------------------------
 
 def aiohttp_fanout(bases, path, per_host, cap, timeout):
@@ -132,17 +148,7 @@ def aiohttp_sequential(base, path, count, warmup, timeout):
             async def one():
                 async with session.get(base + path) as response:
                     return response.status, await response.json()
-            for _ in range(warmup):
-                await one()
-            durations = []
-            cpu = time.process_time()
-            for _ in range(count):
-                started = time.perf_counter()
-                status, _ = await one()
-                durations.append(time.perf_counter() - started)
-                if status != 200:
-                    raise RuntimeError(f"status {status}")
-            return durations, time.process_time() - cpu
+            return await _timed_sequence(one, count, warmup)
     return asyncio.run(main())
 
 
@@ -177,17 +183,7 @@ def httpx_sequential(base, path, count, warmup, timeout):
             async def one():
                 response = await client.get(base + path)
                 return response.status_code, response.json()
-            for _ in range(warmup):
-                await one()
-            durations = []
-            cpu = time.process_time()
-            for _ in range(count):
-                started = time.perf_counter()
-                status, _ = await one()
-                durations.append(time.perf_counter() - started)
-                if status != 200:
-                    raise RuntimeError(f"status {status}")
-            return durations, time.process_time() - cpu
+            return await _timed_sequence(one, count, warmup)
     return asyncio.run(main())
 
 
