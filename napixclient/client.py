@@ -1,9 +1,10 @@
 """Client: requests to one Napix host.
 
 A :class:`Client` validates and builds each request, runs the authenticator
-on a :class:`requests.PreparedRequest`, and sends it through a cooperative
-urllib3 pool (:mod:`napixclient.transport`) under a gevent semaphore that caps
-how many requests run at once. It reads the answer into a
+on a :class:`requests.PreparedRequest`, and sends it over its keep-alive
+connections (:mod:`napixclient.connections`, gevent sockets from
+:mod:`napixclient.transport`) under a gevent semaphore that caps how many
+requests run at once. It reads the answer into a
 :class:`~napixclient.Response`, or raises an :class:`~napixclient.HTTPError`.
 """
 
@@ -41,6 +42,7 @@ from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Tim
 from napixclient.response import RequestRecord, Response
 from napixclient.transport import (
     IDEMPOTENT_METHODS,
+    CooperativeRetry,
     Verify,
     is_stale,
     register_secret_parameters,
@@ -343,6 +345,8 @@ class Client:
             raise ValueError(f"retry_backoff must be seconds >= 0, got {retry_backoff!r}")
         self.retries = retries
         self.retry_backoff = float(retry_backoff)
+        # One immutable policy serves every request (increment() returns copies).
+        self._retry = CooperativeRetry.policy(retries, self.retry_backoff)
         register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
         self.simultaneous = simultaneous
         self.max_body_size = max_body_size
@@ -457,8 +461,6 @@ class Client:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
                     for n, v in pairs]
-        # So urllib3's log records hide them too (see transport.py).
-        register_secret_parameters(n for n, _ in pairs if n not in before)
         query = urlencode(redacted, safe="*")
         target = (parts.path or "/") + ("?" + query if query else "")
         return (RequestRecord(call.method, self.host,
@@ -526,8 +528,7 @@ class Client:
         try:
             answer = self._connections.exchange(
                 method, record.path, data, timeout=timeouts,
-                max_body_size=self.max_body_size, retries=self.retries,
-                backoff=self.retry_backoff)
+                max_body_size=self.max_body_size, retry=self._retry)
         except Urllib3Error as error:
             failure = _transport_error(error, record)
         except BodyLimitExceeded as exceeded:

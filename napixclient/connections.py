@@ -16,14 +16,15 @@ retries); :data:`READERS` lists them.
 
 Going below :meth:`urllib3.HTTPConnectionPool.urlopen` saves most of the
 per-request cost measured in BENCHMARKS.md (urlopen's retries object, its
-timeout objects, its header validation and its response wrapper), so the
-retry policy of :class:`~napixclient.transport.CooperativeRetry` is applied
-here: the same failures are retried, as many times, with the same backoff.
+timeout objects, its header validation and its response wrapper). The
+retry policy, a :class:`~napixclient.transport.CooperativeRetry`, is driven
+here as urlopen drives it: ``increment()`` after a failure, ``sleep()``
+before the next attempt.
 
 Failures are raised as urllib3's exceptions (``NewConnectionError``,
 ``ConnectTimeoutError``, ``ReadTimeoutError``, ``ProtocolError``,
-``SSLError``), as :meth:`~urllib3.HTTPConnectionPool.urlopen` would, or as
-:class:`BodyLimitExceeded`.
+``SSLError``, ``MaxRetryError``), as :meth:`~urllib3.HTTPConnectionPool.urlopen`
+would, or as :class:`BodyLimitExceeded`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import socket
 import ssl
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type
 
-import gevent
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -46,22 +46,22 @@ from urllib3.exceptions import (
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from napixclient.transport import (
-    IDEMPOTENT_METHODS,
     CooperativeHTTPConnection,
     CooperativeHTTPSConnection,
+    CooperativeRetry,
     StaleConnectionError,
     Verify,
-    ssl_context,
+    tls_connection_kwargs,
 )
 
 __all__ = ["READERS", "Answer", "BodyLimitExceeded", "HostConnections", "available_transports",
            "reader"]
 
 _READ_CHUNK = 256 * 1024
-#: urllib3's cap on one backoff wait (``Retry.DEFAULT_BACKOFF_MAX``), seconds.
-_BACKOFF_MAX = 120.0
 _BROKEN = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 _log = logging.getLogger(__name__)
+# Retries nothing but the single stale kept-alive connection.
+_NO_RETRY = CooperativeRetry.policy()
 
 
 class BodyLimitExceeded(Exception):
@@ -173,7 +173,6 @@ def _finish_http_client(response: http.client.HTTPResponse,
 #: 1xx, 204 and 304).
 HTTP_CLIENT = Reader(_begin_http_client, _finish_http_client)
 
-# What a reader raises for a malformed answer, besides OSError.
 # What a reader raises for a broken answer, besides what it maps to
 # http.client's exceptions (geventhttpclient's HTTPParseError is an
 # http.client.HTTPException too).
@@ -314,10 +313,7 @@ class HostConnections:
             self._connection_kwargs: Dict[str, Any] = {}
         elif scheme == "https":
             self._connection_class = CooperativeHTTPSConnection
-            self._connection_kwargs = {
-                "ssl_context": ssl_context(verify),
-                "cert_reqs": "CERT_NONE" if verify is False else "CERT_REQUIRED",
-            }
+            self._connection_kwargs = tls_connection_kwargs(verify)
         else:
             raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
         self.host = host
@@ -333,8 +329,6 @@ class HostConnections:
             connection.connect()
         except (ssl.SSLError, CertificateError) as error:
             connection.close()
-            if isinstance(error, socket.timeout):
-                raise ConnectTimeoutError(connection, "TLS handshake timed out") from error
             raise SSLError(error) from error
         except socket.timeout as error:
             connection.close()
@@ -392,55 +386,47 @@ class HostConnections:
             self._checkin(connection, reusable)
 
     def exchange(self, method: str, target: str, data: bytes, *,
-                 timeout: Tuple[float, float], max_body_size: int, retries: int = 0,
-                 backoff: float = 0.0) -> Answer:
+                 timeout: Tuple[float, float], max_body_size: int,
+                 retry: Optional[CooperativeRetry] = None) -> Answer:
         """Send one request and read its whole answer.
 
         :param method: the method, upper case (it tells the reader whether a
             body follows, and the retry policy whether it may be repeated).
-        :param target: the request target (for error messages).
+        :param target: the request target (for error messages and the retry
+            history).
         :param data: the request as it goes on the wire: head and body.
         :param timeout: ``(connect, read)`` seconds; ``read`` bounds each
             wait for data.
         :param max_body_size: the most bytes of body read.
-        :param retries: how many connection failures of an idempotent
-            request are retried (see :class:`~napixclient.transport.CooperativeRetry`:
-            refused, or reset before the first byte of the answer); a stale
-            kept-alive connection is retried once more, whatever this says.
-        :param backoff: seconds; no wait before the first retry, then
-            ``backoff * 2 ** (n - 1)`` before the n-th, in :func:`gevent.sleep`.
+        :param retry: which failures are retried, how often, after what
+            backoff: a :class:`~napixclient.transport.CooperativeRetry`
+            (default: ``CooperativeRetry.policy()``, only the single retry of
+            a stale kept-alive connection).
         :returns: the :class:`Answer`.
         :raises urllib3.exceptions.HTTPError: a subclass, for a failure
             (``NewConnectionError``, ``ConnectTimeoutError``,
-            ``ReadTimeoutError``, ``ProtocolError``, ``SSLError``).
+            ``ReadTimeoutError``, ``ProtocolError``, ``SSLError``), or
+            ``MaxRetryError`` when the retries ran out (its ``reason`` is the
+            last failure).
         :raises BodyLimitExceeded: for a body over ``max_body_size``.
         :raises RuntimeError: once :meth:`close` was called.
         """
-        idempotent = method in IDEMPOTENT_METHODS
-        stale_left, failures = 1, 0
+        if retry is None:
+            retry = _NO_RETRY
         while True:
             if self._closed:
                 raise RuntimeError("the connections are closed")
             try:
                 return self._once(method, target, data, timeout, max_body_size)
             except (NewConnectionError, ProtocolError) as error:
-                stale = isinstance(error, ProtocolError) and isinstance(
-                    error.args[1], StaleConnectionError)
-                if not idempotent:
-                    raise
-                if stale and stale_left:
-                    stale_left -= 1
-                elif retries > 0 and (isinstance(error, NewConnectionError)
-                                      or _broken_before_answer(error)):
-                    retries -= 1
-                else:
-                    raise
+                # Raises the error itself, or MaxRetryError, when it is not
+                # to be retried.
+                retry = retry.increment(method, target, error=error,
+                                        _stacktrace=error.__traceback__)
                 # target is the record's path: secret parameters already read ***.
-                _log.debug("Retrying %s %s on a new connection after %s (%d retries left)",
-                           method, target, _reason(error), retries)
-            failures += 1
-            if failures > 1 and backoff > 0:
-                gevent.sleep(min(_BACKOFF_MAX, backoff * 2 ** (failures - 1)))
+                _log.debug("Retrying %s %s on a new connection after %s", method, target,
+                           _reason(error))
+            retry.sleep()
 
     def close(self) -> None:
         """Close every idle connection; a connection in use is closed when its
@@ -449,11 +435,6 @@ class HostConnections:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
-
-
-def _broken_before_answer(error: ProtocolError) -> bool:
-    """A reset, abort or broken pipe before the first byte of the answer."""
-    return error.args[0] == "Connection aborted." and isinstance(error.args[1], _BROKEN)
 
 
 def _reason(error: BaseException) -> str:

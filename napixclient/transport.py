@@ -6,11 +6,12 @@ so requests yield to the gevent hub while they wait, whether or not the
 program patched the standard library, and importing napixclient changes
 nothing for the rest of the program.
 
-:class:`CooperativeAdapter` plugs this into a plain :class:`requests.Session`;
-:func:`connection_pool` gives the urllib3 pool that :class:`~napixclient.Client`
-drives directly.
+:class:`~napixclient.Client` opens these connections itself and keeps them
+alive (:mod:`napixclient.connections`); :class:`CooperativeAdapter` plugs
+them into a plain :class:`requests.Session`. :class:`CooperativeRetry` is the
+retry policy of both.
 
-urllib3's pools are thread queues. They are used here only with
+urllib3's pools are thread queues. The adapter uses them only with
 ``block=False``, which never waits: the per-host cap is a gevent semaphore
 held by the caller, so a greenlet waiting for its turn yields to the hub
 instead of blocking the whole thread.
@@ -56,12 +57,12 @@ __all__ = [
     "HubSleepRetry",
     "SecretParameterFilter",
     "StaleConnectionError",
-    "connection_pool",
     "hub_sleeping",
     "is_stale",
     "redact_secret_parameters",
     "register_secret_parameters",
     "ssl_context",
+    "tls_connection_kwargs",
 ]
 
 #: ``verify``: ``True`` (the CA bundle requests uses), ``False`` (no
@@ -222,7 +223,43 @@ def is_stale(error: BaseException) -> bool:
             and isinstance(error.args[1], StaleConnectionError))
 
 
-class CooperativeRetry(Retry):
+class HubSleepRetry(Retry):
+    """urllib3's :class:`~urllib3.util.retry.Retry` whose waits (backoff,
+    ``Retry-After``) are :func:`gevent.sleep`: urllib3's :func:`time.sleep`
+    would stop every greenlet of a program that did not monkey-patch."""
+
+    def sleep_for_retry(self, response: Any = None) -> bool:
+        """Wait what ``Retry-After`` asks (seconds), yielding to the hub;
+        ``True`` when it asked for a wait."""
+        retry_after = self.get_retry_after(response)
+        if retry_after:
+            gevent.sleep(retry_after)
+            return True
+        return False
+
+    def _sleep_backoff(self) -> None:
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            gevent.sleep(backoff)
+
+
+def hub_sleeping(retry: Retry) -> Retry:
+    """Return ``retry`` as a :class:`HubSleepRetry` with the same settings
+    and counters, when it is a plain :class:`~urllib3.util.retry.Retry`.
+
+    A subclass is returned unchanged: its own behaviour is the caller's
+    choice, and it should sleep with :func:`gevent.sleep` itself.
+
+    :param retry: a urllib3 ``Retry``.
+    """
+    if type(retry) is not Retry:
+        return retry
+    converted = HubSleepRetry.__new__(HubSleepRetry)
+    converted.__dict__.update(retry.__dict__)
+    return converted
+
+
+class CooperativeRetry(HubSleepRetry):
     """urllib3's :class:`~urllib3.util.retry.Retry`, restricted to failures
     where the server cannot have acted on the request, and sleeping with
     :func:`gevent.sleep` (urllib3 calls :func:`time.sleep`, which would stop
@@ -301,12 +338,6 @@ class CooperativeRetry(Retry):
     def sleep_for_retry(self, response: Any = None) -> bool:
         """Never honour ``Retry-After`` (statuses are not retried)."""
         return False
-
-    def sleep(self, response: Any = None) -> None:
-        """Wait the backoff before the next attempt, yielding to the gevent hub."""
-        backoff = self.get_backoff_time()
-        if backoff > 0:
-            gevent.sleep(backoff)
 
 
 # -- secrets in urllib3's log records ------------------------------------------
@@ -443,84 +474,18 @@ def ssl_context(verify: Verify = True) -> ssl.SSLContext:
     return context
 
 
-def _tls_pool_kwargs(verify: Verify) -> dict[str, Any]:
+def tls_connection_kwargs(verify: Verify) -> dict[str, Any]:
+    """The keyword arguments that make a urllib3 HTTPS connection verify TLS
+    as ``verify`` says, through a gevent SSL context (see :func:`ssl_context`).
+
+    :param verify: ``True``, ``False`` or the path of a CA bundle.
+    :returns: ``{"ssl_context": ..., "cert_reqs": ...}``.
+    :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
+    """
     return {
         "ssl_context": ssl_context(verify),
         "cert_reqs": "CERT_NONE" if verify is False else "CERT_REQUIRED",
     }
-
-
-def connection_pool(
-    scheme: str,
-    host: str,
-    port: Optional[int],
-    *,
-    maxsize: int,
-    verify: Verify = True,
-    headers: Optional[dict[str, str]] = None,
-) -> HTTPConnectionPool:
-    """Return a cooperative urllib3 pool for one destination.
-
-    The pool keeps up to ``maxsize`` keep-alive connections and never blocks
-    (``block=False``): the caller caps concurrency with a gevent semaphore.
-
-    :param scheme: ``"http"`` or ``"https"``.
-    :param host: the host name or IP address (no brackets for IPv6).
-    :param port: the TCP port, or ``None`` for the scheme's default.
-    :param maxsize: the most connections kept open (``int`` >= 1).
-    :param verify: see :func:`ssl_context`; ignored for ``http``.
-    :param headers: headers sent with every request, or ``None``.
-    :raises ValueError: for another scheme.
-
-    Making a pool attaches :class:`SecretParameterFilter` to urllib3's loggers.
-    """
-    register_secret_parameters(())
-    if scheme == "http":
-        return CooperativeHTTPConnectionPool(
-            host, port, maxsize=maxsize, block=False, headers=headers
-        )
-    if scheme == "https":
-        return CooperativeHTTPSConnectionPool(
-            host, port, maxsize=maxsize, block=False, headers=headers,
-            **_tls_pool_kwargs(verify),
-        )
-    raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
-
-
-class HubSleepRetry(Retry):
-    """urllib3's :class:`~urllib3.util.retry.Retry` whose waits (backoff,
-    ``Retry-After``) are :func:`gevent.sleep`: urllib3's :func:`time.sleep`
-    would stop every greenlet of a program that did not monkey-patch."""
-
-    def sleep_for_retry(self, response: Any = None) -> bool:
-        """Wait what ``Retry-After`` asks (seconds), yielding to the hub;
-        ``True`` when it asked for a wait."""
-        retry_after = self.get_retry_after(response)
-        if retry_after:
-            gevent.sleep(retry_after)
-            return True
-        return False
-
-    def _sleep_backoff(self) -> None:
-        backoff = self.get_backoff_time()
-        if backoff > 0:
-            gevent.sleep(backoff)
-
-
-def hub_sleeping(retry: Retry) -> Retry:
-    """Return ``retry`` as a :class:`HubSleepRetry` with the same settings
-    and counters, when it is a plain :class:`~urllib3.util.retry.Retry`.
-
-    A subclass is returned unchanged: its own behaviour is the caller's
-    choice, and it should sleep with :func:`gevent.sleep` itself.
-
-    :param retry: a urllib3 ``Retry``.
-    """
-    if type(retry) is not Retry:
-        return retry
-    converted = HubSleepRetry.__new__(HubSleepRetry)
-    converted.__dict__.update(retry.__dict__)
-    return converted
 
 
 class CooperativeAdapter(requests.adapters.HTTPAdapter):
