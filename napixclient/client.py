@@ -48,7 +48,7 @@ from napixclient.transport import (
     register_secret_parameters,
 )
 
-__all__ = ["Client", "PreparedCall", "parse_host"]
+__all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
 _log = logging.getLogger(__name__)
 
@@ -114,6 +114,26 @@ def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
     if port == 0:
         raise ValueError(f"host {host!r}: port 0 is not a valid port")
     return parts.scheme, name, port, parts.path.rstrip("/")
+
+
+def _host_header(scheme: str, name: str, port: Optional[int]) -> str:
+    """``name`` or ``name:port`` as the ``Host`` header says it: IPv6 in
+    brackets, the scheme's default port left out (RFC 9110, section 7.2)."""
+    netloc_name = f"[{name}]" if ":" in name else name
+    default_port = 443 if scheme == "https" else 80
+    return netloc_name if port in (None, default_port) else f"{netloc_name}:{port}"
+
+
+def base_url(host: str) -> str:
+    """The base URL a :class:`Client` for ``host`` has: ``scheme://host[/prefix]``,
+    with the default port left out and no trailing ``/``, so that two
+    spellings of one destination (``"h"``, ``"http://h:80/"``) give one URL.
+
+    :param host: as :func:`parse_host` accepts it.
+    :raises ValueError: for a malformed host (see :func:`parse_host`).
+    """
+    scheme, name, port, prefix = parse_host(host)
+    return f"{scheme}://{_host_header(scheme, name, port)}{prefix}"
 
 
 def _check_timeout(timeout: Any) -> TimeoutSpec:
@@ -351,11 +371,8 @@ class Client:
         self.simultaneous = simultaneous
         self.max_body_size = max_body_size
         self.scheme = scheme
-        default_port = 443 if scheme == "https" else 80
-        netloc_name = f"[{name}]" if ":" in name else name
         #: ``name`` or ``name:port``, as the ``Host`` header says it.
-        self.host = (netloc_name if port in (None, default_port)
-                     else f"{netloc_name}:{port}")
+        self.host = _host_header(scheme, name, port)
         #: ``scheme://host[/prefix]``, with no trailing ``/``.
         self.base_url = f"{scheme}://{self.host}{prefix}"
         self._prefix = prefix

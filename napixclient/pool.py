@@ -8,7 +8,7 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
 import gevent
 from gevent import Greenlet, GreenletExit
 
-from napixclient.client import Client, PreparedCall, TimeoutSpec, parse_host
+from napixclient.client import Client, PreparedCall, TimeoutSpec, base_url
 from napixclient.exceptions import ConnectionError, HTTPError
 from napixclient.response import RequestRecord, Response
 from napixclient.transport import Verify
@@ -95,8 +95,9 @@ class ClientPool:
             raise RuntimeError("ClientPool is closed")
         client = self._clients.get(host)
         if client is None:
-            scheme, name, port, prefix = parse_host(host)
-            key = f"{scheme}://{name}:{port}{prefix}"
+            # Keyed by the normalised base URL too, so that two spellings of
+            # one destination share one Client, and so one cap.
+            key = base_url(host)
             client = self._clients.get(key)
             if client is None:
                 client = Client(host, **self._client_options)
@@ -272,5 +273,4 @@ def _run(client: Client, call: PreparedCall) -> Result:
 
 
 def _record_of(call: PreparedCall, host: str) -> RequestRecord:
-    target = call.url.split("://", 1)[-1]
-    return RequestRecord(call.method, host, call.url, target[target.find("/"):])
+    return RequestRecord(call.method, host, call.url, call.target)

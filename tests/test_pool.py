@@ -218,3 +218,11 @@ def test_requests_beyond_the_cap_wait_their_turn_in_order_and_a_killed_one_never
     assert sorted(paths) == [f"/d/0.05?n={n}" for n in (0, 1, 2, 3, 5)]
     assert set(paths[:2]) == {"/d/0.05?n=0", "/d/0.05?n=1"} and paths[-1] == "/d/0.05?n=5"
     assert a.max_in_flight == 2
+
+
+def test_two_spellings_of_one_destination_share_one_client_and_its_cap():
+    with ClientPool(AUTH) as pool:
+        client = pool.client("server.napix.nx")
+        assert pool.client("http://server.napix.nx:80/") is client
+        assert pool.client("server.napix.nx:80") is client
+        assert pool.client("https://server.napix.nx") is not client
