@@ -81,7 +81,8 @@ class StaleConnectionError(ConnectionResetError):
 
     The server closed a connection it had already answered on (its
     keep-alive timeout raced our next request), so it most likely never
-    processed the request: :class:`CooperativeRetry` retries it once, on a
+    processed the request (:class:`~napixclient.connections.HostConnections`
+    tells it apart): :class:`CooperativeRetry` retries it once, on a
     fresh connection, when the method is idempotent.
     """
 
@@ -91,8 +92,7 @@ class StaleConnectionError(ConnectionResetError):
 
 
 class _GeventSocketMixin:
-    """Opens the connection's socket with :mod:`gevent.socket`, and tells a
-    kept-alive connection that went stale from one that failed at once."""
+    """Opens the connection's socket with :mod:`gevent.socket`."""
 
     host: str
     port: int
@@ -100,30 +100,7 @@ class _GeventSocketMixin:
     source_address: Any
     socket_options: Any
     _dns_host: str
-    # True once an answer came on the current socket: a failure before the
-    # next answer then means the server closed a kept-alive connection.
-    _napix_answered = False
-
-    def getresponse(self) -> Any:
-        """Read the answer's status line and headers (see
-        :meth:`urllib3.connection.HTTPConnection.getresponse`).
-
-        :raises StaleConnectionError: when a connection that already carried
-            an answer is closed or reset before the first byte of this one.
-        """
-        try:
-            response = super().getresponse()  # type: ignore[misc]
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as error:
-            # http.client's RemoteDisconnected (no byte at all) is a
-            # ConnectionResetError too.
-            if self._napix_answered:
-                raise StaleConnectionError() from error
-            raise
-        self._napix_answered = True
-        return response
-
     def _new_conn(self) -> socket.socket:
-        self._napix_answered = False
         timeout = self.timeout
         try:
             family = _literal_family(self._dns_host)
