@@ -76,6 +76,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from napixclient.authenticators import sign
+from napixclient.response import media_type
 
 try:
     import pytest
@@ -985,7 +986,7 @@ def _headers_of(environ: Dict[str, Any]) -> Dict[str, str]:
 
 def _json_of(environ: Dict[str, Any], body: bytes) -> Any:
     """Decode ``body`` when its Content-Type says JSON; ``None`` otherwise."""
-    media = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+    media, _ = media_type(environ.get("CONTENT_TYPE"))
     if not body or not (media == "application/json" or media.endswith("+json")):
         return None
     try:
