@@ -616,7 +616,7 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
 
     if not args.json:
         _print_table(rows, args.sort, out, credentials)
-    matched = any(row.match for row in rows)
+    match = next((row for row in rows if row.match), None)
     counts = {name: sum(1 for row in rows if row.outcome == name)
               for name in ("ok", "failed", "timed out", "cancelled")}
     noun = "host" if len(rows) == 1 else "hosts"
@@ -626,13 +626,11 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
         summary += f", {counts['cancelled']} cancelled"
     summary += f" in {elapsed:.2f} s"
     if condition is not None:
-        match = next((row for row in rows if row.match), None)
-        summary += (f"; first match: {match.host}" if match else "; no match")
-        if match:
-            summary += f" ({left} still pending, cancelled)"
+        summary += (f"; first match: {match.host} ({left} still pending, cancelled)"
+                    if match else "; no match")
     print(summary, file=err if args.json else out)
     if condition is not None:
-        return EXIT_OK if matched else EXIT_FAILED
+        return EXIT_OK if match else EXIT_FAILED
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
 
 
