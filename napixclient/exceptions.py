@@ -318,6 +318,11 @@ class HTTPError(Exception):
         as it is), otherwise ``"<status> <reason>: <text>"`` with the text
         cut to :data:`MAX_TEXT` characters (a body of another JSON type is
         shown in a short rendering). Never raises for any body.
+
+        :param response: the :class:`~napixclient.Response` of status 400 or
+            more.
+        :returns: an instance of the class it is called on, with
+            ``status``, ``request`` and ``response`` taken from ``response``.
         """
         body = response.body
         if isinstance(body, dict):
