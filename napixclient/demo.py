@@ -33,6 +33,7 @@ from napixclient import Client, ClientPool, HTTPError, Response
 from napixclient.authenticators import LoginAuthenticator
 from napixclient.pool import Result
 from napixclient.testing import NapixTestServer, RecordedRequest
+from napixclient.wsgi import ExceptionsCatcher
 
 __all__ = ["HYPERVISORS", "SECTIONS", "Backends", "run_demo", "start_backends"]
 
@@ -136,8 +137,6 @@ def _chain(users: Dict[str, str], auth: LoginAuthenticator) -> List[NapixTestSer
     are WSGI apps wrapped in ExceptionsCatcher, which turns the HTTPError
     escaping them into a 500 document carrying the failed call, so the
     chain grows one hop per server (PROTOCOL.md, "Writing the chain")."""
-    from napixclient.wsgi import ExceptionsCatcher
-
     c = NapixTestServer(users=users).start()
     c.route("/slots/", body={"slots": ["/slots/1", "/slots/2"]})
 
