@@ -600,7 +600,8 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
         hosts += read_hosts_file(args.hosts_file)
     if not hosts:
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
-    for host in hosts:
+    # read_hosts_file checked the file's hosts as it read them.
+    for host in targets:
         try:
             parse_host(host)
         except ValueError as error:
