@@ -506,8 +506,9 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials,
     if 300 <= response.status < 400 and "Location" in response.headers:
         print(f"{response.status} {response.reason}: Location: "
               f"{redact(response.headers['Location'], credentials.secrets)}", file=err)
-    if isinstance(response.body, bytes) and not response.headers.get(
-            "Content-Type", "").startswith("text/"):
+    # decode_body leaves a body as bytes only when its media type is not
+    # text: write those as they came.
+    if isinstance(response.body, bytes):
         buffer = getattr(out, "buffer", None)
         if buffer is not None:
             out.flush()
