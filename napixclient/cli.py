@@ -180,7 +180,12 @@ def resolve_credentials(login: Optional[str], key: Optional[str], token: Optiona
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Return ``text`` with every secret value (a key, a token) replaced by
     ``***``; what the command prints goes through it, in case a far side
-    echoes a credential back."""
+    echoes a credential back.
+
+    :param text: the text to print (``str``).
+    :param secrets: the secret values (``str``); empty ones are skipped.
+    :returns: the redacted text (``str``).
+    """
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
@@ -190,7 +195,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def redact_log(text: str, secrets: Iterable[str]) -> str:
     """:func:`redact`, and also every 64-hex-digit string (an HMAC-SHA256
     signature, PROTOCOL.md) and every ``token=`` query value: for log lines,
-    where a masked checksum costs less than a leaked signature."""
+    where a masked checksum costs less than a leaked signature.
+
+    :param text: the log line (``str``).
+    :param secrets: the secret values (``str``); empty ones are skipped.
+    :returns: the redacted line (``str``).
+    """
     text = _SIGNATURE.sub("***", redact(text, secrets))
     return _TOKEN_PARAMETER.sub(r"\1***", text)
 
@@ -264,6 +274,8 @@ def _positive_int(text: str) -> int:
 def parse_header(text: str) -> Tuple[str, str]:
     """``"Name: value"`` -> ``("Name", "value")``.
 
+    :param text: one ``--header`` value (``str``).
+    :returns: ``(name, value)``, both stripped of surrounding spaces.
     :raises UsageError: when there is no ``:`` or the name is empty.
     """
     name, sep, value = text.partition(":")
@@ -275,6 +287,8 @@ def parse_header(text: str) -> Tuple[str, str]:
 def parse_data(text: str) -> bytes:
     """Check that ``--data`` is a JSON document and return its bytes as typed.
 
+    :param text: the ``--data`` value (``str``).
+    :returns: ``text`` encoded as UTF-8 (``bytes``), unchanged otherwise.
     :raises UsageError: naming where the JSON is malformed.
     """
     try:
@@ -432,7 +446,9 @@ def summarize(result: Result, width: int = SUMMARY_WIDTH) -> str:
 
     :param result: a :class:`~napixclient.Response` or an
         :class:`~napixclient.HTTPError`.
-    :param width: the most characters kept.
+    :param width: the most characters kept (``int``).
+    :returns: the summary (``str``) on one line, whitespace runs collapsed,
+        unprintable characters escaped, cut with ``...`` past ``width``.
     """
     if isinstance(result, Response):
         body = result.body
@@ -490,8 +506,9 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials,
     if 300 <= response.status < 400 and "Location" in response.headers:
         print(f"{response.status} {response.reason}: Location: "
               f"{redact(response.headers['Location'], credentials.secrets)}", file=err)
-    if isinstance(response.body, bytes) and not response.headers.get(
-            "Content-Type", "").startswith("text/"):
+    # decode_body leaves a body as bytes only when its media type is not
+    # text: write those as they came.
+    if isinstance(response.body, bytes):
         buffer = getattr(out, "buffer", None)
         if buffer is not None:
             out.flush()
@@ -584,7 +601,8 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
         hosts += read_hosts_file(args.hosts_file)
     if not hosts:
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
-    for host in hosts:
+    # read_hosts_file checked the file's hosts as it read them.
+    for host in targets:
         try:
             parse_host(host)
         except ValueError as error:
@@ -616,7 +634,7 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
 
     if not args.json:
         _print_table(rows, args.sort, out, credentials)
-    matched = any(row.match for row in rows)
+    match = next((row for row in rows if row.match), None)
     counts = {name: sum(1 for row in rows if row.outcome == name)
               for name in ("ok", "failed", "timed out", "cancelled")}
     noun = "host" if len(rows) == 1 else "hosts"
@@ -626,13 +644,11 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
         summary += f", {counts['cancelled']} cancelled"
     summary += f" in {elapsed:.2f} s"
     if condition is not None:
-        match = next((row for row in rows if row.match), None)
-        summary += (f"; first match: {match.host}" if match else "; no match")
-        if match:
-            summary += f" ({left} still pending, cancelled)"
+        summary += (f"; first match: {match.host} ({left} still pending, cancelled)"
+                    if match else "; no match")
     print(summary, file=err if args.json else out)
     if condition is not None:
-        return EXIT_OK if matched else EXIT_FAILED
+        return EXIT_OK if match else EXIT_FAILED
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
 
 

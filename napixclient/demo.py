@@ -33,6 +33,7 @@ from napixclient import Client, ClientPool, HTTPError, Response
 from napixclient.authenticators import LoginAuthenticator
 from napixclient.pool import Result
 from napixclient.testing import NapixTestServer, RecordedRequest
+from napixclient.wsgi import ExceptionsCatcher
 
 __all__ = ["HYPERVISORS", "SECTIONS", "Backends", "run_demo", "start_backends"]
 
@@ -136,8 +137,6 @@ def _chain(users: Dict[str, str], auth: LoginAuthenticator) -> List[NapixTestSer
     are WSGI apps wrapped in ExceptionsCatcher, which turns the HTTPError
     escaping them into a 500 document carrying the failed call, so the
     chain grows one hop per server (PROTOCOL.md, "Writing the chain")."""
-    from napixclient.wsgi import ExceptionsCatcher
-
     c = NapixTestServer(users=users).start()
     c.route("/slots/", body={"slots": ["/slots/1", "/slots/2"]})
 
@@ -160,9 +159,12 @@ def _chain(users: Dict[str, str], auth: LoginAuthenticator) -> List[NapixTestSer
 def start_backends(users: Dict[str, str], auth: LoginAuthenticator) -> Backends:
     """Start every demo server on 127.0.0.1.
 
-    :param users: login -> key, accepted by every server.
-    :param auth: how A and B sign their calls down the chain.
+    :param users: ``Dict[str, str]`` of login to key, accepted by every
+        server.
+    :param auth: a :class:`~napixclient.authenticators.LoginAuthenticator`:
+        how A and B sign their calls down the chain.
     :returns: :class:`Backends`; call its ``stop()`` when done.
+    :raises OSError: if a server cannot bind its port.
     """
     backends = Backends(_ip_allocator(users), _filer(users))
     backends.servers += [backends.ip_allocator, backends.filer]
@@ -362,6 +364,7 @@ def run_demo(out: TextIO, verbose: int = 0) -> int:
         failures section 3 causes on purpose); ``1`` or more shows them.
     :returns: 0 when every section behaved as the demo expects, else 1
         (the unexpected outcomes are printed).
+    :raises OSError: if a demo server cannot bind its port.
     """
     report = _Report(out)
     server_log = logging.getLogger("napixclient.wsgi")

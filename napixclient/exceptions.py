@@ -37,10 +37,12 @@ MAX_HOPS = 32
 MAX_TEXT = 2000
 #: The most bytes of a ``bytes`` value decoded for a text.
 _MAX_BYTES = 4 * MAX_TEXT
-#: How far a value of the wrong type is rendered: levels and items per level.
+#: How far a value of the wrong type is rendered: levels, items per level,
+#: characters of a str, bytes of a bytes.
 _SHOW_LEVELS = 3
 _SHOW_ITEMS = 8
 _SHOW_CHARS = 200
+_SHOW_BYTES = 64
 
 # "404 Not Found: `10` not found", as HTTPError.from_response writes
 # remote_error for a text body. ASCII digits only: \d would take any digit.
@@ -89,7 +91,7 @@ def _show(value: Any, level: int = 0) -> str:
     if isinstance(value, str):
         return repr(value[:_SHOW_CHARS]) + ("..." if len(value) > _SHOW_CHARS else "")
     if isinstance(value, (bytes, bytearray)):
-        return repr(bytes(value[:_SHOW_ITEMS * 8])) + ("..." if len(value) > 64 else "")
+        return repr(bytes(value[:_SHOW_BYTES])) + ("..." if len(value) > _SHOW_BYTES else "")
     if isinstance(value, (list, tuple, dict)):
         brackets = "{}" if isinstance(value, dict) else "()" if isinstance(value, tuple) else "[]"
         opening, closing = brackets[0], brackets[1]
@@ -318,6 +320,11 @@ class HTTPError(Exception):
         as it is), otherwise ``"<status> <reason>: <text>"`` with the text
         cut to :data:`MAX_TEXT` characters (a body of another JSON type is
         shown in a short rendering). Never raises for any body.
+
+        :param response: the :class:`~napixclient.Response` of status 400 or
+            more.
+        :returns: an instance of the class it is called on, with
+            ``status``, ``request`` and ``response`` taken from ``response``.
         """
         body = response.body
         if isinstance(body, dict):

@@ -76,6 +76,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from napixclient.authenticators import sign
+from napixclient.response import media_type
 
 try:
     import pytest
@@ -648,11 +649,8 @@ class NapixTestServer:
 
         body = _read_body(environ)
         if body is None:
-            return _respond(start_response, method, 413, {
-                "error_class": "RequestEntityTooLarge",
-                "error_text": f"request body larger than {MAX_BODY} bytes",
-                "request": {"method": method, "path": path},
-            })
+            return _respond_error(start_response, method, path, 413, "RequestEntityTooLarge",
+                                  f"request body larger than {MAX_BODY} bytes")
         authorization = environ.get("HTTP_AUTHORIZATION")
         fields = _parse_authorization(authorization) if authorization else None
         login = _single(fields, "login") if fields else None
@@ -677,11 +675,8 @@ class NapixTestServer:
         refusal = self._authenticate(environ, method, raw_target, authorization, fields, token)
         if refusal is not None:
             code, text = refusal
-            return _respond(start_response, method, code, {
-                "error_class": "Unauthorized" if code == 401 else "Forbidden",
-                "error_text": text,
-                "request": {"method": method, "path": path},
-            })
+            return _respond_error(start_response, method, path, code,
+                                  "Unauthorized" if code == 401 else "Forbidden", text)
 
         route, known = self._find_route((path, raw_path), method)
         if route is not None:
@@ -857,11 +852,8 @@ class NapixTestServer:
                 status, body, extra = _unpack(route.handler(record), status)
             except Exception as exc:
                 _LOG.error("route handler for %s %s raised", method, path, exc_info=True)
-                return _respond(start_response, method, 500, {
-                    "error_class": type(exc).__name__,
-                    "error_text": str(exc),
-                    "request": {"method": method, "path": path},
-                })
+                return _respond_error(start_response, method, path, 500,
+                                      type(exc).__name__, str(exc))
             headers += extra
         return _respond(start_response, method, status, body, headers)
 
@@ -944,6 +936,23 @@ def _respond(
     return [data] if data else []
 
 
+def _respond_error(
+    start_response: Callable[..., Any],
+    method: str,
+    path: str,
+    status: int,
+    error_class: str,
+    error_text: str,
+) -> List[bytes]:
+    """Answer ``status`` with a Napix JSON error document (PROTOCOL.md,
+    section 3) naming ``method`` and the decoded ``path``."""
+    return _respond(start_response, method, status, {
+        "error_class": error_class,
+        "error_text": error_text,
+        "request": {"method": method, "path": path},
+    })
+
+
 def _decoded_path(environ: Dict[str, Any]) -> str:
     """The request's percent-decoded path, without query, as text."""
     # PATH_INFO is the WSGI "bytes as latin-1" str; clients encode UTF-8.
@@ -977,7 +986,7 @@ def _headers_of(environ: Dict[str, Any]) -> Dict[str, str]:
 
 def _json_of(environ: Dict[str, Any], body: bytes) -> Any:
     """Decode ``body`` when its Content-Type says JSON; ``None`` otherwise."""
-    media = str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+    media, _ = media_type(environ.get("CONTENT_TYPE"))
     if not body or not (media == "application/json" or media.endswith("+json")):
         return None
     try:
