@@ -7,14 +7,10 @@ program patched the standard library, and importing napixclient changes
 nothing for the rest of the program.
 
 :class:`~napixclient.Client` opens these connections itself and keeps them
-alive (:mod:`napixclient.connections`); :class:`CooperativeAdapter` plugs
-them into a plain :class:`requests.Session`. :class:`CooperativeRetry` is the
-retry policy of both.
-
-urllib3's pools are thread queues. The adapter uses them only with
-``block=False``, which never waits: the per-host cap is a gevent semaphore
-held by the caller, so a greenlet waiting for its turn yields to the hub
-instead of blocking the whole thread.
+alive (:mod:`napixclient.connections`);
+:class:`~napixclient.adapter.CooperativeAdapter` plugs them into a plain
+:class:`requests.Session`. :class:`CooperativeRetry` is the retry policy of
+the Client.
 """
 
 from __future__ import annotations
@@ -26,17 +22,16 @@ import re
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Iterable
-from typing import Any, FrozenSet, Optional, Union
+from typing import TYPE_CHECKING, Any, FrozenSet, Optional, Union
 from urllib.parse import quote_plus
 
 import gevent
 import gevent.socket
 import gevent.ssl
-import requests.adapters
 import requests.utils
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     NameResolutionError,
@@ -48,16 +43,11 @@ from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 __all__ = [
     "IDEMPOTENT_METHODS",
-    "CooperativeAdapter",
     "CooperativeHTTPConnection",
-    "CooperativeHTTPConnectionPool",
     "CooperativeHTTPSConnection",
-    "CooperativeHTTPSConnectionPool",
     "CooperativeRetry",
-    "HubSleepRetry",
     "SecretParameterFilter",
     "StaleConnectionError",
-    "hub_sleeping",
     "is_stale",
     "redact_secret_parameters",
     "register_secret_parameters",
@@ -173,18 +163,6 @@ class CooperativeHTTPSConnection(_GeventSocketMixin, HTTPSConnection):
     gevent SSL context its pool passes (see :func:`ssl_context`)."""
 
 
-class CooperativeHTTPConnectionPool(HTTPConnectionPool):
-    """A urllib3 pool of :class:`CooperativeHTTPConnection`."""
-
-    ConnectionCls = CooperativeHTTPConnection
-
-
-class CooperativeHTTPSConnectionPool(HTTPSConnectionPool):
-    """A urllib3 pool of :class:`CooperativeHTTPSConnection`."""
-
-    ConnectionCls = CooperativeHTTPSConnection
-
-
 def _broken_before_answer(error: Exception) -> bool:
     """Whether urllib3's ``error`` is a connection reset or closed before the
     first byte of the answer (urllib3 wraps it as ``ProtocolError("Connection
@@ -201,6 +179,8 @@ def is_stale(error: BaseException) -> bool:
 
 
 class HubSleepRetry(Retry):
+    # Documented as napixclient.adapter.HubSleepRetry, the adapter's retry
+    # for a plain Retry; it stays here while CooperativeRetry derives from it.
     """urllib3's :class:`~urllib3.util.retry.Retry` whose waits (backoff,
     ``Retry-After``) are :func:`gevent.sleep`: urllib3's :func:`time.sleep`
     would stop every greenlet of a program that did not monkey-patch."""
@@ -218,22 +198,6 @@ class HubSleepRetry(Retry):
         backoff = self.get_backoff_time()
         if backoff > 0:
             gevent.sleep(backoff)
-
-
-def hub_sleeping(retry: Retry) -> Retry:
-    """Return ``retry`` as a :class:`HubSleepRetry` with the same settings
-    and counters, when it is a plain :class:`~urllib3.util.retry.Retry`.
-
-    A subclass is returned unchanged: its own behaviour is the caller's
-    choice, and it should sleep with :func:`gevent.sleep` itself.
-
-    :param retry: a urllib3 ``Retry``.
-    """
-    if type(retry) is not Retry:
-        return retry
-    converted = HubSleepRetry.__new__(HubSleepRetry)
-    converted.__dict__.update(retry.__dict__)
-    return converted
 
 
 class CooperativeRetry(HubSleepRetry):
@@ -465,58 +429,25 @@ def tls_connection_kwargs(verify: Verify) -> dict[str, Any]:
     }
 
 
-class CooperativeAdapter(requests.adapters.HTTPAdapter):
-    """A :class:`requests.adapters.HTTPAdapter` whose connections use gevent
-    sockets, for programs that use a :class:`requests.Session` directly::
+# -- moved to napixclient.adapter ------------------------------------------------
 
-        session = requests.Session()
-        adapter = CooperativeAdapter(pool_maxsize=4)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+_MOVED_TO_ADAPTER = frozenset([
+    "CooperativeAdapter",
+    "CooperativeHTTPConnectionPool",
+    "CooperativeHTTPSConnectionPool",
+    "hub_sleeping",
+])
 
-    Its pools never block (``pool_block`` is refused): cap concurrency with a
-    gevent semaphore. A ``verify`` path is loaded into the gevent SSL context
-    of each pool.
 
-    :param kwargs: those of :class:`requests.adapters.HTTPAdapter`
-        (``pool_connections``, ``pool_maxsize``, ``max_retries``). A plain
-        urllib3 ``Retry`` given as ``max_retries`` becomes a
-        :class:`HubSleepRetry`, so its backoff yields to the hub.
-    :raises ValueError: if ``pool_block=True`` is passed, since a blocking
-        thread queue would deadlock a program that never monkey-patched.
-    """
+if not TYPE_CHECKING:  # for type checkers, the old names are gone
 
-    def __init__(self, **kwargs: Any) -> None:
-        if kwargs.get("pool_block"):
-            raise ValueError(
-                "CooperativeAdapter: pool_block=True would wait on a thread queue; "
-                "cap concurrency with a gevent semaphore instead"
-            )
-        register_secret_parameters(())
-        super().__init__(**kwargs)
-        self.max_retries = hub_sleeping(self.max_retries)
+    def __getattr__(name: str) -> Any:
+        """The adapter's names, from their old place, with a DeprecationWarning."""
+        if name in _MOVED_TO_ADAPTER:
+            warnings.warn(
+                f"napixclient.transport.{name} moved to napixclient.adapter.{name}",
+                DeprecationWarning, stacklevel=2)
+            from napixclient import adapter
 
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        """Create the pool manager with cooperative pools (see
-        :meth:`requests.adapters.HTTPAdapter.init_poolmanager`)."""
-        super().init_poolmanager(connections, maxsize, block=False, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": CooperativeHTTPConnectionPool,
-            "https": CooperativeHTTPSConnectionPool,
-        }
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """Set the pool's TLS verification as requests does, through a gevent
-        SSL context already loaded with the CA bundle (see :func:`ssl_context`);
-        one context is kept per ``verify`` value."""
-        super().cert_verify(conn, url, verify, cert)
-        if isinstance(conn, HTTPSConnectionPool) and url.lower().startswith("https"):
-            contexts = self.__dict__.setdefault("_ssl_contexts", {})
-            if verify not in contexts:
-                contexts[verify] = ssl_context(verify)
-            conn.conn_kw["ssl_context"] = contexts[verify]
-            conn.ca_certs = None
-            conn.ca_cert_dir = None
-
+            return getattr(adapter, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,8 @@ import pytest
 import requests
 from urllib3.util.retry import Retry
 
+from napixclient.adapter import CooperativeAdapter, HubSleepRetry
 from napixclient.authenticators import LoginAuthenticator
-from napixclient.transport import CooperativeAdapter, HubSleepRetry
 from tests.helpers import closed_port
 
 
@@ -72,3 +72,9 @@ def test_a_plain_retry_backoff_yields_to_the_hub_instead_of_blocking_it():
     # gap that long between ticks.
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert len(ticks) >= 10 and max(gaps) < 0.09
+
+
+def test_the_old_import_path_still_gives_the_adapter_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="napixclient.adapter"):
+        from napixclient.transport import CooperativeAdapter as old
+    assert old is CooperativeAdapter
