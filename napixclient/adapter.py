@@ -3,7 +3,7 @@
 :class:`~napixclient.Client` does not use requests' sessions; this module is
 for programs that do, and want their requests to yield to the gevent hub
 without monkey-patching the standard library. Mount the adapter on a
-session and every connection it opens is a
+session and every connection it opens, direct or through a proxy, is a
 gevent socket (:class:`~napixclient.transport.CooperativeHTTPConnection`)
 with TLS from a gevent SSL context (:func:`~napixclient.transport.ssl_context`)::
 
@@ -24,6 +24,7 @@ from typing import Any, Dict, Type
 
 import requests.adapters
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
 from urllib3.util.retry import Retry
 
 from napixclient.transport import (
@@ -56,6 +57,7 @@ class CooperativeHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 #: The pool class for each scheme, for urllib3's ``pool_classes_by_scheme``:
+#: the scheme of the origin, or of the proxy when requests are forwarded.
 _POOL_CLASSES: Dict[str, Type[HTTPConnectionPool]] = {
     "http": CooperativeHTTPConnectionPool,
     "https": CooperativeHTTPSConnectionPool,
@@ -87,12 +89,25 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
     gevent semaphore. A ``verify`` path is loaded into the gevent SSL context
     of each pool; one context is built per ``verify`` value.
 
+    Proxies (``proxies=``, or the environment's ``HTTP_PROXY`` and
+    ``HTTPS_PROXY`` when the session trusts it) are cooperative too, as
+    requests uses them: an ``http://`` origin is forwarded by the proxy, an
+    ``https://`` origin is reached through a ``CONNECT`` tunnel (RFC 9110,
+    section 9.3.6) and its certificate checked against ``verify``. An
+    ``https://`` proxy is itself reached over TLS, its certificate checked
+    against ``verify`` as well (for ``http://`` origins too, where requests'
+    own adapter does not check it). Credentials in a proxy URL go to the
+    proxy in ``Proxy-Authorization`` and appear in no error message.
+
     :param kwargs: those of :class:`requests.adapters.HTTPAdapter`
         (``pool_connections``, ``pool_maxsize``, ``max_retries``). A plain
         urllib3 ``Retry`` given as ``max_retries`` becomes a
         :class:`HubSleepRetry`, so its backoff yields to the hub.
     :raises ValueError: if ``pool_block=True`` is passed, since a blocking
-        thread queue would deadlock a program that never monkey-patched.
+        thread queue would deadlock a program that never monkey-patched;
+        and, when a request is sent, if it is to go through a SOCKS proxy
+        (``socks4://``, ``socks5://``...): PySocks opens blocking sockets
+        that would stop the hub.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -113,6 +128,29 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
         super().init_poolmanager(connections, maxsize, block=False, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = dict(_POOL_CLASSES)
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> ProxyManager:
+        """Return the urllib3 :class:`~urllib3.poolmanager.ProxyManager` for
+        ``proxy``, made once per proxy URL, whose pools are cooperative (see
+        :meth:`requests.adapters.HTTPAdapter.proxy_manager_for`).
+
+        :param proxy: the proxy's URL (``str``), with its scheme.
+        :param proxy_kwargs: passed to urllib3's ``ProxyManager``.
+        :raises ValueError: for a SOCKS proxy (its scheme starts with
+            ``socks``). The message names the scheme only, never the URL,
+            which may hold credentials.
+        """
+        if proxy not in self.proxy_manager:
+            scheme = proxy.partition("://")[0].lower()
+            if scheme.startswith("socks"):
+                raise ValueError(
+                    f"CooperativeAdapter: a SOCKS proxy ({scheme}://) is not supported: "
+                    "PySocks opens blocking sockets that would stop the gevent hub; "
+                    "use an http:// or https:// proxy"
+                )
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+        return manager
+
     def _ssl_context(self, verify: Any) -> Any:
         """The gevent SSL context for ``verify``, built once."""
         contexts = self.__dict__.setdefault("_ssl_contexts", {})
@@ -121,11 +159,37 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
         return contexts[verify]
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """Set the pool's TLS verification as requests does, through a gevent
-        SSL context already loaded with the CA bundle (see
-        :func:`~napixclient.transport.ssl_context`)."""
+        """Set the pool's TLS verification as requests does, through gevent
+        SSL contexts already loaded with the CA bundle (see
+        :func:`~napixclient.transport.ssl_context`): for the origin of an
+        ``https://`` URL, and for an ``https://`` proxy on the way.
+
+        :raises OSError: if ``verify`` names a CA bundle that does not exist
+            (requests' own check).
+        """
         super().cert_verify(conn, url, verify, cert)
-        if isinstance(conn, HTTPSConnectionPool) and url.lower().startswith("https"):
+        if not isinstance(conn, HTTPSConnectionPool):
+            return
+        tunnelled = url.lower().startswith("https")
+        if tunnelled:
+            # TLS to the origin (through a CONNECT tunnel when proxied).
             conn.conn_kw["ssl_context"] = self._ssl_context(verify)
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
+        proxy = getattr(conn, "proxy", None)
+        if proxy is None or proxy.scheme != "https":
+            return
+        if tunnelled:
+            # urllib3 reaches the proxy with the context of its proxy
+            # configuration, and checks it against the pool's cert_reqs.
+            config = conn.conn_kw.get("proxy_config")
+            if config is not None:
+                conn.conn_kw["proxy_config"] = config._replace(
+                    ssl_context=self._ssl_context(verify))
+        else:
+            # A forwarded request: this pool's connections go to the proxy,
+            # whose certificate is checked as an origin's would be.
+            conn.conn_kw["ssl_context"] = self._ssl_context(verify)
+            conn.cert_reqs = "CERT_NONE" if verify is False else "CERT_REQUIRED"
             conn.ca_certs = None
             conn.ca_cert_dir = None
