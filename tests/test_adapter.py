@@ -1,5 +1,6 @@
 """CooperativeAdapter: a plain requests.Session over gevent sockets."""
 
+import itertools
 import ssl
 import time
 import warnings
@@ -79,7 +80,7 @@ def test_a_plain_retry_backoff_yields_to_the_hub_instead_of_blocking_it():
     ticker.kill()
     # Two retries wait 0.1 and 0.2 s of backoff; a blocked hub would show a
     # gap that long between ticks.
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert len(ticks) >= 10 and max(gaps) < 0.09
 
 
