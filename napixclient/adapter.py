@@ -96,8 +96,10 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
     section 9.3.6) and its certificate checked against ``verify``. An
     ``https://`` proxy is itself reached over TLS, its certificate checked
     against ``verify`` as well (for ``http://`` origins too, where requests'
-    own adapter does not check it). Credentials in a proxy URL go to the
-    proxy in ``Proxy-Authorization`` and appear in no error message.
+    own adapter does not check it). Credentials in a proxy URL
+    (``http://user:password@proxy:3128``) go to the proxy in
+    ``Proxy-Authorization``; a proxy that cannot be reached raises requests'
+    :class:`~requests.exceptions.ProxyError`, whose message does not show them.
 
     :param kwargs: those of :class:`requests.adapters.HTTPAdapter`
         (``pool_connections``, ``pool_maxsize``, ``max_retries``). A plain
