@@ -10,11 +10,10 @@ requests run at once. It reads the answer into a
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -23,30 +22,24 @@ import gevent
 import gevent.lock
 import requests
 from requests.structures import CaseInsensitiveDict
-from requests.utils import requote_uri
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from napixclient import __version__
 from napixclient.authenticators import Authenticator, coerce_authenticator
-from napixclient.connections import BodyLimitExceeded, HostConnections
+from napixclient.connections import HostConnections
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
-from napixclient.response import RequestRecord, Response
-from napixclient.transport import (
-    IDEMPOTENT_METHODS,
-    CooperativeRetry,
-    Verify,
-    is_stale,
-    register_secret_parameters,
+from napixclient.failures import ConnectionBroken, TransportFailure
+from napixclient.http11 import (
+    check_fields,
+    check_headers,
+    check_method,
+    encode_body,
+    field_block,
+    quote_target,
+    request_bytes,
 )
+from napixclient.response import RequestRecord, Response
+from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy
+from napixclient.transport import Verify, register_secret_parameters
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
@@ -55,21 +48,15 @@ _log = logging.getLogger(__name__)
 #: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
 TimeoutSpec = Union[float, Tuple[float, float]]
 
-#: The response reader a :class:`Client` uses when ``transport`` is not given
-#: (see :mod:`napixclient.connections`).
-DEFAULT_TRANSPORT = "http.client"
+#: The parser a :class:`Client` uses when ``parser`` is not given (see
+#: :mod:`napixclient.http11`).
+DEFAULT_PARSER = "http.client"
 
 #: The default ``max_body_size``: 64 MiB.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 # Matched with fullmatch: "$" would let a trailing "\n" through.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
-_FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\r\n\x00]")
-# A path made only of these is left as is by requote_uri (no "%" to check).
-_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!#$&'()*+,/:;=?@\[\]]*")
-# http.client sends "Content-Length: 0" for these when there is no body.
-_METHODS_EXPECTING_BODY = frozenset(["POST", "PUT", "PATCH"])
 _REDACTED = "***"
 
 
@@ -157,79 +144,6 @@ def _socket_timeouts(timeout: TimeoutSpec) -> Tuple[Tuple[float, float], float]:
     return (timeout, timeout), timeout
 
 
-def _field_lines(headers: Mapping[str, Any]) -> str:
-    """``Name: value\r\n`` for each header an authenticator left on the
-    request, checked as :func:`_check_headers` checks the caller's.
-
-    :raises ValueError: for a name that is not a token or a value with CR,
-        LF or NUL (never quoting the value, which may be a secret).
-    """
-    lines = []
-    for name, value in headers.items():
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        elif not isinstance(value, str):
-            value = str(value)
-        if (not isinstance(name, str) or not _TOKEN.fullmatch(name)
-                or _FORBIDDEN_IN_HEADER_VALUE.search(value)):
-            raise ValueError(f"the authenticator set header {name!r} to a value that is "
-                             "not a valid field (CR, LF or NUL, or a bad name)")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines)
-
-
-def _wire(method: str, target: str, fields: str, body: Optional[bytes],
-          has_length: bool) -> bytes:
-    """The request as it goes on the wire (RFC 9112): request line, fields,
-    ``Content-Length`` when it is not among them, blank line, body."""
-    if has_length:
-        length = ""
-    elif body is not None:
-        length = f"Content-Length: {len(body)}\r\n"
-    elif method in _METHODS_EXPECTING_BODY:
-        length = "Content-Length: 0\r\n"
-    else:
-        length = ""
-    head = f"{method} {target} HTTP/1.1\r\n{fields}{length}\r\n".encode("latin-1")
-    return head + body if body else head
-
-
-def _encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
-    if body is None:
-        return None, None
-    if isinstance(body, (dict, list)):
-        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
-                "application/json")
-    if isinstance(body, str):
-        return body.encode("utf-8"), None
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return bytes(body), None
-    raise ValueError(f"body must be a dict, list, str, bytes or None, "
-                     f"got {type(body).__name__}")
-
-
-def _check_headers(headers: Any) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise ValueError(f"headers must be a mapping of str to str, "
-                         f"got {type(headers).__name__}")
-    checked = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-            raise ValueError(f"header name {name!r} is not a valid token "
-                             "(no spaces, CR, LF or separators)")
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if not isinstance(value, str):
-            raise ValueError(f"header {name!r}: the value must be a str, "
-                             f"got {type(value).__name__}")
-        if _FORBIDDEN_IN_HEADER_VALUE.search(value):
-            raise ValueError(f"header {name!r}: the value contains CR, LF or NUL")
-        checked[name] = value
-    return checked
-
-
 class PreparedCall:
     """A request validated and built, ready to be signed and sent.
 
@@ -308,17 +222,19 @@ class Client:
         connection that the server closed before answering is retried once
         on a fresh connection, for idempotent methods only. Retries happen
         within the request's timeout. The policy of
-        :class:`~napixclient.transport.CooperativeRetry`, applied by
+        :class:`~napixclient.retry.RetryPolicy`, applied by
         :meth:`napixclient.connections.HostConnections.exchange`.
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`.
-    :param transport: how answers are parsed: ``"http.client"`` (the
+    :param parser: how answers are parsed: ``"http.client"`` (the
         standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
-        (a C parser, less CPU per request; needs the ``fast`` extra, ``pip
-        install 'napixclient[fast]'``); ``None`` (the default) means
-        :data:`DEFAULT_TRANSPORT`. Both serve every feature of this class;
-        see :mod:`napixclient.connections`.
+        (llhttp, in C: less CPU per request; needs the ``fast`` extra, from a
+        checkout ``pip install '.[fast]'``); ``None`` (the default) means
+        :data:`DEFAULT_PARSER`. Both serve every feature of this class; see
+        :mod:`napixclient.http11`.
+    :param transport: the old name of ``parser``; it still works, with a
+        :class:`DeprecationWarning`.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
         bad ``max_body_size``, bad headers, or bad ``retries`` or
@@ -344,8 +260,14 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         retries: int = 0,
         retry_backoff: float = 0.0,
+        parser: Optional[str] = None,
         transport: Optional[str] = None,
     ) -> None:
+        if transport is not None:
+            warnings.warn("Client(transport=...) is now Client(parser=...)",
+                          DeprecationWarning, stacklevel=2)
+            if parser is None:
+                parser = transport
         scheme, name, port, prefix = parse_host(host)
         self.authenticator: Optional[Authenticator] = (
             None if authenticator is None else coerce_authenticator(authenticator)
@@ -358,15 +280,10 @@ class Client:
                 or max_body_size < 1):
             raise ValueError(f"max_body_size must be a number of bytes >= 1, "
                              f"got {max_body_size!r}")
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        if (not isinstance(retry_backoff, (int, float)) or isinstance(retry_backoff, bool)
-                or not 0 <= retry_backoff < float("inf")):
-            raise ValueError(f"retry_backoff must be seconds >= 0, got {retry_backoff!r}")
+        # One immutable policy serves every request (after() returns new ones).
+        self._retry = RetryPolicy(retries, retry_backoff)
         self.retries = retries
-        self.retry_backoff = float(retry_backoff)
-        # One immutable policy serves every request (increment() returns copies).
-        self._retry = CooperativeRetry.policy(retries, self.retry_backoff)
+        self.retry_backoff = self._retry.backoff_factor
         register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
         self.simultaneous = simultaneous
         self.max_body_size = max_body_size
@@ -382,18 +299,18 @@ class Client:
             "Accept": "application/json",
             "Accept-Encoding": "identity",
         })
-        self._headers.update(_check_headers(headers))
+        self._headers.update(check_headers(headers))
         self._headers["Host"] = self.host
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix, the socket timeouts of the default timeout.
         self._fields = "".join(f"{k}: {v}\r\n" for k, v in self._headers.items())
         self._fields_have_length = "Content-Length" in self._headers
-        self._quoted_prefix = requote_uri(prefix)
+        self._quoted_prefix = quote_target(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
         self._semaphore = gevent.lock.BoundedSemaphore(simultaneous)
         self._connections = HostConnections(
             scheme, name, port, maxsize=simultaneous, verify=verify,
-            read=DEFAULT_TRANSPORT if transport is None else transport)
+            read=DEFAULT_PARSER if parser is None else parser)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -423,8 +340,7 @@ class Client:
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
-            raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
+        method = check_method(method)
         if not isinstance(url, str):
             raise ValueError(f"url must be a str path such as '/vm-ip/', "
                              f"got {type(url).__name__}")
@@ -435,14 +351,13 @@ class Client:
             raise ValueError(f"url {url!r} must be a path on {self.host}, "
                              "not an absolute URL")
         path = url if url.startswith("/") else "/" + url
-        target = self._quoted_prefix + (path if _PLAIN_TARGET.fullmatch(path)
-                                        else requote_uri(path))
+        target = self._quoted_prefix + quote_target(path)
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
             query = urlencode(list(pairs), doseq=True)
             target += ("&" if "?" in target else "?") + query
-        payload, content_type = _encode_body(body)
-        extra = _check_headers(headers) if headers else {}
+        payload, content_type = encode_body(body)
+        extra = check_headers(headers) if headers else {}
         if (content_type and "Content-Type" not in self._headers
                 and not any(name.lower() == "content-type" for name in extra)):
             extra["Content-Type"] = content_type
@@ -493,7 +408,7 @@ class Client:
                 has_length = has_length or any(
                     k.lower() == "content-length" for k in call.extra_headers)
             record = RequestRecord(call.method, self.host, call.url, call.target)
-            return call.method, _wire(call.method, call.target, fields, call.body,
+            return call.method, request_bytes(call.method, call.target, fields, call.body,
                                       has_length), record
         prepared = self._authenticate(call)
         record, target = self._record(call, str(prepared.url))
@@ -501,7 +416,7 @@ class Client:
         body = prepared.body
         if isinstance(body, str):
             body = body.encode("utf-8")
-        data = _wire(method, target, _field_lines(prepared.headers), body,
+        data = request_bytes(method, target, field_block(check_fields(prepared.headers)), body,
                      "Content-Length" in prepared.headers)
         return method, data, record
 
@@ -544,16 +459,10 @@ class Client:
         failure: Optional[HTTPError] = None
         try:
             answer = self._connections.exchange(
-                method, record.path, data, timeout=timeouts,
-                max_body_size=self.max_body_size, retry=self._retry)
-        except Urllib3Error as error:
-            failure = _transport_error(error, record)
-        except BodyLimitExceeded as exceeded:
-            failure = BodyTooLarge(record, status=exceeded.status, remote_error=(
-                f"the body has more than max_body_size ({self.max_body_size} bytes)"
-                if exceeded.length is None else
-                f"the body has {exceeded.length} bytes, more than max_body_size "
-                f"({self.max_body_size} bytes)"))
+                method, data, timeout=timeouts, max_body_size=self.max_body_size,
+                retry=self._retry, target=record.path)
+        except TransportFailure as transport_failure:
+            failure = _failure_error(transport_failure, record)
         if failure is not None:
             # Raised out of the except block, so that no __context__ keeps
             # the transport's error, whose text may hold the URL and its token.
@@ -642,67 +551,15 @@ class Client:
         self.close()
 
 
-def _describe(error: BaseException) -> str:
-    """A short, secret-free description of a transport failure."""
-    cause: Optional[BaseException] = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror.lower()
-        cause = cause.__cause__ or cause.__context__
-        if cause is error:
-            break
-    return type(error).__name__
+_ERROR_CLASSES = {"ConnectionError": ConnectionError, "Timeout": Timeout,
+                  "BodyTooLarge": BodyTooLarge}
 
 
-def _transport_error(error: Urllib3Error, record: RequestRecord) -> HTTPError:
-    # Never str() a MaxRetryError: its text holds the URL, token included.
-    if isinstance(error, MaxRetryError) and isinstance(error.reason, Urllib3Error):
-        error = error.reason
-    # Order matters: urllib3 makes NewConnectionError a ConnectTimeoutError.
-    if isinstance(error, NameResolutionError):
-        return ConnectionError(record, remote_error="the host name did not resolve")
-    if isinstance(error, NewConnectionError):
-        return ConnectionError(record, remote_error=f"could not connect: {_describe(error)}")
-    if isinstance(error, ConnectTimeoutError):
-        return Timeout(record, remote_error="timed out while connecting")
-    if isinstance(error, ReadTimeoutError):
-        return Timeout(record, remote_error="timed out while reading the answer")
-    if isinstance(error, SSLError):
-        return ConnectionError(record, remote_error=f"TLS failed: {_tls_reason(error)}")
-    if isinstance(error, ProtocolError):
-        unsafe = ("; not retried, since a {} may not be repeated".format(record.method)
-                  if is_stale(error) and record.method not in IDEMPOTENT_METHODS else "")
-        return ConnectionError(record, remote_error=(
-            f"the connection broke during the exchange: {_protocol_reason(error)}{unsafe}"))
-    return ConnectionError(record, remote_error=f"transport failure: {type(error).__name__}")
-
-
-def _tls_reason(error: SSLError) -> str:
-    for arg in error.args:
-        reason = getattr(arg, "reason", None)
-        detail = getattr(arg, "verify_message", None)
-        if reason or detail:
-            return ", ".join(str(part) for part in (reason, detail) if part)
-    return "handshake or certificate verification failed"
-
-
-def _protocol_reason(error: ProtocolError) -> str:
-    # Only counts and class names: the far side's bytes (a status line that
-    # is not HTTP) are not repeated.
-    for arg in error.args[1:]:
-        if isinstance(arg, http.client.RemoteDisconnected):
-            return "the server closed the connection without answering"
-        if isinstance(arg, OSError) and arg.strerror:
-            return arg.strerror.lower()
-        if isinstance(arg, http.client.IncompleteRead):
-            if isinstance(arg.expected, int):
-                return (f"the body ended after {len(arg.partial)} bytes, "
-                        f"{arg.expected} fewer than announced")
-            return ("the body ended early, or its chunked encoding is malformed, "
-                    f"after {len(arg.partial)} bytes")
-        if isinstance(arg, http.client.BadStatusLine):
-            return "the answer is not HTTP (BadStatusLine)"
-        if isinstance(arg, BaseException):
-            return type(arg).__name__
-    return type(error).__name__
-
+def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPError:
+    """The :class:`HTTPError` that stands for a transport failure."""
+    text = failure.message
+    if (isinstance(failure, ConnectionBroken) and failure.stale
+            and record.method not in IDEMPOTENT_METHODS):
+        text += f"; not retried, since a {record.method} may not be repeated"
+    status = getattr(failure, "status", None)
+    return _ERROR_CLASSES[failure.error_class](record, status=status, remote_error=text)
