@@ -15,7 +15,7 @@ import re
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
@@ -25,7 +25,13 @@ from requests.structures import CaseInsensitiveDict
 
 from napixclient import __version__
 from napixclient.authenticators import Authenticator, coerce_authenticator
-from napixclient.connections import HostConnections
+from napixclient.connections import (
+    DEFAULT_KEEPALIVE_EXPIRY,
+    ConnectionManager,
+    Lease,
+    TraceHook,
+)
+from napixclient.dialing import Origin, Verify, check_verify
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
 from napixclient.failures import ConnectionBroken, TransportFailure
 from napixclient.http11 import (
@@ -37,9 +43,12 @@ from napixclient.http11 import (
     quote_target,
     request_bytes,
 )
+from napixclient.http11 import (
+    parser as http_parser,
+)
 from napixclient.response import RequestRecord, Response
 from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy
-from napixclient.transport import Verify, register_secret_parameters
+from napixclient.transport import register_secret_parameters
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
@@ -197,14 +206,15 @@ class Client:
         taking a :class:`requests.PreparedRequest` (any
         :class:`requests.auth.AuthBase`), a mapping ``{"login": ..., "key": ...}``,
         or ``None`` to send requests unauthenticated.
-    :param simultaneous: the most requests running at once on this client, and
-        so the most connections open to the host (``int`` >= 1). Further
-        requests wait their turn in a gevent semaphore.
+    :param simultaneous: the most requests running at once to the host's
+        origin, and so the most connections open to it (``int`` >= 1).
+        Further requests wait their turn, in submission order.
     :param timeout: seconds (``float`` > 0) or a ``(connect, read)`` pair. The
         connect phase, and each wait for data, is bounded by it; so is the
         whole exchange, by the float, or by ``connect + read`` for a pair, so a
         server that trickles its answer cannot hold a request for longer.
-        The wait for a turn under ``simultaneous`` is not counted.
+        The wait for a turn (under ``simultaneous`` or ``max_connections``)
+        is not counted.
     :param verify: ``True`` verifies TLS certificates against the CA bundle
         requests uses; a path names a CA bundle file or directory; ``False``
         verifies nothing.
@@ -223,7 +233,7 @@ class Client:
         on a fresh connection, for idempotent methods only. Retries happen
         within the request's timeout. The policy of
         :class:`~napixclient.retry.RetryPolicy`, applied by
-        :meth:`napixclient.connections.HostConnections.exchange`.
+        :meth:`napixclient.connections.ConnectionManager.exchange`.
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`.
@@ -235,10 +245,23 @@ class Client:
         :mod:`napixclient.http11`.
     :param transport: the old name of ``parser``; it still works, with a
         :class:`DeprecationWarning`.
+    :param max_connections: the most sockets this client keeps open, idle
+        ones included (``int`` >= 1); ``None`` derives it from the soft limit
+        on open files (:func:`~napixclient.connections.default_max_connections`).
+    :param keepalive_expiry: seconds (``float`` > 0, default 5) an idle
+        connection is kept alive before it is closed.
+    :param trace: a callable ``trace(event, info)`` receiving the connection
+        layer's events (see :mod:`napixclient.connections`), or ``None``.
+    :param connections: a :class:`~napixclient.connections.ConnectionManager`
+        to share (a :class:`~napixclient.ClientPool` passes its own); then
+        ``max_connections``, ``keepalive_expiry`` and ``trace`` are the
+        manager's and may not be given. ``None`` (the default): the client
+        makes its own and closes it with itself.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
-        bad ``max_body_size``, bad headers, or bad ``retries`` or
-        ``retry_backoff``.
+        bad ``max_body_size``, bad headers, bad ``retries`` or
+        ``retry_backoff``, a bad ``max_connections``, ``keepalive_expiry`` or
+        ``trace``, or one of them given with ``connections``.
     :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
 
     Redirects are not followed: a 3xx comes back as a :class:`Response`,
@@ -262,6 +285,10 @@ class Client:
         retry_backoff: float = 0.0,
         parser: Optional[str] = None,
         transport: Optional[str] = None,
+        max_connections: Optional[int] = None,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        trace: Optional[TraceHook] = None,
+        connections: Optional[ConnectionManager] = None,
     ) -> None:
         if transport is not None:
             warnings.warn("Client(transport=...) is now Client(parser=...)",
@@ -307,14 +334,30 @@ class Client:
         self._fields_have_length = "Content-Length" in self._headers
         self._quoted_prefix = quote_target(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
-        self._semaphore = gevent.lock.BoundedSemaphore(simultaneous)
-        self._connections = HostConnections(
-            scheme, name, port, maxsize=simultaneous, verify=verify,
-            read=DEFAULT_PARSER if parser is None else parser)
+        self._parser = http_parser(DEFAULT_PARSER if parser is None else parser)
+        self._origin = Origin(scheme, name,
+                              port if port is not None else (443 if scheme == "https" else 80),
+                              check_verify(verify))
+        if connections is None:
+            self._manager = ConnectionManager(max_connections, keepalive_expiry, trace)
+            self._owns_manager = True
+        elif not isinstance(connections, ConnectionManager):
+            raise ValueError(f"connections must be a ConnectionManager, got {connections!r}")
+        elif (max_connections is not None or trace is not None
+              or keepalive_expiry != DEFAULT_KEEPALIVE_EXPIRY):
+            raise ValueError("max_connections, keepalive_expiry and trace belong to the "
+                             "shared ConnectionManager given as connections=")
+        else:
+            self._manager = connections
+            self._owns_manager = False
+        if scheme == "https":
+            # Built (and so checked) now, once per TLS configuration.
+            self._manager.dialer.context(self._origin.verify)
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<Client {self.base_url} simultaneous={self.simultaneous}>"
+        state = " closed" if self._closed else ""
+        return f"<Client {self.base_url} simultaneous={self.simultaneous}{state}>"
 
     # -- building ---------------------------------------------------------
 
@@ -422,7 +465,7 @@ class Client:
 
     def send(self, call: PreparedCall) -> Response:
         """Sign and send a prepared request, waiting for a turn under
-        ``simultaneous``; read the whole answer.
+        ``simultaneous`` and ``max_connections``; read the whole answer.
 
         :param call: from :meth:`prepare`.
         :returns: the :class:`Response` when the status is below 400.
@@ -435,42 +478,62 @@ class Client:
         :raises ValueError: if the authenticator set a header that is not a
             valid HTTP field.
         """
-        with self._semaphore:
-            if self._closed:
-                raise RuntimeError(f"{self!r} is closed")
-            method, data, record = self._build(call)
-            timeouts, deadline = (self._timeouts if call.timeout is self.timeout
-                                  else _socket_timeouts(call.timeout))
-            guard = gevent.Timeout(deadline)
-            guard.start()
-            started = time.monotonic()
-            try:
-                return self._exchange(method, data, record, timeouts, started)
-            except gevent.Timeout as fired:
-                if fired is not guard:
-                    raise
-                raise Timeout(record, remote_error=(
-                    f"the exchange took longer than {deadline:g} s")) from None
-            finally:
-                guard.close()
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        lease = self._manager.acquire(self._origin, self.simultaneous, _record_of(call))
+        try:
+            return self.send_on(lease, call)
+        finally:
+            lease.release()
 
-    def _exchange(self, method: str, data: bytes, record: RequestRecord,
+    def reserve(self, call: PreparedCall, grant: Callable[[Lease], None]) -> None:
+        """Ask for a turn for ``call`` without waiting: ``grant(lease)`` is
+        called when it comes (at once if it is free), in the greenlet that
+        freed it, so it must not block; then :meth:`send_on` sends the call.
+
+        :raises RuntimeError: if the client is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        self._manager.reserve(self._origin, self.simultaneous, grant, _record_of(call))
+
+    def send_on(self, lease: Lease, call: PreparedCall) -> Response:
+        """Sign and send ``call`` on a lease got from :meth:`reserve`, and
+        read the whole answer; the caller releases the lease.
+
+        :returns: and :raises: as :meth:`send`.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        method, data, record = self._build(call)
+        timeouts, deadline = (self._timeouts if call.timeout is self.timeout
+                              else _socket_timeouts(call.timeout))
+        guard = gevent.Timeout(deadline)
+        guard.start()
+        started = time.monotonic()
+        try:
+            return self._exchange(lease, method, data, record, timeouts, started)
+        except gevent.Timeout as fired:
+            if fired is not guard:
+                raise
+            raise Timeout(record, remote_error=(
+                f"the exchange took longer than {deadline:g} s")) from None
+        finally:
+            guard.close()
+
+    def _exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
                   timeouts: Tuple[float, float], started: float) -> Response:
         failure: Optional[HTTPError] = None
         try:
-            answer = self._connections.exchange(
-                method, data, timeout=timeouts, max_body_size=self.max_body_size,
-                retry=self._retry, target=record.path)
+            answer = self._manager.exchange(
+                lease, method, data, record, parser=self._parser, timeout=timeouts,
+                max_body_size=self.max_body_size, retry=self._retry)
         except TransportFailure as transport_failure:
             failure = _failure_error(transport_failure, record)
         if failure is not None:
             # Raised out of the except block, so that no __context__ keeps
-            # the transport's error, whose text may hold the URL and its token.
+            # the failure's cause, whose text may hold the URL and its token.
             raise failure
-        # One line per exchange at DEBUG, as urllib3 logs them; the record's
-        # path has its secret parameters as ***.
-        _log.debug('%s "%s %s HTTP/1.1" %s %s', self.base_url, method, record.path,
-                   answer.status, len(answer.content))
         response = Response(answer.status, answer.reason, answer.headers, answer.content,
                             time.monotonic() - started, record)
         if response.status >= 400:
@@ -542,7 +605,8 @@ class Client:
         """Close every connection to the host; later requests raise
         :class:`RuntimeError`. Closing twice is harmless."""
         self._closed = True
-        self._connections.close()
+        if self._owns_manager:
+            self._manager.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -563,3 +627,8 @@ def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPErro
         text += f"; not retried, since a {record.method} may not be repeated"
     status = getattr(failure, "status", None)
     return _ERROR_CLASSES[failure.error_class](record, status=status, remote_error=text)
+
+
+def _record_of(call: PreparedCall) -> RequestRecord:
+    """The record of ``call`` before it is signed."""
+    return RequestRecord(call.method, call.url.split("/", 3)[2], call.url, call.target)

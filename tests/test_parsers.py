@@ -25,7 +25,7 @@ def test_each_parser_signs_reads_bodies_and_keeps_connections_alive(napix_server
         assert client.get("/").body == {"managers": ["vm-ip"]}
         assert client.get("/text").body == "plain text"
         assert client.head("/").content == b""
-        assert client._connections._read is parser(name)
+        assert client._parser is parser(name)
     assert napix_server.max_open_connections == 1
     assert len(napix_server.requests) == 3
 
@@ -37,7 +37,7 @@ def test_a_pool_passes_the_parser_to_its_clients(napix_server):
         pool.request(napix_server.host, "GET", "/")
         (result,) = pool.wait(timeout=5)
         assert isinstance(result, Response)
-        assert pool.client(napix_server.host)._connections._read is parser(name)
+        assert pool.client(napix_server.host)._parser is parser(name)
 
 
 @pytest.mark.parametrize("name", ["urllib3", "", 3])
@@ -54,7 +54,7 @@ def test_the_old_transport_keyword_still_works_with_a_deprecation_warning(napix_
         client = Client(napix_server.host, AUTH, transport="http.client")
     with client:
         assert client.get("/").body == []
-        assert client._connections._read is parser("http.client")
+        assert client._parser is parser("http.client")
 
 
 def test_the_fast_parser_without_its_extra_says_how_to_get_it(monkeypatch):
