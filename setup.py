@@ -35,6 +35,7 @@ setup(
             "hypothesis>=6",
             "trustme>=1.0",
             "flask>=2.2",
+            "gunicorn>=21",
             "ruff>=0.4",
             "mypy>=1.5",
             "types-requests",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Type
 
+import gevent
 import requests.adapters
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
@@ -30,7 +31,6 @@ from urllib3.util.retry import Retry
 from napixclient.transport import (
     CooperativeHTTPConnection,
     CooperativeHTTPSConnection,
-    HubSleepRetry,
     register_secret_parameters,
     ssl_context,
 )
@@ -62,6 +62,26 @@ _POOL_CLASSES: Dict[str, Type[HTTPConnectionPool]] = {
     "http": CooperativeHTTPConnectionPool,
     "https": CooperativeHTTPSConnectionPool,
 }
+
+
+class HubSleepRetry(Retry):
+    """urllib3's :class:`~urllib3.util.retry.Retry` whose waits (backoff,
+    ``Retry-After``) are :func:`gevent.sleep`: urllib3's :func:`time.sleep`
+    would stop every greenlet of a program that did not monkey-patch."""
+
+    def sleep_for_retry(self, response: Any = None) -> bool:
+        """Wait what ``Retry-After`` asks (seconds), yielding to the hub;
+        ``True`` when it asked for a wait."""
+        retry_after = self.get_retry_after(response)
+        if retry_after:
+            gevent.sleep(retry_after)
+            return True
+        return False
+
+    def _sleep_backoff(self) -> None:
+        backoff = self.get_backoff_time()
+        if backoff > 0:
+            gevent.sleep(backoff)
 
 
 def hub_sleeping(retry: Retry) -> Retry:

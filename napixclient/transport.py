@@ -9,13 +9,11 @@ nothing for the rest of the program.
 :class:`~napixclient.Client` opens these connections itself and keeps them
 alive (:mod:`napixclient.connections`);
 :class:`~napixclient.adapter.CooperativeAdapter` plugs them into a plain
-:class:`requests.Session`. :class:`CooperativeRetry` is the retry policy of
-the Client.
+:class:`requests.Session`.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -36,19 +34,13 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     NameResolutionError,
     NewConnectionError,
-    ProtocolError,
 )
-from urllib3.util.retry import RequestHistory, Retry
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 __all__ = [
-    "IDEMPOTENT_METHODS",
     "CooperativeHTTPConnection",
     "CooperativeHTTPSConnection",
-    "CooperativeRetry",
     "SecretParameterFilter",
-    "StaleConnectionError",
-    "is_stale",
     "redact_secret_parameters",
     "register_secret_parameters",
     "ssl_context",
@@ -58,27 +50,6 @@ __all__ = [
 #: ``verify``: ``True`` (the CA bundle requests uses), ``False`` (no
 #: verification), or the path of a CA bundle file or directory.
 Verify = Union[bool, str, "os.PathLike[str]"]
-
-
-#: Methods that RFC 9110 (section 9.2.2) makes idempotent: sending one twice
-#: has the effect of sending it once, so only these are ever retried.
-IDEMPOTENT_METHODS: FrozenSet[str] = frozenset(
-    ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"])
-
-
-class StaleConnectionError(ConnectionResetError):
-    """A kept-alive connection broke before the first byte of the answer.
-
-    The server closed a connection it had already answered on (its
-    keep-alive timeout raced our next request), so it most likely never
-    processed the request (:class:`~napixclient.connections.HostConnections`
-    tells it apart): :class:`CooperativeRetry` retries it once, on a
-    fresh connection, when the method is idempotent.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(errno.ECONNRESET,
-                         "the server closed the kept-alive connection before answering")
 
 
 class _GeventSocketMixin:
@@ -161,124 +132,6 @@ class CooperativeHTTPConnection(_GeventSocketMixin, HTTPConnection):
 class CooperativeHTTPSConnection(_GeventSocketMixin, HTTPSConnection):
     """A urllib3 HTTPS connection over a gevent socket; TLS comes from the
     gevent SSL context its pool passes (see :func:`ssl_context`)."""
-
-
-def _broken_before_answer(error: Exception) -> bool:
-    """Whether urllib3's ``error`` is a connection reset or closed before the
-    first byte of the answer (urllib3 wraps it as ``ProtocolError("Connection
-    aborted.", cause)`` while it waits for the status line)."""
-    return (isinstance(error, ProtocolError) and len(error.args) > 1
-            and isinstance(error.args[1], (ConnectionResetError, ConnectionAbortedError,
-                                           BrokenPipeError)))
-
-
-def is_stale(error: BaseException) -> bool:
-    """Whether urllib3's ``error`` wraps a :class:`StaleConnectionError`."""
-    return (isinstance(error, ProtocolError) and len(error.args) > 1
-            and isinstance(error.args[1], StaleConnectionError))
-
-
-class HubSleepRetry(Retry):
-    # Documented as napixclient.adapter.HubSleepRetry, the adapter's retry
-    # for a plain Retry; it stays here while CooperativeRetry derives from it.
-    """urllib3's :class:`~urllib3.util.retry.Retry` whose waits (backoff,
-    ``Retry-After``) are :func:`gevent.sleep`: urllib3's :func:`time.sleep`
-    would stop every greenlet of a program that did not monkey-patch."""
-
-    def sleep_for_retry(self, response: Any = None) -> bool:
-        """Wait what ``Retry-After`` asks (seconds), yielding to the hub;
-        ``True`` when it asked for a wait."""
-        retry_after = self.get_retry_after(response)
-        if retry_after:
-            gevent.sleep(retry_after)
-            return True
-        return False
-
-    def _sleep_backoff(self) -> None:
-        backoff = self.get_backoff_time()
-        if backoff > 0:
-            gevent.sleep(backoff)
-
-
-class CooperativeRetry(HubSleepRetry):
-    """urllib3's :class:`~urllib3.util.retry.Retry`, restricted to failures
-    where the server cannot have acted on the request, and sleeping with
-    :func:`gevent.sleep` (urllib3 calls :func:`time.sleep`, which would stop
-    the whole hub of a program that did not monkey-patch).
-
-    What is retried, for idempotent methods only (:data:`IDEMPOTENT_METHODS`):
-
-    * a kept-alive connection found closed before the first byte of the
-      answer (:class:`StaleConnectionError`): once, on a fresh connection,
-      whatever ``total`` says;
-    * a connection refused or unreachable, or reset before the first byte of
-      the answer: ``total`` times.
-
-    Never retried: POST and PATCH (the server may have acted), timeouts
-    (retrying one doubles the wait), TLS failures, malformed answers and
-    statuses. Those errors propagate as urllib3 raised them; when the retries
-    run out urllib3 raises :class:`~urllib3.exceptions.MaxRetryError`, whose
-    ``reason`` is the last error (its text holds the URL, query included).
-
-    Build it with :meth:`policy`. Instances are immutable, as urllib3's are,
-    so one can serve every request of a pool.
-
-    :param stale: how many stale kept-alive connections may be retried (``int``).
-    :param kwargs: those of :class:`~urllib3.util.retry.Retry`.
-    """
-
-    def __init__(self, *args: Any, stale: int = 1, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stale = stale
-
-    @classmethod
-    def policy(cls, retries: int = 0, backoff: float = 0.0) -> "CooperativeRetry":
-        """Return the retry policy of a :class:`~napixclient.Client`.
-
-        :param retries: how many times a connection failure is retried
-            (``int`` >= 0), besides the single retry of a stale connection.
-        :param backoff: urllib3's ``backoff_factor`` in seconds (``float`` >= 0):
-            there is no wait before the first retry, then
-            ``backoff * 2 ** (n - 1)`` seconds before the n-th.
-        """
-        return cls(total=retries, connect=None, read=None, redirect=0, status=0, other=0,
-                   allowed_methods=IDEMPOTENT_METHODS, status_forcelist=None,
-                   backoff_factor=backoff, raise_on_redirect=False, raise_on_status=False,
-                   respect_retry_after_header=False)
-
-    def new(self, **kwargs: Any) -> "CooperativeRetry":
-        """A copy with some counters changed (see
-        :meth:`urllib3.util.retry.Retry.new`); keeps ``stale``."""
-        kwargs.setdefault("stale", self.stale)
-        return super().new(**kwargs)  # type: ignore[return-value]
-
-    def increment(self, method: Optional[str] = None, url: Optional[str] = None,
-                  response: Any = None, error: Optional[Exception] = None,
-                  _pool: Any = None, _stacktrace: Any = None) -> "CooperativeRetry":
-        """Count one failure and return the policy for the next attempt (see
-        :meth:`urllib3.util.retry.Retry.increment`).
-
-        :raises Exception: ``error`` itself, when it is not to be retried.
-        :raises urllib3.exceptions.MaxRetryError: when the retries ran out.
-        """
-        if error is None:
-            # Redirects and statuses are never retried (redirect=0, status=0).
-            return super().increment(method, url, response, error, _pool, _stacktrace)
-        if method is None or method.upper() not in IDEMPOTENT_METHODS:
-            raise error.with_traceback(_stacktrace)
-        if is_stale(error) and self.stale > 0:
-            history = self.history + (RequestHistory(method, url, error, None, None),)
-            return self.new(stale=self.stale - 1, history=history)
-        if isinstance(error, NewConnectionError) or _broken_before_answer(error):
-            # NewConnectionError (refused, unreachable, no such name) is a
-            # ConnectTimeoutError in urllib3; a true connect timeout is not
-            # retried.
-            return super().increment(method, url, response, error, _pool, _stacktrace)
-        raise error.with_traceback(_stacktrace)
-
-    def sleep_for_retry(self, response: Any = None) -> bool:
-        """Never honour ``Retry-After`` (statuses are not retried)."""
-        return False
 
 
 # -- secrets in urllib3's log records ------------------------------------------
@@ -435,6 +288,7 @@ _MOVED_TO_ADAPTER = frozenset([
     "CooperativeAdapter",
     "CooperativeHTTPConnectionPool",
     "CooperativeHTTPSConnectionPool",
+    "HubSleepRetry",
     "hub_sleeping",
 ])
 

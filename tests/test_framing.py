@@ -6,7 +6,7 @@ import pytest
 from gevent.server import StreamServer
 
 from napixclient import Client, ConnectionError, Response
-from napixclient.connections import available_transports
+from napixclient.http11 import available_parsers
 
 
 @pytest.fixture
@@ -59,12 +59,12 @@ AMBIGUOUS = {
 }
 
 
-@pytest.mark.parametrize("transport", available_transports())
+@pytest.mark.parametrize("parser", available_parsers())
 @pytest.mark.parametrize("path", sorted(CANNED))
-def test_answers_are_framed_as_rfc_9112_says(canned, transport, path):
+def test_answers_are_framed_as_rfc_9112_says(canned, parser, path):
     raw, status, body, headers = CANNED[path]
     canned.answers[path] = raw
-    with Client(f"127.0.0.1:{canned.server_port}", transport=transport, timeout=3) as client:
+    with Client(f"127.0.0.1:{canned.server_port}", parser=parser, timeout=3) as client:
         response = client.get(path)
     assert isinstance(response, Response)
     assert (response.status, response.body) == (status, body)
@@ -72,10 +72,10 @@ def test_answers_are_framed_as_rfc_9112_says(canned, transport, path):
         assert response.headers[name] == value
 
 
-@pytest.mark.parametrize("transport", available_transports())
+@pytest.mark.parametrize("parser", available_parsers())
 @pytest.mark.parametrize("path", sorted(AMBIGUOUS))
-def test_ambiguous_framing_is_a_broken_answer_on_every_transport(canned, transport, path):
+def test_ambiguous_framing_is_a_broken_answer_on_every_transport(canned, parser, path):
     canned.answers[path] = AMBIGUOUS[path]
-    with Client(f"127.0.0.1:{canned.server_port}", transport=transport, timeout=3) as client:
+    with Client(f"127.0.0.1:{canned.server_port}", parser=parser, timeout=3) as client:
         with pytest.raises(ConnectionError, match="broke during the exchange"):
             client.get(path)

@@ -1,0 +1,427 @@
+"""HTTP/1.1 without I/O of its own: request bytes, field checks, answer parsers.
+
+This is the core the connection layer (:mod:`napixclient.connections`)
+stands on. It holds no gevent and opens no socket, so an asyncio twin could
+reuse it:
+
+* building a request: :func:`check_method`, :func:`check_headers`,
+  :func:`quote_target`, :func:`encode_body`, :func:`merge_fields` and
+  :func:`request_bytes` give the bytes of a request as RFC 9112 frames it;
+* reading an answer: a :class:`Parser` reads it from a socket-like object
+  it is handed (anything with ``recv_into``/``makefile`` as
+  :class:`http.client.HTTPResponse` needs), in two steps, so that a failure
+  before the first byte of the answer can be told from one in its body.
+
+Parsers, by the name :class:`~napixclient.Client` takes as ``parser=``:
+
+* ``"http.client"`` (the default): the standard library's
+  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses;
+* ``"geventhttpclient"`` (the ``fast`` extra): geventhttpclient's response
+  class, whose parser is llhttp (C), for the lowest CPU per request.
+
+Both read the same answers and refuse the same ones with the same
+:mod:`~napixclient.failures`; socket errors (``OSError``, ``TimeoutError``)
+pass through for the connection layer to translate.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from requests.utils import requote_uri
+
+from napixclient.failures import BodyLimitExceeded, ConnectionBroken, MalformedAnswer
+from napixclient.response import Field, Headers
+
+__all__ = [
+    "PARSERS",
+    "Answer",
+    "Parser",
+    "available_parsers",
+    "check_headers",
+    "check_method",
+    "encode_body",
+    "merge_fields",
+    "parser",
+    "quote_target",
+    "request_bytes",
+]
+
+# -- building a request ---------------------------------------------------------
+
+# Matched with fullmatch: "$" would let a trailing "\n" through.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\r\n\x00]")
+# A target made only of these is left as is by requote_uri (no "%" to check).
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!#$&'()*+,/:;=?@\[\]]*")
+# Methods whose requests carry "Content-Length: 0" when they have no body
+# (RFC 9110, section 8.6: a user agent should send it for them).
+_METHODS_EXPECTING_BODY = frozenset(["POST", "PUT", "PATCH"])
+
+BROKE = "the connection broke during the exchange: "
+
+
+def check_method(method: Any) -> str:
+    """Return ``method`` upper case.
+
+    :param method: an HTTP method (``str``), an RFC 9110 token.
+    :raises ValueError: when it is not such a token.
+    """
+    if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
+    return method.upper()
+
+
+def check_headers(headers: Any) -> Dict[str, str]:
+    """Check header fields given by a caller.
+
+    :param headers: ``Mapping[str, str]`` (``bytes`` values are read as
+        Latin-1), or ``None``.
+    :returns: a new ``dict`` of the fields.
+    :raises ValueError: naming the field, for a name that is not an RFC 9110
+        token or a value holding CR, LF or NUL (which would split the request).
+    """
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping of str to str, "
+                         f"got {type(headers).__name__}")
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name!r} is not a valid token "
+                             "(no spaces, CR, LF or separators)")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str):
+            raise ValueError(f"header {name!r}: the value must be a str, "
+                             f"got {type(value).__name__}")
+        if _FORBIDDEN_IN_FIELD_VALUE.search(value):
+            raise ValueError(f"header {name!r}: the value contains CR, LF or NUL")
+        checked[name] = value
+    return checked
+
+
+def check_fields(headers: Mapping[str, Any]) -> List[Field]:
+    """The fields an authenticator left on a request, checked as
+    :func:`check_headers` checks a caller's.
+
+    :param headers: the request's header mapping after the authenticator ran.
+    :returns: ``(name, value)`` pairs.
+    :raises ValueError: for a bad name or a value with CR, LF or NUL, never
+        quoting the value (it may be a secret).
+    """
+    fields = []
+    for name, value in headers.items():
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        elif not isinstance(value, str):
+            value = str(value)
+        if (not isinstance(name, str) or not _TOKEN.fullmatch(name)
+                or _FORBIDDEN_IN_FIELD_VALUE.search(value)):
+            raise ValueError(f"the authenticator set header {name!r} to a value that is "
+                             "not a valid field (CR, LF or NUL, or a bad name)")
+        fields.append((name, value))
+    return fields
+
+
+def merge_fields(*layers: Mapping[str, str]) -> Dict[str, str]:
+    """One field per name, a later layer's value replacing an earlier one's
+    whatever the case of its name (defaults, then the client's, then the
+    request's).
+
+    :param layers: mappings of field name to value, lowest precedence first.
+    :returns: a new ``dict``, each name spelled as its winning layer spells it.
+    """
+    merged: Dict[str, Tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
+
+
+def quote_target(path: str) -> str:
+    """Percent-encode what a request target may not hold as is (non-ASCII
+    characters), keeping existing ``%XX`` escapes, as requests does.
+
+    :param path: a path with an optional ``?query``.
+    :returns: the target to send (``str``, ASCII).
+    """
+    return path if _PLAIN_TARGET.fullmatch(path) else requote_uri(path)
+
+
+def encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
+    """The bytes of a request body, and the ``Content-Type`` it implies.
+
+    :param body: ``dict`` or ``list`` -> compact JSON, UTF-8, with
+        ``application/json``; ``str`` -> UTF-8; ``bytes``-like -> as is;
+        ``None`` -> no body.
+    :returns: ``(bytes or None, content type or None)``.
+    :raises ValueError: for another type.
+    """
+    if body is None:
+        return None, None
+    if isinstance(body, (dict, list)):
+        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+                "application/json")
+    if isinstance(body, str):
+        return body.encode("utf-8"), None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body), None
+    raise ValueError(f"body must be a dict, list, str, bytes or None, "
+                     f"got {type(body).__name__}")
+
+
+def field_block(fields: Any) -> str:
+    """``Name: value\\r\\n`` for each ``(name, value)`` pair or mapping item.
+
+    :param fields: pairs, or a mapping.
+    """
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    return "".join(f"{name}: {value}\r\n" for name, value in items)
+
+
+def request_bytes(method: str, target: str, fields: str, body: Optional[bytes],
+                  has_length: bool) -> bytes:
+    """The request as it goes on the wire (RFC 9112, sections 3 and 6): the
+    request line, the fields, ``Content-Length`` when the fields have none,
+    the blank line and the body.
+
+    :param method: upper case.
+    :param target: the request target, already percent-encoded.
+    :param fields: the field lines (see :func:`field_block`).
+    :param body: the body, or ``None``.
+    :param has_length: whether ``fields`` already hold a ``Content-Length``.
+    """
+    if has_length:
+        length = ""
+    elif body is not None:
+        length = f"Content-Length: {len(body)}\r\n"
+    elif method in _METHODS_EXPECTING_BODY:
+        length = "Content-Length: 0\r\n"
+    else:
+        length = ""
+    head = f"{method} {target} HTTP/1.1\r\n{fields}{length}\r\n".encode("latin-1")
+    return head + body if body else head
+
+
+# -- reading an answer --------------------------------------------------------------
+
+_READ_CHUNK = 256 * 1024
+
+
+class Answer(NamedTuple):
+    """What came back: ``status`` (``int``), ``reason`` (``str``), ``headers``
+    (:class:`~napixclient.response.Headers`), ``content`` (the whole body,
+    ``bytes``)."""
+
+    status: int
+    reason: str
+    headers: Headers
+    content: bytes
+
+
+class Parser(NamedTuple):
+    """A response parser, in two steps.
+
+    ``begin(sock, method)`` reads the status line and the fields and returns
+    the parser's own response object. ``finish(response, max_body_size)``
+    reads the body and returns the :class:`Answer` and whether the
+    connection may carry another request.
+
+    Both raise :class:`~napixclient.failures.MalformedAnswer` for an answer
+    that is not HTTP/1.1 or breaks a limit,
+    :class:`~napixclient.failures.ConnectionBroken` for one cut short
+    (``before_answer=True`` when not a byte of it came), ``finish`` raises
+    :class:`~napixclient.failures.BodyLimitExceeded`; socket errors
+    (``OSError``, ``TimeoutError``) pass through.
+    """
+
+    begin: Callable[[Any, str], Any]
+    finish: Callable[[Any, int], Tuple[Answer, bool]]
+
+
+def _read_limited(read: Callable[[int], bytes], max_body_size: int, status: int) -> bytes:
+    chunks: List[bytes] = []
+    total = 0
+    while True:
+        chunk = read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_body_size:
+            raise BodyLimitExceeded(None, status, max_body_size)
+        chunks.append(chunk)
+
+
+def _check_framing(message: Any) -> None:
+    """Refuse ambiguous framing, as RFC 9112 (section 6.3, rules 3 and 5)
+    advises and as geventhttpclient's parser does, where http.client alone
+    would guess: ``Transfer-Encoding`` with ``Content-Length``, a repeated
+    ``Content-Length``, or one that is not a non-negative number.
+
+    :raises MalformedAnswer: for such an answer.
+    """
+    lengths = message.get_all("Content-Length") or ()
+    if lengths and (len(lengths) > 1 or "Transfer-Encoding" in message
+                    or not (lengths[0].strip().isascii() and lengths[0].strip().isdigit())):
+        raise MalformedAnswer(BROKE + "ambiguous or invalid Content-Length")
+
+
+def _cut_short(partial: int, expected: Optional[int]) -> ConnectionBroken:
+    if expected is not None:
+        return ConnectionBroken(BROKE + f"the body ended after {partial} bytes, "
+                                f"{expected} fewer than announced")
+    return ConnectionBroken(BROKE + "the body ended early, or its chunked encoding is "
+                            f"malformed, after {partial} bytes")
+
+
+def _begin_http_client(sock: Any, method: str) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(sock, method=method)
+    try:
+        try:
+            response.begin()
+        except http.client.RemoteDisconnected as error:
+            raise ConnectionBroken(BROKE + "the server closed the connection without answering",
+                                   before_answer=True) from error
+        except http.client.BadStatusLine as error:
+            raise MalformedAnswer(BROKE + "the answer is not HTTP (BadStatusLine)") from error
+        except http.client.HTTPException as error:
+            raise MalformedAnswer(BROKE + type(error).__name__) from error
+        _check_framing(response.msg)
+    except BaseException:
+        response.close()
+        raise
+    return response
+
+
+def _finish_http_client(response: http.client.HTTPResponse,
+                        max_body_size: int) -> Tuple[Answer, bool]:
+    try:
+        length = response.length
+        if length is not None and length > max_body_size:
+            raise BodyLimitExceeded(length, response.status, max_body_size)
+        try:
+            content = (response.read() if length is not None
+                       else _read_limited(response.read, max_body_size, response.status))
+        except http.client.IncompleteRead as error:
+            raise _cut_short(len(error.partial), error.expected
+                             if isinstance(error.expected, int) else None) from error
+        except http.client.HTTPException as error:
+            raise MalformedAnswer(BROKE + type(error).__name__) from error
+        headers = Headers(response.msg.items())
+        return (Answer(response.status, response.reason or "", headers, content),
+                not response.will_close)
+    finally:
+        response.close()
+
+
+#: :class:`http.client.HTTPResponse`, the parser urllib3 uses (RFC 9112:
+#: ``Content-Length``, chunked or close-delimited bodies, no body for HEAD,
+#: 1xx, 204 and 304).
+HTTP_CLIENT = Parser(_begin_http_client, _finish_http_client)
+
+
+def _load_gevent() -> Parser:
+    """geventhttpclient's parser, imported on first use (the ``fast`` extra),
+    so that importing napixclient never imports geventhttpclient.
+
+    :raises ImportError: when geventhttpclient is not installed.
+    """
+    from geventhttpclient.response import (
+        HTTPConnectionClosed,
+        HTTPParseError,
+        HTTPSocketResponse,
+    )
+
+    def incomplete(response: Any) -> ConnectionBroken:
+        length = response.content_length
+        partial = len(response._body_buffer)
+        return _cut_short(partial, None if length is None else max(0, length - partial))
+
+    def begin(sock: Any, method: str) -> Any:
+        # The constructor reads and parses until the end of the fields.
+        response = HTTPSocketResponse.__new__(HTTPSocketResponse)
+        try:
+            HTTPSocketResponse.__init__(response, sock, method=method)
+        except HTTPConnectionClosed as error:
+            # Closed or reset before a byte of the answer.
+            raise ConnectionBroken(BROKE + "the server closed the connection without answering",
+                                   before_answer=True) from error
+        except HTTPParseError as error:
+            if response.headers_complete:  # the body's first bytes were malformed
+                raise incomplete(response) from error
+            if response.status_message is None:
+                raise MalformedAnswer(BROKE + "the answer is not HTTP (BadStatusLine)") from error
+            raise MalformedAnswer(BROKE + "HTTPException") from error
+        return response
+
+    def finish(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
+        try:
+            length = response.content_length
+            if length is not None and length > max_body_size:
+                raise BodyLimitExceeded(length, response.status_code, max_body_size)
+            try:
+                content = (response.read() if length is not None else
+                           _read_limited(response.read, max_body_size, response.status_code))
+            except HTTPParseError as error:
+                raise incomplete(response) from error
+            if not response.message_complete:
+                raise _cut_short(len(content), None if length is None
+                                 else max(0, length - len(content)))
+            headers = Headers(response.items())
+            return (Answer(response.status_code, response.status_message or "", headers,
+                           content), response.should_keep_alive())
+        finally:
+            # The socket is ours: geventhttpclient's release() would not reuse it.
+            response._sock = None
+
+    return Parser(begin, finish)
+
+
+#: The parsers loaded so far, by name; see :func:`available_parsers` for all
+#: that can load.
+PARSERS: Dict[str, Parser] = {"http.client": HTTP_CLIENT}
+#: Optional parsers: name -> (loader, the extra that installs it).
+_OPTIONAL: Dict[str, Tuple[Callable[[], Parser], str]] = {
+    "geventhttpclient": (_load_gevent, "fast"),
+}
+
+
+def parser(name: str) -> Parser:
+    """Return the parser called ``name``, loading an optional one on first use.
+
+    :param name: ``"http.client"`` or ``"geventhttpclient"``.
+    :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
+        the ``fast`` extra (geventhttpclient) is not installed.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"parser must be a str such as 'http.client', got {name!r}")
+    if name not in PARSERS and name in _OPTIONAL:
+        load, extra = _OPTIONAL[name]
+        try:
+            PARSERS[name] = load()
+        except ImportError:
+            raise ValueError(f"parser {name!r} needs the {extra} extra: from a checkout, "
+                             f"pip install '.[{extra}]'") from None
+    if name not in PARSERS:
+        names = sorted(set(PARSERS) | set(_OPTIONAL))
+        raise ValueError(f"parser must be one of {names}, got {name!r}")
+    return PARSERS[name]
+
+
+def available_parsers() -> List[str]:
+    """The names of the parsers that can be used here (``http.client``, and
+    ``geventhttpclient`` when the ``fast`` extra is installed), sorted."""
+    names = []
+    for name in sorted(set(PARSERS) | set(_OPTIONAL)):
+        try:
+            parser(name)
+        except ValueError:
+            continue
+        names.append(name)
+    return names
