@@ -80,10 +80,10 @@ def napixclient_sequential(base, path, count, warmup, timeout):
 
 
 def napixclient_fast_fanout(bases, path, per_host, cap, timeout):
-    """napixclient with the optional geventhttpclient transport (the fast extra)."""
+    """napixclient with the optional geventhttpclient parser (the fast extra)."""
     from napixclient import ClientPool
 
-    with ClientPool(simultaneous=cap, timeout=timeout, transport="geventhttpclient") as pool:
+    with ClientPool(simultaneous=cap, timeout=timeout, parser="geventhttpclient") as pool:
         for base in _order(bases, per_host):
             pool.request(base, "GET", path)
         results = pool.wait(timeout=timeout * 4)
@@ -93,7 +93,7 @@ def napixclient_fast_fanout(bases, path, per_host, cap, timeout):
 def napixclient_fast_sequential(base, path, count, warmup, timeout):
     from napixclient import Client
 
-    with Client(base, timeout=timeout, transport="geventhttpclient") as client:
+    with Client(base, timeout=timeout, parser="geventhttpclient") as client:
         def one():
             response = client.get(path)
             return response.status, response.body
