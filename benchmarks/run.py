@@ -125,8 +125,10 @@ def run_child(spec: Dict[str, Any], deadline_s: float, checkout: str = ROOT) -> 
     if soft is not None and result.get("nofile_soft") != soft:
         return {"failed": f"soft RLIMIT_NOFILE was {result.get('nofile_soft')}, not {soft}"}
     if "baseline_fds" in result:
-        # Descriptors other than sockets stay put during a fan-out.
-        others = result["baseline_fds"] - result["baseline_sockets"]
+        # Descriptors other than sockets: those open before the fan-out, or
+        # after it when it opened more (an event loop's), whichever is more.
+        others = max(result["baseline_fds"] - result["baseline_sockets"],
+                     result.get("end_other_fds", 0))
         result["peak_sockets"] = max(0, sampler.peak - others)
     return result
 
@@ -371,7 +373,7 @@ def main() -> int:
                     brief = {k: (round(v, 4) if isinstance(v, float) else v)
                              for k, v in result.items()
                              if k not in ("client", "mode", "baseline_fds", "baseline_sockets",
-                                          "napixclient_from")}
+                                          "end_other_fds", "napixclient_from")}
                     print(f"run {run + 1}/{args.runs} {workload} {client}: {brief}", flush=True)
     finally:
         if nginx is not None:
