@@ -1,17 +1,20 @@
 """Reading error chains: real Napix servers relaying failures over loopback,
 napixd-style documents, and hostile documents and bodies."""
 
+import ast
 import json
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napixclient import Client, ConnectionError, HTTPError
-from napixclient.exceptions import MAX_HOPS, MAX_TEXT, Chain, Hop, read_chain
+from napixclient import chain as chain_module
+from napixclient.chain import MAX_HOPS, MAX_TEXT, Chain, Hop, read_chain, write_document
 from napixclient.response import RequestRecord, decode_body
 from napixclient.wsgi import ExceptionsCatcher
 from tests.helpers import AUTH, closed_port
@@ -320,6 +323,57 @@ def test_a_chain_is_a_list_and_pickles_with_its_error():
     copy = pickle.loads(pickle.dumps(error))
     assert isinstance(error.chain, Chain) and isinstance(error.chain, list)
     assert copy.chain == error.chain and str(copy) == str(error)
+
+
+# -- the module: values only, and the old import path ------------------------------
+
+
+def test_the_chain_module_imports_nothing_above_the_values_layer():
+    tree = ast.parse(Path(chain_module.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    ours = {name for name in imported if name.split(".")[0] == "napixclient"}
+    assert ours <= {"napixclient.response", "napixclient.redact"}
+
+
+def test_the_names_of_the_chain_are_still_importable_from_exceptions():
+    from napixclient import exceptions
+
+    for name in ("Hop", "Chain", "read_chain", "split_status_text", "MAX_HOPS", "MAX_TEXT"):
+        assert getattr(exceptions, name) is getattr(chain_module, name)
+
+
+def test_a_written_document_reads_back_as_one_more_hop():
+    document = write_document(
+        "HTTPError", "GET http://b/y -> 404 | `10` not found",
+        {"method": "GET", "path": "/x"},
+        remote_call="GET http://b/y", remote_error="404 Not Found: `10` not found",
+        remote_status=404)
+    assert document == {
+        "error_class": "HTTPError", "error_text": "GET http://b/y -> 404 | `10` not found",
+        "request": {"method": "GET", "path": "/x"}, "remote_call": "GET http://b/y",
+        "remote_error": "404 Not Found: `10` not found", "remote_status": 404}
+    assert read_chain("GET http://a/x", 500, json.loads(json.dumps(document))) == [
+        Hop("GET http://a/x", 500, "HTTPError", "GET http://b/y -> 404 | `10` not found"),
+        Hop("GET http://b/y", 404, None, "`10` not found")]
+
+
+@pytest.mark.parametrize("remote_status", [None, True, 99, 600, "404"])
+def test_a_written_document_leaves_out_a_status_that_is_not_one(remote_status):
+    document = write_document("ConnectionError", "refused", remote_call="GET http://b/y",
+                              remote_error="could not connect", remote_status=remote_status)
+    assert "remote_status" not in document and "request" not in document
+    assert document["remote_error"] == "could not connect"
+
+
+def test_a_written_document_cuts_a_long_call_and_says_so():
+    document = write_document("HTTPError", "x", remote_call="GET http://b/" + "p" * 5000)
+    assert document["remote_call"].startswith("GET http://b/ppp")
+    assert document["remote_call"].endswith(f"... ({5000 + 13 - MAX_TEXT} more characters)")
 
 
 # -- hostile documents, generated -----------------------------------------------
