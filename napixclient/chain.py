@@ -18,8 +18,11 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 __all__ = [
+    "DOCUMENT_KEYS",
+    "MAX_FIELDS",
     "MAX_HOPS",
     "MAX_TEXT",
+    "NO_FIELD",
     "Chain",
     "Hop",
     "read_chain",
@@ -31,6 +34,17 @@ __all__ = [
 MAX_HOPS = 32
 #: The most characters kept of one hop's call, class or text.
 MAX_TEXT = 2000
+#: The most fields a validation document may have to be read as one
+#: (:func:`read_chain`); a larger object is not read as a validation document.
+MAX_FIELDS = 64
+#: The keys of a Napix error document; an object holding any of them is not
+#: a validation document.
+DOCUMENT_KEYS = frozenset({
+    "error_class", "error_text", "request", "remote_call", "remote_error",
+    "remote_status", "traceback", "filename", "line", "trace_id",
+})
+#: The key napixd gives a validation message tied to no field.
+NO_FIELD = "_napix_"
 #: The most bytes of a ``bytes`` value decoded for a text.
 _MAX_BYTES = 4 * MAX_TEXT
 #: How far a value of the wrong type is rendered: levels, items per level,
@@ -131,6 +145,27 @@ def _status_of(value: Any) -> Optional[int]:
     return None
 
 
+def _field_messages(document: Dict[Any, Any]) -> Optional[str]:
+    """The text of a validation document, or ``None`` when ``document`` is
+    not one (see :func:`read_chain`): ``"size: Bad type; id is world"``,
+    cut to :data:`MAX_TEXT` characters. Its work is bounded by
+    :data:`MAX_FIELDS` and :data:`MAX_TEXT`, whatever the document's size."""
+    if not 0 < len(document) <= MAX_FIELDS or not DOCUMENT_KEYS.isdisjoint(document):
+        return None
+    parts: List[str] = []
+    full = 0  # the length of the whole text, before any cut
+    for field, message in document.items():
+        if type(field) is not str or type(message) is not str:
+            return None
+        prefix = "" if field in ("", NO_FIELD) else f"{field}: "
+        full += (2 if parts else 0) + len(prefix) + len(message)
+        parts.append(prefix + message[:MAX_TEXT])
+    text = "; ".join(parts)
+    if full > MAX_TEXT:
+        return f"{text[:MAX_TEXT]}... ({full - MAX_TEXT} more characters)"
+    return text
+
+
 def split_status_text(text: str) -> Tuple[Optional[int], str]:
     """Split a ``remote_error`` text into its status and the far side's text.
 
@@ -210,6 +245,16 @@ def read_chain(call: Optional[str], status: Optional[int], remote_error: Any) ->
     last hop carries the root cause: its ``error_class`` and ``error_text``,
     or its text.
 
+    A *validation document*, napixd's answer to a request it refused (400,
+    ``{"size": "Bad type: ..."}``), is read as the text of its hop. It is a
+    ``dict`` of 1 to :data:`MAX_FIELDS` fields, every key and every value a
+    ``str``, none of the keys in :data:`DOCUMENT_KEYS`. Its text is each
+    field as ``"<key>: <message>"`` (the message alone for the key
+    :data:`NO_FIELD`, ``"_napix_"``, or an empty key), joined with ``"; "``
+    in the document's order: ``{"_napix_": "id is world"}`` reads as
+    ``id is world``. Any other ``dict`` is read as an error document, as
+    described above.
+
     A document of the wrong shape ends the chain where it stops making
     sense: an ``error_class`` that is not a ``str`` is dropped, an
     ``error_text`` or a ``remote_error`` of another type is shown in a short
@@ -242,6 +287,10 @@ def _read(hops: Chain, call: Any, status: Any, document: Any) -> None:
     while True:
         if not isinstance(document, dict):
             hops.append(Hop(_text_of(call), status, None, _text_of(document)))
+            return
+        fields = _field_messages(document)
+        if fields is not None:
+            hops.append(Hop(_text_of(call), status, None, fields))
             return
         error_class = document.get("error_class")
         hops.append(Hop(

@@ -325,6 +325,89 @@ def test_a_chain_is_a_list_and_pickles_with_its_error():
     assert copy.chain == error.chain and str(copy) == str(error)
 
 
+# -- napixd 1.9.4 validation documents (PROTOCOL.md, "What a real napixd sends") ---
+
+SIZE_MESSAGE = "Bad type: size has type unicode but should be int"
+
+
+@pytest.mark.parametrize("document,text", [
+    ({"_napix_": "id is world"}, "id is world"),
+    ({"size": SIZE_MESSAGE}, f"size: {SIZE_MESSAGE}"),
+    ({"size": "too big", "_napix_": "id is world", "name": "empty"},
+     "size: too big; id is world; name: empty"),
+])
+def test_a_validation_document_reads_as_the_text_of_its_hop(document, text):
+    assert read_chain("GET http://h/x", 400, document) == [
+        Hop("GET http://h/x", 400, None, text)]
+    error = error_with(document, status=400)
+    assert str(error) == f"GET http://a/x -> 400 | {text}"
+    assert error.format_chain() == f"hop 0: GET http://a/x -> 400\nroot cause: {text}"
+
+
+@pytest.mark.parametrize("document", [
+    {},
+    {"size": 1},
+    {"size": "too big", "count": None},
+    {"size": ["too big"]},
+    {"request": "GET /x", "size": "too big"},
+    {"line": "12", "size": "too big"},
+    {f"field{i}": "bad" for i in range(65)},
+], ids=["empty", "int", "none", "list", "request-key", "line-key", "65-fields"])
+def test_a_document_that_is_not_a_validation_document_gives_no_text(document):
+    assert read_chain("GET http://h/x", 400, document) == [Hop("GET http://h/x", 400, None, None)]
+
+
+def test_a_document_with_error_text_reads_as_before_whatever_else_it_holds():
+    chain = read_chain("GET http://h/x", 400, {"error_text": "bad size", "size": "too big"})
+    assert chain == [Hop("GET http://h/x", 400, None, "bad size")]
+
+
+def test_a_validation_document_is_cut_to_max_text_characters_and_says_so():
+    chain = read_chain("GET http://h/x", 400, {"a": "x" * 50_000, "b": "y" * 10})
+    full = len("a: ") + 50_000 + len("; b: ") + 10
+    assert chain[0].error_text == (f"a: {'x' * (MAX_TEXT - 3)}"
+                                   f"... ({full - MAX_TEXT} more characters)")
+
+
+def test_a_relayed_validation_document_is_the_text_of_the_last_hop():
+    chain = read_chain("GET http://a/x", 500, {
+        "error_class": "HTTPError", "error_text": "...", "remote_call": "POST http://b/vm-ip/",
+        "remote_status": 400, "remote_error": {"size": SIZE_MESSAGE}})
+    assert chain[1] == Hop("POST http://b/vm-ip/", 400, None, f"size: {SIZE_MESSAGE}")
+
+
+def test_a_napixd_validation_answer_reads_in_str_root_and_format_chain(napix_server_factory):
+    server = napix_server_factory()
+    server.route("/hello/world", "PUT", status=400, body={"_napix_": "id is world"})
+    server.route("/vm-ip/", "POST", status=400, body={"size": SIZE_MESSAGE})
+    with Client(server.host, AUTH) as client:
+        with pytest.raises(HTTPError) as unbound:
+            client.put("/hello/world", {"id": "world"})
+        with pytest.raises(HTTPError) as field:
+            client.post("/vm-ip/", {"size": "1"})
+    assert unbound.value.response.headers["Content-Type"] == "application/json"
+    assert str(unbound.value) == f"PUT {server.url}/hello/world -> 400 | id is world"
+    assert unbound.value.root.error_text == "id is world"
+    assert str(field.value) == f"POST {server.url}/vm-ip/ -> 400 | size: {SIZE_MESSAGE}"
+    assert field.value.format_chain().endswith(f"\nroot cause: size: {SIZE_MESSAGE}")
+
+
+def test_napix_request_prints_the_message_of_a_validation_answer(napix_server_factory):
+    import gevent.subprocess
+
+    server = napix_server_factory()
+    server.route("/vm-ip/", "POST", status=400, body={"size": SIZE_MESSAGE})
+    root = Path(__file__).resolve().parent.parent
+    done = gevent.subprocess.run(
+        [sys.executable, "-m", "napixclient", "request", server.host, "POST", "/vm-ip/",
+         "--data", '{"size": "1"}', "--login", "root", "--key", "toor"],
+        capture_output=True, text=True, timeout=30, cwd=str(root),
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"hop 0: POST {server.url}/vm-ip/ -> 400",
+                                        f"root cause: size: {SIZE_MESSAGE}"]
+
+
 # -- the module: values only, and the old import path ------------------------------
 
 
