@@ -15,7 +15,19 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from http import HTTPStatus
+from typing import (
+    Any,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+)
 
 __all__ = [
     "DOCUMENT_KEYS",
@@ -57,6 +69,30 @@ _SHOW_BYTES = 64
 # "404 Not Found: `10` not found", as HTTPError.from_response writes
 # remote_error for a text body. ASCII digits only: \d would take any digit.
 _STATUS_PREFIX = re.compile(r"([1-5][0-9][0-9])(?: [^:\n]{0,80})?: ", re.ASCII)
+# "404 Not Found" alone, as napixd relays a failed call's status line: read
+# as a status only when the reason is that status's own phrase (_REASONS).
+_STATUS_LINE = re.compile(r"([1-5][0-9][0-9]) ([A-Za-z][A-Za-z' -]{0,60})", re.ASCII)
+
+
+def _reasons() -> Dict[int, FrozenSet[str]]:
+    """The reason phrases of each status, lower case: Python's (RFC 9110)
+    and the names RFC 7231 and RFC 2616 gave the few that changed since,
+    whatever the Python version."""
+    reasons: Dict[int, Set[str]] = {}
+    for known in HTTPStatus:
+        reasons.setdefault(known.value, set()).add(known.phrase.lower())
+    for status, phrase in [
+        (413, "content too large"), (413, "payload too large"),
+        (413, "request entity too large"), (414, "uri too long"),
+        (414, "request-uri too long"), (416, "range not satisfiable"),
+        (416, "requested range not satisfiable"), (422, "unprocessable content"),
+        (422, "unprocessable entity"),
+    ]:
+        reasons.setdefault(status, set()).add(phrase)
+    return {status: frozenset(phrases) for status, phrases in reasons.items()}
+
+
+_REASONS = _reasons()
 # What would break a line in a log or drive a terminal: C0 and C1 controls,
 # DEL, Unicode line and paragraph separators, and lone surrogates (which
 # cannot even be printed to a UTF-8 stream).
@@ -173,7 +209,10 @@ def split_status_text(text: str) -> Tuple[Optional[int], str]:
     <text>"`` (:meth:`HTTPError.from_response
     <napixclient.HTTPError.from_response>`), so a server relaying it
     passes that on: ``"404 Not Found: `10` not found"`` -> ``(404, "`10` not
-    found")``. A text not in that form comes back whole, with ``None``.
+    found")``. napixd relays a bare status line: ``"404 Not Found"`` ->
+    ``(404, "Not Found")``, read so only when the reason is the standard
+    phrase of that status (RFC 9110, or its older name in RFC 7231 or RFC
+    2616; any case). A text in neither form comes back whole, with ``None``.
 
     :param text: the ``remote_error`` text (``str``).
     :returns: ``(status or None, text)``, the text clipped to
@@ -182,6 +221,9 @@ def split_status_text(text: str) -> Tuple[Optional[int], str]:
     match = _STATUS_PREFIX.match(text[:100])
     if match:
         return int(match.group(1)), _clip_str(text, match.end())
+    line = _STATUS_LINE.fullmatch(text) if len(text) <= 64 else None
+    if line and line.group(2).lower() in _REASONS.get(int(line.group(1)), ()):
+        return int(line.group(1)), line.group(2)
     return None, _clip_str(text)
 
 
@@ -239,8 +281,11 @@ def read_chain(call: Optional[str], status: Optional[int], remote_error: Any) ->
     Hop 0 is ``call`` with ``status``. While the error document is a ``dict``
     with a ``str`` ``remote_call`` and a ``remote_error``, the next hop is
     that call, and the reading goes on with the nested ``remote_error``: a
-    document again, or a text, whose ``"<status> <reason>: "`` prefix gives
-    the hop's status (:func:`split_status_text`). A document's optional
+    document again, or a text, whose ``"<status> <reason>: "`` prefix (or
+    which is a bare status line, ``"404 Not Found"``) gives the hop's status
+    (:func:`split_status_text`). A ``remote_call`` is taken as written, with
+    or without a scheme (napixd writes ``"GET 127.0.0.1:8002/x"``); a hop
+    whose document gives no status has ``None``. A document's optional
     ``remote_status`` (a napixclient extension) gives the status too. The
     last hop carries the root cause: its ``error_class`` and ``error_text``,
     or its text.

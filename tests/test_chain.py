@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from datetime import timedelta
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,15 @@ from hypothesis import strategies as st
 
 from napixclient import Client, ConnectionError, HTTPError
 from napixclient import chain as chain_module
-from napixclient.chain import MAX_HOPS, MAX_TEXT, Chain, Hop, read_chain, write_document
+from napixclient.chain import (
+    MAX_HOPS,
+    MAX_TEXT,
+    Chain,
+    Hop,
+    read_chain,
+    split_status_text,
+    write_document,
+)
 from napixclient.response import RequestRecord, decode_body
 from napixclient.wsgi import ExceptionsCatcher
 from tests.helpers import AUTH, closed_port
@@ -408,6 +417,89 @@ def test_napix_request_prints_the_message_of_a_validation_answer(napix_server_fa
                                         f"root cause: size: {SIZE_MESSAGE}"]
 
 
+# -- napixd 1.9.4 relay documents (PROTOCOL.md, "What a real napixd sends") --------
+
+
+def napixd_failure(error_class, error_text, method, path):
+    """The 500 document napixd answers when one of its handlers raises."""
+    return {"error_class": error_class, "error_text": error_text,
+            "request": {"method": method, "path": path},
+            "traceback": [{"filename": "/usr/lib/napixd/services/broken.py", "line": 7,
+                           "in": "get_resource", "call": f"raise {error_class}(...)"}],
+            "filename": "/usr/lib/napixd/services/broken.py", "line": 7}
+
+
+def napixd_remote_error(host, path, remote_error):
+    """napixd's own relay document (its RemoteError): a remote_call without a
+    scheme, no status of the inner hop, and an error_text that is a Python
+    repr."""
+    call = f"GET {host}{path}"
+    return {"error_class": "RemoteError",
+            "error_text": f"RemoteError(u'{call}', {remote_error!r})",
+            "request": {"method": "GET", "path": "/relay"},
+            "remote_call": call, "remote_error": remote_error,
+            "traceback": [{"filename": "/usr/lib/napixd/client.py", "line": 40,
+                           "in": "request", "call": "raise RemoteError(call, error)"}],
+            "filename": "/usr/lib/napixd/client.py", "line": 40}
+
+
+def test_split_status_text_reads_a_bare_status_line():
+    assert split_status_text("404 Not Found") == (404, "Not Found")
+    assert split_status_text("502 bad gateway") == (502, "bad gateway")
+    assert split_status_text("422 Unprocessable Entity") == (422, "Unprocessable Entity")
+    assert split_status_text("422 Unprocessable Content") == (422, "Unprocessable Content")
+
+
+@pytest.mark.parametrize("text", ["500 servers down", "404 Gone", "200 OK go", "404",
+                                  "404 Not Found\n", "404  Not Found", "600 Not Found"])
+def test_split_status_text_keeps_whole_a_text_that_is_not_a_status_line(text):
+    assert split_status_text(text) == (None, text)
+
+
+def test_a_bare_status_line_gives_the_status_of_its_hop():
+    chain = read_chain("GET http://a/relay", 500,
+                       napixd_remote_error("127.0.0.1:46581", "/broken/boom", "404 Not Found"))
+    assert chain[1] == Hop("GET 127.0.0.1:46581/broken/boom", 404, None, "Not Found")
+
+
+def test_a_napixd_relay_reads_over_loopback_as_two_hops(napix_server_factory):
+    far = napix_server_factory()
+    far.route("/broken/boom", status=500,
+              body=napixd_failure("ValueError", "boom", "GET", "/broken/boom"))
+    far.route("/broken/missing", status=404, body="`missing` not found")
+    near = napix_server_factory()
+
+    def relay(request):
+        with Client(far.host, AUTH) as client:
+            try:
+                client.get(request.path.replace("/relay", "/broken"))
+            except HTTPError as error:
+                inner = error.remote_error if error.status == 500 else "404 Not Found"
+                return 500, napixd_remote_error(far.host, error.request.path, inner)
+        return 200, "unreachable"
+
+    near.route("/relay/boom", handler=relay)
+    near.route("/relay/missing", handler=relay)
+    with Client(near.host, AUTH) as client:
+        with pytest.raises(HTTPError) as boom:
+            client.get("/relay/boom")
+        with pytest.raises(HTTPError) as missing:
+            client.get("/relay/missing")
+
+    far_call = f"GET {far.host}/broken/boom"
+    assert boom.value.chain == [
+        Hop(f"GET {near.url}/relay/boom", 500, "RemoteError",
+            boom.value.remote_error["error_text"]),
+        Hop(far_call, None, "ValueError", "boom")]
+    assert boom.value.chain[0].error_text.startswith(f"RemoteError(u'{far_call}', {{")
+    assert str(boom.value) == (f"GET {near.url}/relay/boom -> 500 (RemoteError) | "
+                               f"{far_call} -> ValueError | boom")
+    assert missing.value.root == Hop(f"GET {far.host}/broken/missing", 404, None, "Not Found")
+    assert str(missing.value).endswith(f" | GET {far.host}/broken/missing -> 404 | Not Found")
+    assert missing.value.format_chain().splitlines()[-2:] == [
+        f"hop 1: GET {far.host}/broken/missing -> 404", "root cause: Not Found"]
+
+
 # -- the module: values only, and the old import path ------------------------------
 
 
@@ -461,19 +553,39 @@ def test_a_written_document_cuts_a_long_call_and_says_so():
 
 # -- hostile documents, generated -----------------------------------------------
 
+# Texts napixd and napixclient put in remote_error: "404 Not Found", "404 Not
+# Found: `x` not found", and near misses.
+reasons = st.one_of(st.sampled_from([s.phrase for s in HTTPStatus] + ["not found", "Gone"]),
+                    st.text(max_size=30))
+status_texts = st.builds(lambda code, sep, reason, rest: f"{code}{sep}{reason}{rest}",
+                         st.integers(0, 999), st.sampled_from([" ", "  ", ""]), reasons,
+                         st.one_of(st.just(""), st.text(max_size=20).map(": ".__add__)))
+# napixd writes remote_call without a scheme: "GET 127.0.0.1:46581/broken/boom".
+calls = st.one_of(
+    st.text(max_size=30),
+    st.builds(lambda method, host, path: f"{method} {host}{path}",
+              st.sampled_from(["GET", "POST", "DELETE", "get", ""]),
+              st.sampled_from(["127.0.0.1:46581", "http://b", "[::1]:8002", "", "h"]),
+              st.text(max_size=20).map("/".__add__)))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                    st.text(max_size=50), st.binary(max_size=20))
+                    st.text(max_size=50), st.binary(max_size=20), status_texts)
 napix_keys = st.sampled_from(["error_class", "error_text", "remote_call", "remote_error",
                               "remote_status", "traceback", "filename", "line", "request"])
+# napixd's answer to an invalid request, and dicts a little off that shape.
+validations = st.dictionaries(st.one_of(st.just("_napix_"), st.text(max_size=8), napix_keys),
+                              st.one_of(st.text(max_size=60), scalars), max_size=70)
 documents = st.recursive(
     scalars,
     lambda children: st.one_of(
         st.lists(children, max_size=6),
         st.dictionaries(st.one_of(napix_keys, st.text(max_size=8)), children, max_size=8),
-        st.fixed_dictionaries({"remote_call": st.one_of(st.text(max_size=30), scalars),
+        validations,
+        st.fixed_dictionaries({"remote_call": st.one_of(calls, scalars),
                                "remote_error": children},
                               optional={"error_class": scalars, "error_text": scalars,
                                         "remote_status": scalars}),
+        # napixd's relay: a Python repr for error_text, no remote_status.
+        st.builds(lambda call, inner: napixd_remote_error("", call, inner), calls, children),
     ),
     max_leaves=40,
 )
@@ -527,6 +639,18 @@ GENERATED = settings(max_examples=100, deadline=timedelta(seconds=2),
 @given(documents, st.one_of(st.none(), st.integers(100, 599)))
 def test_generated_documents_never_make_reading_fail(document, status):
     check_bounded(error_with(document, status))
+
+
+@GENERATED
+@given(st.one_of(status_texts, st.text(max_size=200)))
+def test_generated_status_texts_split_without_raising(text):
+    status, rest = split_status_text(text)
+    assert status is None or (100 <= status <= 599 and text.startswith(str(status)))
+    assert isinstance(rest, str) and len(rest) <= TEXT_BOUND
+    if status is None:
+        assert rest == text
+    else:
+        assert text.endswith(rest)
 
 
 @settings(max_examples=25, deadline=timedelta(seconds=2),
