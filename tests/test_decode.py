@@ -1,0 +1,59 @@
+"""decode_body: how a response body becomes ``Response.body``, whatever the
+server sent and whatever it declared."""
+
+import sys
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napixclient.response import decode_body
+
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_json_nested_100000_levels_deep_comes_back_as_text():
+    body = decode_body(DEEP_JSON, "application/json")
+    assert isinstance(body, str) and len(body) == len(DEEP_JSON)
+
+
+def test_deep_json_is_safe_even_with_a_raised_recursion_limit():
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200_000)
+    try:
+        # The C decoder would overflow the C stack here without the cap.
+        body = decode_body(DEEP_JSON, "application/json")
+        assert sys.getrecursionlimit() == 200_000
+    finally:
+        sys.setrecursionlimit(limit)
+    assert isinstance(body, str)
+
+
+@pytest.mark.parametrize("content,content_type,expected", [
+    (b"\xff\xfe{\"a\": 1}", "application/json", "\ufffd\ufffd{\"a\": 1}"),
+    (b"\xe9t\xe9", "text/plain", "\ufffdt\ufffd"),
+    (b"\xe9t\xe9", "text/plain; charset=latin-1", "été"),
+    (b"\xff abc", "text/plain; charset=idna", "\ufffd abc"),
+    (b"\xff abc", "application/json; charset=punycode", "\ufffd abc"),
+    (b"abc", "text/plain; charset=base64", "abc"),
+    (b"abc", "text/plain; charset=no-such-charset", "abc"),
+    (b"\xef\xbb\xbf{\"a\": 1}", "application/json; charset=utf-8", {"a": 1}),
+    (b"1" * 10_000, "application/json", "1" * 10_000),
+    (b"{\"a\": ", "application/problem+json", "{\"a\": "),
+    (b"\x00\x01", 12, b"\x00\x01"),
+    (b"\x00\x01", None, b"\x00\x01"),
+    (b"", "application/json", None),
+])
+def test_hostile_bodies_decode_without_raising(content, content_type, expected):
+    assert decode_body(content, content_type) == expected
+
+
+@settings(max_examples=200, deadline=timedelta(seconds=2))
+@given(st.binary(max_size=300), st.one_of(
+    st.none(), st.text(max_size=40),
+    st.sampled_from(["application/json", "application/json; charset=utf-16",
+                     "text/plain; charset=idna", "text/html; charset=utf-7",
+                     "application/x+json; charset=utf_32", "text/plain; charset="])))
+def test_generated_bodies_decode_without_raising(content, content_type):
+    decode_body(content, content_type)
