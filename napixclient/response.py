@@ -54,13 +54,36 @@ def media_type(content_type: Optional[str]) -> tuple[str, Optional[str]]:
 
 
 def _text(content: bytes, charset: Optional[str]) -> str:
+    """``content`` decoded with ``charset``, or as UTF-8 with undecodable
+    bytes replaced (U+FFFD) when there is no charset or it cannot be
+    trusted with this body (:func:`_declared`). A non-empty ``content``
+    never gives an empty text."""
+    text = _declared(content, charset) if charset else None
+    return content.decode("utf-8", errors="replace") if text is None else text
+
+
+def _declared(content: bytes, charset: str) -> Optional[str]:
+    """``content`` decoded with its declared ``charset``, or ``None`` when
+    that cannot be trusted: an unknown charset, a codec that is not a text
+    encoding (``"base64"``) or refuses ``errors="replace"`` (``"idna"``), a
+    non-empty body that decodes to nothing, or undecodable bytes that the
+    codec drops instead of replacing (Python 3.13's ``"punycode"`` returns
+    ``''`` or a shortened text where 3.12 raised). The server then lied
+    about its charset, and UTF-8 is the best guess left."""
     try:
-        return content.decode(charset or "utf-8", errors="replace")
+        text = content.decode(charset)
+    except UnicodeDecodeError:
+        try:
+            text = content.decode(charset, errors="replace")
+        except Exception:
+            return None
+        # Strict decoding failed, so a codec that replaces faithfully shows
+        # at least one U+FFFD; without one it dropped what it could not read.
+        if "\ufffd" not in text:
+            return None
     except Exception:
-        # An unknown charset, a codec that is not a text encoding ("base64"),
-        # or one that refuses errors="replace" ("idna"): the server lied
-        # about its charset, and UTF-8 is the best guess left.
-        return content.decode("utf-8", errors="replace")
+        return None
+    return text if text or not content else None
 
 
 #: Above this recursion limit, JSON is decoded with the limit lowered to it:
@@ -100,7 +123,10 @@ def decode_body(content: bytes, content_type: Optional[str]) -> Any:
       thousand levels with the default recursion limit) comes back as ``str``
       instead; a UTF-8 byte order mark is skipped;
     * ``text/*`` -> ``str`` (the declared charset, UTF-8 by default or when
-      the charset is unknown, with undecodable bytes replaced);
+      the charset is unknown, with undecodable bytes replaced by U+FFFD);
+      a non-empty body never gives an empty or silently shortened text:
+      when the declared charset fails, yields nothing, or drops bytes it
+      cannot read instead of replacing them, the body is read as UTF-8;
     * anything else -> ``bytes``, unchanged.
 
     :param content: the raw body (``bytes``).
@@ -112,13 +138,13 @@ def decode_body(content: bytes, content_type: Optional[str]) -> Any:
         kind, charset = media_type(content_type if isinstance(content_type, str) else None)
         if kind == "application/json" or kind.endswith(_JSON_SUFFIX):
             text = _text(content, charset)
-            if text.startswith("\ufeff"):
-                # RFC 8259 section 8.1 lets a parser ignore a byte order mark.
-                text = text[1:]
+            # RFC 8259 section 8.1 lets a parser ignore a byte order mark.
+            unmarked = text[1:] if text.startswith("\ufeff") else text
             try:
-                return _loads(text)
+                return _loads(unmarked)
             except (ValueError, RecursionError):
-                return text
+                # A body of a byte order mark alone is not emptied.
+                return unmarked or text
         if kind.startswith("text/"):
             return _text(content, charset)
     except Exception:
