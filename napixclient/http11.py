@@ -161,13 +161,25 @@ def encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
         ``application/json``; ``str`` -> UTF-8; ``bytes``-like -> as is;
         ``None`` -> no body.
     :returns: ``(bytes or None, content type or None)``.
-    :raises ValueError: for another type.
+    :raises ValueError: for another type, and for a ``dict`` or ``list``
+        that is not JSON (RFC 8259): one holding a value JSON has no form for
+        (a ``set``, ``bytes``, any other object), a key that is not a
+        ``str``, number, ``bool`` or ``None``, ``NaN`` or an infinity (which
+        :func:`json.dumps` would write as non-standard ``NaN``/``Infinity``
+        unless told not to), or a reference cycle. The message names the
+        problem, as :func:`json.dumps` words it.
     """
     if body is None:
         return None, None
     if isinstance(body, (dict, list)):
-        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
-                "application/json")
+        try:
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+        except (TypeError, ValueError) as error:
+            # json raises TypeError for a type it cannot write: say it as the
+            # ValueError every other bad argument gives.
+            raise ValueError(f"body cannot be sent as JSON: {error}") from None
+        return text.encode("utf-8"), "application/json"
     if isinstance(body, str):
         return body.encode("utf-8"), None
     if isinstance(body, (bytes, bytearray, memoryview)):
