@@ -334,8 +334,9 @@ class Client:
 
         :returns: a :class:`PreparedCall` for :meth:`send`.
         :raises ValueError: naming the argument, for a method that is not an
-            HTTP token, a URL with white space or control characters, a body
-            of another type, bad headers or a bad timeout.
+            HTTP token, a URL holding CR, LF, NUL or a ``#`` fragment (see
+            :func:`~napixclient.http11.quote_target`), a body of another type
+            or that is not JSON, bad headers or a bad timeout.
         :raises RuntimeError: if the client is closed.
         """
         if self._closed:
@@ -344,14 +345,14 @@ class Client:
         if not isinstance(url, str):
             raise ValueError(f"url must be a str path such as '/vm-ip/', "
                              f"got {type(url).__name__}")
-        if any(c in url for c in "\r\n\t\x00 ") or "#" in url:
-            raise ValueError(f"url {url!r} contains white space, a control character or "
-                             "a fragment; percent-encode it")
         if "://" in url.split("?", 1)[0]:
             raise ValueError(f"url {url!r} must be a path on {self.host}, "
                              "not an absolute URL")
         path = url if url.startswith("/") else "/" + url
-        target = self._quoted_prefix + quote_target(path)
+        try:
+            target = self._quoted_prefix + quote_target(path)
+        except ValueError as error:
+            raise ValueError(f"url {url!r}: {error}") from None
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
             query = urlencode(list(pairs), doseq=True)

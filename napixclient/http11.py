@@ -57,7 +57,13 @@ __all__ = [
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\r\n\x00]")
 # A target made only of these is left as is by requote_uri (no "%" to check).
-_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!#$&'()*+,/:;=?@\[\]]*")
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!$&'()*+,/:;=?@\[\]]*")
+# Never in a target, even percent-encoded by us: CR, LF and NUL would split or
+# cut the request line; "#" starts a fragment, which is never sent (RFC 9112,
+# section 3.2), so the caller meant something else.
+_FORBIDDEN_IN_TARGET = re.compile(r"[\r\n\x00#]")
+# A "%" that does not start a %XX escape (RFC 3986, section 2.1).
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Methods whose requests carry "Content-Length: 0" when they have no body
 # (RFC 9110, section 8.6: a user agent should send it for them).
 _METHODS_EXPECTING_BODY = frozenset(["POST", "PUT", "PATCH"])
@@ -145,13 +151,33 @@ def merge_fields(*layers: Mapping[str, str]) -> Dict[str, str]:
 
 
 def quote_target(path: str) -> str:
-    """Percent-encode what a request target may not hold as is (non-ASCII
-    characters), keeping existing ``%XX`` escapes, as requests does.
+    """Percent-encode what a request target may not hold as is, as requests
+    does (:func:`requests.utils.requote_uri`): a space is sent as ``%20``,
+    non-ASCII characters as the ``%XX`` of their UTF-8 bytes, other control
+    characters (a tab...) as their ``%XX``; existing ``%XX`` escapes are kept
+    (those of unreserved characters decoded: ``%7E`` is sent as ``~``), and a
+    ``%`` that starts no ``%XX`` escape is sent as ``%25`` (``/100%.txt`` is
+    sent as ``/100%25.txt``, which a server reads back as ``/100%.txt``).
+    Where requests would encode every ``%`` of a target holding one such lone
+    ``%`` (``%41`` becoming ``%2541``), only the lone one is encoded here.
 
-    :param path: a path with an optional ``?query``.
+    :param path: a path with an optional ``?query`` (``str``).
     :returns: the target to send (``str``, ASCII).
+    :raises ValueError: for CR, LF or NUL, which would split or cut the
+        request line (percent-encode them when they are data), and for a
+        ``#``: a fragment is never sent (RFC 9112, section 3.2); write
+        ``%23`` when it belongs to the path or the query.
     """
-    return path if _PLAIN_TARGET.fullmatch(path) else requote_uri(path)
+    if _PLAIN_TARGET.fullmatch(path):
+        return path
+    bad = _FORBIDDEN_IN_TARGET.search(path)
+    if bad is not None:
+        if bad.group() == "#":
+            raise ValueError("a fragment ('#...') is never sent to a server; "
+                             "write '#' as %23 when it belongs to the path or query")
+        raise ValueError("CR, LF and NUL are not allowed in a request target; "
+                         "percent-encode them (%0D, %0A, %00) when they are data")
+    return requote_uri(_LONE_PERCENT.sub("%25", path))
 
 
 def encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:

@@ -73,6 +73,14 @@ class Seen(NamedTuple):
     connection: int  # 1 for the server's first connection, and so on
     method: str
     target: str
+    head: bytes = b""  # the request line and the fields, as they came
+
+    @property
+    def fields(self) -> List[Tuple[str, str]]:
+        """The request's fields, ``(name, value)`` pairs in order."""
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        return [(name, value.strip()) for name, _, value in
+                (line.partition(":") for line in lines if line)]
 
 
 class _Closed(Exception):
@@ -144,10 +152,10 @@ class FaultServer:
             served = 0
             while True:
                 try:
-                    method, target = self._read_request(reader)
+                    method, target, head = self._read_request(reader)
                 except _Closed:
                     return
-                self.requests.append(Seen(connection, method, target))
+                self.requests.append(Seen(connection, method, target, head))
                 keep_open = self._answer(sock, connection, served, method, target)
                 served += 1
                 if not keep_open:
@@ -160,13 +168,14 @@ class FaultServer:
             sock.close()
 
     @staticmethod
-    def _read_request(reader: Any) -> Tuple[str, str]:
+    def _read_request(reader: Any) -> Tuple[str, str, bytes]:
         line = reader.readline(65537)
         if not line or not line.strip():
             raise _Closed()
         parts = line.decode("latin-1").split()
         if len(parts) != 3:
             raise _Closed()
+        head = [line]
         length = 0
         for _ in range(_MAX_HEADER_LINES):
             header = reader.readline(65537)
@@ -174,12 +183,13 @@ class FaultServer:
                 raise _Closed()
             if header in (b"\r\n", b"\n"):
                 break
+            head.append(header)
             name, _, value = header.decode("latin-1").partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value.strip())
         if length:
             reader.read(length)
-        return parts[0], parts[1]
+        return parts[0], parts[1], b"".join(head)
 
     def _answer(self, sock: socket.socket, connection: int, served: int,
                 method: str, target: str) -> bool:

@@ -1,5 +1,7 @@
-"""How an answer's head and body are framed (RFC 9112, section 6), on every
-transport, against canned answers from a raw loopback socket."""
+"""What goes on the wire: the request as a raw loopback server
+(tests/faultserver.py) and a real nginx (tests/nginxserver.py) receive it,
+and how an answer's head and body are framed (RFC 9112, section 6), on every
+parser, against canned answers from a raw loopback socket."""
 
 import gevent
 import pytest
@@ -7,6 +9,49 @@ from gevent.server import StreamServer
 
 from napixclient import Client, ConnectionError, Response
 from napixclient.http11 import available_parsers
+from tests.faultserver import FaultServer
+from tests.helpers import AUTH
+from tests.nginxserver import nginx_fixture  # noqa: F401 (the nginx fixture)
+
+
+@pytest.fixture
+def fault_server():
+    with FaultServer() as server:
+        yield server
+
+
+# -- the request target ---------------------------------------------------------------
+
+@pytest.mark.parametrize("url, target", [
+    ("/100%.txt", "/100%25.txt"),
+    ("/a b.txt", "/a%20b.txt"),
+    ("/ok?zone=eu west&rate=5%", "/ok?zone=eu%20west&rate=5%25"),
+    ("/eu%20west/%41", "/eu%20west/A"),
+])
+def test_a_lone_percent_and_a_space_are_percent_encoded_on_the_wire(fault_server, url,
+                                                                    target):
+    with Client(fault_server.host) as client:
+        response = client.get(url)
+    assert response.body["path"] == target
+    assert fault_server.requests[0].head.startswith(f"GET {target} HTTP/1.1\r\n".encode())
+
+
+def test_a_signed_request_signs_the_target_as_encoded_on_the_wire(napix_server):
+    napix_server.route("/100%.txt", body="percent")
+    napix_server.route("/a b", body="space")
+    with Client(napix_server.host, AUTH) as client:
+        assert client.get("/100%.txt").body == "percent"
+        assert client.get("/a b").body == "space"
+    assert [r.path for r in napix_server.requests] == ["/100%25.txt", "/a%20b"]
+
+
+@pytest.mark.parametrize("url", ["/100%.txt", "/a b.txt"])
+def test_nginx_serves_a_file_named_with_a_percent_or_a_space(nginx, url):
+    with Client(nginx.host) as client:
+        response = client.get(url)
+    assert response.status == 200
+    assert response.content == {"/100%.txt": b"one hundred per cent\n",
+                                "/a b.txt": b"a space\n"}[url]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from napixclient import Client
-from napixclient.http11 import encode_body
+from napixclient.http11 import encode_body, quote_target
 
 # -- encode_body ------------------------------------------------------------------
 
@@ -68,3 +68,39 @@ def test_a_json_body_round_trips_through_json_loads():
     body = {"n": [1, 2.5, "é", None], "nested": {"ok": False}}
     data, _ = encode_body(body)
     assert json.loads(data.decode("utf-8")) == body
+
+
+# -- quote_target -----------------------------------------------------------------
+
+@pytest.mark.parametrize("path, sent", [
+    ("/vm-ip/?size=1&zone=eu", "/vm-ip/?size=1&zone=eu"),
+    ("/100%.txt", "/100%25.txt"),
+    ("/%", "/%25"),
+    ("/50%/x?q=5%", "/50%25/x?q=5%25"),
+    ("/%zz", "/%25zz"),
+    ("/%4", "/%254"),
+    ("/a b.txt", "/a%20b.txt"),
+    ("/x?zone=eu west", "/x?zone=eu%20west"),
+    ("/tab\there", "/tab%09here"),
+    ("/caf\u00e9/", "/caf%C3%A9/"),
+    ("/caf%C3%A9/", "/caf%C3%A9/"),
+    ("/eu%20west", "/eu%20west"),
+    ("/%7Euser", "/~user"),
+    # Only the lone "%" is encoded: the escape beside it is kept.
+    ("/%zz%41%2F", "/%25zzA%2F"),
+    ("/a%2fb", "/a%2fb"),
+])
+def test_quote_target_encodes_spaces_and_lone_percents_as_requests_does(path, sent):
+    assert quote_target(path) == sent
+
+
+@pytest.mark.parametrize("path", ["/a\r\nHost: evil", "/a\nb", "/a\rb", "/a\x00b"])
+def test_quote_target_refuses_cr_lf_and_nul(path):
+    with pytest.raises(ValueError, match="CR, LF and NUL are not allowed"):
+        quote_target(path)
+
+
+@pytest.mark.parametrize("path", ["/a#frag", "/#", "/a b#c", "/x?q=1#top"])
+def test_quote_target_refuses_a_fragment(path):
+    with pytest.raises(ValueError, match="fragment"):
+        quote_target(path)
