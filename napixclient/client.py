@@ -34,6 +34,7 @@ from napixclient.http11 import (
     check_method,
     encode_body,
     field_block,
+    merge_fields,
     quote_target,
     request_bytes,
 )
@@ -293,17 +294,17 @@ class Client:
         #: ``scheme://host[/prefix]``, with no trailing ``/``.
         self.base_url = f"{scheme}://{self.host}{prefix}"
         self._prefix = prefix
-        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict({
+        # One field per name: the client's headers replace the defaults
+        # whatever the case of their names (a request's replace both).
+        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(merge_fields({
             "Host": self.host,
             "User-Agent": f"napixclient/{__version__}",
             "Accept": "application/json",
             "Accept-Encoding": "identity",
-        })
-        self._headers.update(check_headers(headers))
-        self._headers["Host"] = self.host
+        }, check_headers(headers)))
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix, the socket timeouts of the default timeout.
-        self._fields = "".join(f"{k}: {v}\r\n" for k, v in self._headers.items())
+        self._fields = field_block(self._headers)
         self._fields_have_length = "Content-Length" in self._headers
         self._quoted_prefix = quote_target(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
@@ -405,9 +406,10 @@ class Client:
             fields = self._fields
             has_length = self._fields_have_length
             if call.extra_headers:
-                fields += "".join(f"{k}: {v}\r\n" for k, v in call.extra_headers.items())
-                has_length = has_length or any(
-                    k.lower() == "content-length" for k in call.extra_headers)
+                # One field per name: this request's replace the client's.
+                merged = merge_fields(call.base_headers, call.extra_headers)
+                fields = field_block(merged)
+                has_length = any(name.lower() == "content-length" for name in merged)
             record = RequestRecord(call.method, self.host, call.url, call.target)
             return call.method, request_bytes(call.method, call.target, fields, call.body,
                                       has_length), record

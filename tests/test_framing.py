@@ -20,6 +20,58 @@ def fault_server():
         yield server
 
 
+# -- one field per name --------------------------------------------------------------
+
+def _named(seen, name):
+    return [value for field, value in seen.fields if field.lower() == name.lower()]
+
+
+@pytest.mark.parametrize("auth", [None, AUTH], ids=["unauthenticated", "signed"])
+def test_each_field_is_sent_once_the_request_s_value_winning_over_the_client_s(
+        fault_server, auth):
+    client_headers = {"user-agent": "probe/1", "ACCEPT": "text/plain", "X-Team": "a"}
+    with Client(fault_server.host, auth, headers=client_headers) as client:
+        client.get("/ok?n=1")
+        client.get("/ok?n=2", headers={"Accept": "application/xml", "x-team": "b",
+                                       "HOST": "alias.example"})
+    first, second = fault_server.requests
+    for seen in (first, second):
+        for name in ("Host", "User-Agent", "Accept", "Accept-Encoding", "X-Team"):
+            assert len(_named(seen, name)) == 1, (name, seen.head)
+        assert _named(seen, "User-Agent") == ["probe/1"]
+    assert (_named(first, "Accept"), _named(first, "X-Team")) == (["text/plain"], ["a"])
+    assert (_named(second, "Accept"), _named(second, "X-Team")) == (["application/xml"],
+                                                                    ["b"])
+    assert _named(first, "Host") == [fault_server.host]
+    assert _named(second, "Host") == ["alias.example"]
+    if auth:
+        # What is signed is the Host as sent.
+        (authorization,) = _named(second, "Authorization")
+        assert "&host=alias.example&" in authorization
+
+
+def test_a_client_host_header_replaces_the_default_one(fault_server):
+    with Client(fault_server.host, headers={"host": "alias.example"}) as client:
+        client.get("/ok")
+    assert _named(fault_server.requests[0], "Host") == ["alias.example"]
+
+
+def test_a_signed_request_with_its_own_host_is_accepted_by_a_napix_server(napix_server):
+    napix_server.route("/", body={"ok": True})
+    with Client(napix_server.host, AUTH) as client:
+        assert client.get("/", headers={"Host": "alias.example:8002"}).body == {"ok": True}
+    assert napix_server.requests[-1].headers["Host"] == "alias.example:8002"
+
+
+@pytest.mark.parametrize("auth", [None, AUTH], ids=["unauthenticated", "signed"])
+def test_nginx_answers_a_request_with_its_own_host_and_headers(nginx, auth):
+    with Client(nginx.host, auth, headers={"Accept": "text/plain"}) as client:
+        response = client.get("/index.html", headers={"host": "alias.example",
+                                                      "accept": "*/*",
+                                                      "User-Agent": "probe/1"})
+    assert response.status == 200 and response.content == b"index\n"
+
+
 # -- the request target ---------------------------------------------------------------
 
 @pytest.mark.parametrize("url, target", [
