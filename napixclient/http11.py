@@ -400,7 +400,10 @@ def _load_gevent() -> Parser:
 
     def finish(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
         try:
-            length = response.content_length
+            # An answer to HEAD, a 204 or a 304 has no body, whatever its
+            # Content-Length says (RFC 9112, section 6.3, rule 1).
+            bodyless = response.method == "HEAD" or response.status_code in (204, 304)
+            length = None if bodyless else response.content_length
             if length is not None and length > max_body_size:
                 raise BodyLimitExceeded(length, response.status_code, max_body_size)
             try:

@@ -43,6 +43,11 @@ Paths (query parameters in brackets):
     ``delay``, then sends the rest.
 ``/big`` [``size=N``, ``chunked=1``]
     a body of N bytes (``b"y"``), with ``Content-Length`` or chunked.
+
+Any path in :attr:`FaultServer.canned` (query string left out) is answered
+with its canned parts instead: ``bytes`` are sent as they are, a ``float``
+is a wait in seconds between two sends; the connection then stays open for
+the next request, as a keep-alive server's would.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import json
 import socket
 import struct
 from collections import Counter
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit
 
 import gevent
@@ -95,10 +100,13 @@ class FaultServer:
     :ivar open_connections: how many are open now (``int``).
     :ivar mid_body: an :class:`~gevent.event.Event` set when ``/slow-body``
         has sent the first half of its body.
+    :ivar canned: path -> the answer to send for it, a list of ``bytes``
+        and waits in seconds (``float``); set it before the request.
     """
 
     def __init__(self) -> None:
         self.requests: List[Seen] = []
+        self.canned: Dict[str, List[Union[bytes, float]]] = {}
         self.connections = 0
         self.open_connections = 0
         self.mid_body = Event()
@@ -147,6 +155,9 @@ class FaultServer:
         self.connections += 1
         self.open_connections += 1
         connection = self.connections
+        # As real servers do: a part sent apart is not held back by Nagle's
+        # algorithm waiting for the client's delayed ACK (40 ms a write).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = sock.makefile("rb")
         try:
             served = 0
@@ -196,6 +207,13 @@ class FaultServer:
         """Answer one request; return whether the connection stays open."""
         path = urlsplit(target).path
         query: Dict[str, str] = dict(parse_qsl(urlsplit(target).query))
+        if path in self.canned:
+            for part in self.canned[path]:
+                if isinstance(part, bytes):
+                    sock.sendall(part)
+                else:
+                    gevent.sleep(min(part, HOLD_LIMIT))
+            return True
         fault: Optional[Callable[..., bool]] = getattr(
             self, "_fault_" + path.strip("/").replace("-", "_"), None)
         if fault is None:

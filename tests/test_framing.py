@@ -176,3 +176,29 @@ def test_ambiguous_framing_is_a_broken_answer_on_every_transport(canned, parser,
     with Client(f"127.0.0.1:{canned.server_port}", parser=parser, timeout=3) as client:
         with pytest.raises(ConnectionError, match="broke during the exchange"):
             client.get(path)
+
+
+# -- answers on a kept-alive connection (FaultServer's canned answers) -----------------
+
+PARSERS = available_parsers()
+
+
+def _own_answers(client, count=3):
+    """The next requests on the client each get their own answer."""
+    for index in range(count):
+        response = client.get(f"/ok?after={index}")
+        assert response.body["path"] == f"/ok?after={index}"
+    return response
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_head_answer_announcing_a_body_above_max_body_size_is_read(fault_server, parser):
+    fault_server.canned["/huge"] = [b"HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\n"
+                                    b"Content-Length: 10000000000\r\n\r\n"]
+    with Client(fault_server.host, parser=parser, max_body_size=1000,
+                simultaneous=1) as client:
+        response = client.head("/huge")
+        assert (response.status, response.content) == (200, b"")
+        assert response.headers["Content-Length"] == "10000000000"
+        # A HEAD answer has no body: nothing was left on the connection.
+        assert _own_answers(client).body["connection"] == 1
