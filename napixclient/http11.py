@@ -27,6 +27,7 @@ pass through for the connection layer to translate.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -250,6 +251,23 @@ def request_bytes(method: str, target: str, fields: str, body: Optional[bytes],
 # -- reading an answer --------------------------------------------------------------
 
 _READ_CHUNK = 256 * 1024
+# Bytes asked of the socket at once by the geventhttpclient parser.
+_RECV_SIZE = 64 * 1024
+# RFC 9112, section 6.3, rule 1: these answers end with their head, whatever
+# their fields say (and so does any answer to HEAD).
+_NO_BODY = frozenset([204, 304])
+
+_SWITCHED = "the server switched protocols (101) without being asked to"
+_NOT_HTTP = BROKE + "the answer is not HTTP (BadStatusLine)"
+
+
+def _no_answer() -> ConnectionBroken:
+    return ConnectionBroken(BROKE + "the server closed the connection without answering",
+                            before_answer=True)
+
+
+def _head_cut() -> ConnectionBroken:
+    return ConnectionBroken(BROKE + "the answer ended before the end of its head")
 
 
 class Answer(NamedTuple):
@@ -266,17 +284,23 @@ class Answer(NamedTuple):
 class Parser(NamedTuple):
     """A response parser, in two steps.
 
-    ``begin(sock, method)`` reads the status line and the fields and returns
-    the parser's own response object. ``finish(response, max_body_size)``
+    ``begin(sock, method)`` reads the head of the final answer (status line
+    and fields; interim 1xx answers before it, such as ``100 Continue`` or
+    ``103 Early Hints``, are read and dropped) and returns the parser's own
+    object for it, to hand to ``finish``. ``finish(reading, max_body_size)``
     reads the body and returns the :class:`Answer` and whether the
-    connection may carry another request.
+    connection may carry another request (``bool``).
+
+    ``sock`` is a connected socket-like object, with a timeout, that has
+    ``recv``, ``recv_into`` and ``fileno`` (``pending`` too for TLS).
 
     Both raise :class:`~napixclient.failures.MalformedAnswer` for an answer
-    that is not HTTP/1.1 or breaks a limit,
-    :class:`~napixclient.failures.ConnectionBroken` for one cut short
-    (``before_answer=True`` when not a byte of it came), ``finish`` raises
-    :class:`~napixclient.failures.BodyLimitExceeded`; socket errors
-    (``OSError``, ``TimeoutError``) pass through.
+    that is not HTTP/1.1, :class:`~napixclient.failures.ConnectionBroken` for
+    one cut short (``before_answer=True`` when not a byte of it came);
+    ``finish`` raises :class:`~napixclient.failures.BodyLimitExceeded` for
+    a body larger than ``max_body_size`` (never for an answer to HEAD, nor
+    a 204 or 304, which have no body whatever their ``Content-Length``
+    says); socket errors (``OSError``, ``TimeoutError``) pass through.
     """
 
     begin: Callable[[Any, str], Any]
@@ -318,108 +342,286 @@ def _cut_short(partial: int, expected: Optional[int]) -> ConnectionBroken:
                             f"malformed, after {partial} bytes")
 
 
-def _begin_http_client(sock: Any, method: str) -> http.client.HTTPResponse:
-    response = http.client.HTTPResponse(sock, method=method)
-    try:
+# -- the http.client parser
+
+class _SocketReader(io.RawIOBase):
+    """``sock.recv_into`` as a raw stream."""
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self._recv_into = sock.recv_into
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> Optional[int]:
+        return int(self._recv_into(buffer))
+
+
+class _AnswerBuffer(io.BufferedReader):
+    """The bytes of a socket as :class:`http.client.HTTPResponse` reads them;
+    a head cut short is told from a connection closed before answering.
+
+    It stands for the socket too: ``HTTPResponse(sock)`` reads from
+    ``sock.makefile("rb")``, which is this buffer itself, so one buffer
+    serves the interim answers and the final one.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._reader = _SocketReader(sock)
+        super().__init__(self._reader)
+        self.in_head = False
+        self._at_status = True
+        self._heads = 0
+
+    def makefile(self, mode: str) -> "_AnswerBuffer":
+        return self
+
+    def close(self) -> None:
+        """Nothing: http.client closes its file at the end of each answer,
+        and the final answer follows the interim ones in this buffer."""
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        line = super().readline(-1 if size is None else size)
+        if self.in_head:
+            self._check(line)
+        return line
+
+    def _check(self, line: bytes) -> None:
+        if not line.endswith(b"\n"):
+            raise _no_answer() if self._heads == 0 and not line else _head_cut()
+        if self._at_status:
+            self._at_status = False
+            self._heads += 1
+        elif line in (b"\r\n", b"\n"):
+            self._at_status = True  # http.client reads on after a 100 Continue
+
+
+class _HTTPClientReading(NamedTuple):
+    response: http.client.HTTPResponse
+    buffer: _AnswerBuffer
+    sock: Any
+    method: str
+
+
+def _begin_http_client(sock: Any, method: str) -> _HTTPClientReading:
+    buffer = _AnswerBuffer(sock)
+    while True:
+        response = http.client.HTTPResponse(buffer, method=method)  # type: ignore[arg-type]
+        buffer.in_head = True
         try:
             response.begin()
-        except http.client.RemoteDisconnected as error:
-            raise ConnectionBroken(BROKE + "the server closed the connection without answering",
-                                   before_answer=True) from error
         except http.client.BadStatusLine as error:
-            raise MalformedAnswer(BROKE + "the answer is not HTTP (BadStatusLine)") from error
+            raise MalformedAnswer(_NOT_HTTP) from error
         except http.client.HTTPException as error:
             raise MalformedAnswer(BROKE + type(error).__name__) from error
-        _check_framing(response.msg)
-    except BaseException:
-        response.close()
-        raise
-    return response
+        buffer.in_head = False
+        if response.status == 101:
+            raise MalformedAnswer(_SWITCHED)
+        if response.status >= 200:
+            break
+        # http.client skips 100 Continue itself, and returns any other
+        # interim answer (103 Early Hints): the final one follows.
+    _check_framing(response.msg)
+    return _HTTPClientReading(response, buffer, sock, method)
 
 
-def _finish_http_client(response: http.client.HTTPResponse,
+def _finish_http_client(reading: _HTTPClientReading,
                         max_body_size: int) -> Tuple[Answer, bool]:
+    response = reading.response
+    status = response.status
     try:
-        length = response.length
-        if length is not None and length > max_body_size:
-            raise BodyLimitExceeded(length, response.status, max_body_size)
-        try:
-            content = (response.read() if length is not None
-                       else _read_limited(response.read, max_body_size, response.status))
-        except http.client.IncompleteRead as error:
-            raise _cut_short(len(error.partial), error.expected
-                             if isinstance(error.expected, int) else None) from error
-        except http.client.HTTPException as error:
-            raise MalformedAnswer(BROKE + type(error).__name__) from error
+        if reading.method == "HEAD" or status in _NO_BODY:
+            # No body; http.client would read the chunked one a 204 announces.
+            content = b""
+        else:
+            length = response.length
+            if length is not None and length > max_body_size:
+                raise BodyLimitExceeded(length, status, max_body_size)
+            try:
+                content = (response.read() if length is not None
+                           else _read_limited(response.read, max_body_size, status))
+            except http.client.IncompleteRead as error:
+                raise _cut_short(len(error.partial), error.expected
+                                 if isinstance(error.expected, int) else None) from error
+            except http.client.HTTPException as error:
+                raise MalformedAnswer(BROKE + type(error).__name__) from error
         headers = Headers(response.msg.items())
-        return (Answer(response.status, response.reason or "", headers, content),
-                not response.will_close)
+        reusable = not response.will_close
+        return Answer(status, response.reason or "", headers, content), reusable
     finally:
         response.close()
 
 
 #: :class:`http.client.HTTPResponse`, the parser urllib3 uses (RFC 9112:
 #: ``Content-Length``, chunked or close-delimited bodies, no body for HEAD,
-#: 1xx, 204 and 304).
+#: 1xx, 204 and 304), with this module's head limits and interim answers.
 HTTP_CLIENT = Parser(_begin_http_client, _finish_http_client)
 
 
+# -- the geventhttpclient parser
+
 def _load_gevent() -> Parser:
-    """geventhttpclient's parser, imported on first use (the ``fast`` extra),
-    so that importing napixclient never imports geventhttpclient.
+    """geventhttpclient's parser (llhttp, in C), imported on first use (the
+    ``fast`` extra), so that importing napixclient never imports
+    geventhttpclient.
+
+    Its :class:`HTTPResponseParser` calls back ``_on_status``,
+    ``_on_header_field``... as llhttp reads; the socket is read here, the
+    head one line at a time, so that the head limits are counted on the
+    bytes as they came and the end of the answer is known to the byte.
 
     :raises ImportError: when geventhttpclient is not installed.
     """
-    from geventhttpclient.response import (
-        HTTPConnectionClosed,
-        HTTPParseError,
-        HTTPSocketResponse,
-    )
+    from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
 
-    def incomplete(response: Any) -> ConnectionBroken:
-        length = response.content_length
-        partial = len(response._body_buffer)
-        return _cut_short(partial, None if length is None else max(0, length - partial))
+    class Beyond(Exception):
+        """A new answer began after the end of the final one."""
 
-    def begin(sock: Any, method: str) -> Any:
-        # The constructor reads and parses until the end of the fields.
-        response = HTTPSocketResponse.__new__(HTTPSocketResponse)
+    class Message(HTTPResponseParser):  # type: ignore[misc]
+        """One answer, gathered from llhttp's callbacks."""
+
+        def __init__(self, sock: Any, method: str) -> None:
+            super().__init__()
+            self.sock = sock
+            self.method = method
+            self.rest = b""  # bytes read with the head, past its end
+            self.extra = False  # bytes came after the end of the answer
+            self.final = False  # the head read is not an interim answer's
+            self.complete = False
+            self.body = bytearray()
+            self._reset()
+
+        def _reset(self) -> None:
+            self.reason = ""
+            self.fields: List[Field] = []
+            self.head_done = False
+            self.complete = False
+            self._name: Optional[str] = None
+            self._value: Optional[str] = None
+
+        def _on_message_begin(self) -> None:
+            if self.final:
+                self.extra = True
+                raise Beyond()
+            self._reset()  # the answer after an interim one
+
+        def _on_status(self, text: str) -> None:
+            self.reason += text
+
+        def _on_header_field(self, text: str) -> None:
+            if self._value is None and self._name is not None:
+                self._name += text  # the name came in pieces
+                return
+            if self._name is not None:
+                self.fields.append((self._name, self._value or ""))
+            self._name, self._value = text, None
+
+        def _on_header_value(self, text: str) -> None:
+            self._value = text if self._value is None else self._value + text
+
+        def _on_headers_complete(self) -> bool:
+            if self._name is not None:
+                self.fields.append((self._name, self._value or ""))
+                self._name = self._value = None
+            self.head_done = True
+            status = self.get_code()
+            self.final = not 100 <= status < 200
+            # True: no body, for HEAD (llhttp knows 1xx, 204 and 304 have none).
+            return self.method == "HEAD"
+
+        def _on_body(self, data: bytearray) -> None:
+            self.body += data
+
+        def _on_message_complete(self) -> None:
+            self.complete = True
+
+    def feed_head(message: Message, data: bytes, status_line: bool) -> None:
         try:
-            HTTPSocketResponse.__init__(response, sock, method=method)
-        except HTTPConnectionClosed as error:
-            # Closed or reset before a byte of the answer.
-            raise ConnectionBroken(BROKE + "the server closed the connection without answering",
-                                   before_answer=True) from error
+            message.feed(data)
+        except Beyond:
+            pass
         except HTTPParseError as error:
-            if response.headers_complete:  # the body's first bytes were malformed
-                raise incomplete(response) from error
-            if response.status_message is None:
-                raise MalformedAnswer(BROKE + "the answer is not HTTP (BadStatusLine)") from error
-            raise MalformedAnswer(BROKE + "HTTPException") from error
-        return response
+            if message.get_code() == 101:
+                raise MalformedAnswer(_SWITCHED) from error
+            if message.final and message.complete:
+                message.extra = True  # bytes after a bodyless answer
+                return
+            if status_line:
+                raise MalformedAnswer(_NOT_HTTP) from error
+            raise MalformedAnswer(BROKE + f"malformed head ({error.args[0]})") from error
 
-    def finish(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
+    def begin(sock: Any, method: str) -> Message:
+        message = Message(sock, method)
+        fields = -1  # fields of the head being read; -1 before its status line
+        started = False
+        while True:
+            data = sock.recv(_RECV_SIZE)
+            if not data:
+                raise _head_cut() if started else _no_answer()
+            started = True
+            start, size = 0, len(data)
+            while start < size:
+                end = data.find(b"\n", start) + 1
+                if end == 0:  # the line goes on in the next bytes
+                    feed_head(message, data[start:], fields < 0)
+                    break
+                feed_head(message, data[start:end], fields < 0)
+                start = end
+                if message.head_done:
+                    if message.final:
+                        message.rest = data[end:]
+                        if message.complete and message.rest:
+                            message.extra = True
+                        return message
+                    fields = -1  # an interim answer: another head follows
+                elif fields < 0:
+                    fields = 0  # that was the status line
+                else:
+                    fields += 1
+
+    def feed_body(message: Message, data: bytes) -> None:
         try:
-            # An answer to HEAD, a 204 or a 304 has no body, whatever its
-            # Content-Length says (RFC 9112, section 6.3, rule 1).
-            bodyless = response.method == "HEAD" or response.status_code in (204, 304)
-            length = None if bodyless else response.content_length
+            message.feed(data)
+        except Beyond:
+            pass
+        except HTTPParseError as error:
+            if message.complete:
+                message.extra = True  # bytes after the body
+                return
+            raise _cut_short(len(message.body), None) from error
+
+    def announced_length(message: Message) -> Optional[int]:
+        values = [value for name, value in message.fields if name.lower() == "content-length"]
+        return int(values[0]) if len(values) == 1 and values[0].strip().isdigit() else None
+
+    def finish(message: Message, max_body_size: int) -> Tuple[Answer, bool]:
+        status = message.get_code()
+        if not message.complete:
+            length = announced_length(message)
             if length is not None and length > max_body_size:
-                raise BodyLimitExceeded(length, response.status_code, max_body_size)
-            try:
-                content = (response.read() if length is not None else
-                           _read_limited(response.read, max_body_size, response.status_code))
-            except HTTPParseError as error:
-                raise incomplete(response) from error
-            if not response.message_complete:
-                raise _cut_short(len(content), None if length is None
-                                 else max(0, length - len(content)))
-            headers = Headers(response.items())
-            return (Answer(response.status_code, response.status_message or "", headers,
-                           content), response.should_keep_alive())
-        finally:
-            # The socket is ours: geventhttpclient's release() would not reuse it.
-            response._sock = None
+                raise BodyLimitExceeded(length, status, max_body_size)
+            if message.rest:
+                feed_body(message, message.rest)
+            while not message.complete:
+                if len(message.body) > max_body_size:
+                    raise BodyLimitExceeded(None, status, max_body_size)
+                data = message.sock.recv(_RECV_SIZE)
+                if data:
+                    feed_body(message, data)
+                    continue
+                try:
+                    message.feed(b"")  # the end of the stream ends a body read until it
+                except HTTPParseError:
+                    pass
+                if not message.complete:
+                    raise _cut_short(len(message.body), None if length is None
+                                     else max(0, length - len(message.body)))
+            if len(message.body) > max_body_size:
+                raise BodyLimitExceeded(None, status, max_body_size)
+        headers = Headers(message.fields)
+        reusable = bool(message.should_keep_alive())
+        return Answer(status, message.reason, headers, bytes(message.body)), reusable
 
     return Parser(begin, finish)
 

@@ -202,3 +202,32 @@ def test_a_head_answer_announcing_a_body_above_max_body_size_is_read(fault_serve
         assert response.headers["Content-Length"] == "10000000000"
         # A HEAD answer has no body: nothing was left on the connection.
         assert _own_answers(client).body["connection"] == 1
+
+
+FINAL = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Final: 1\r\n"
+         b"Content-Length: 5\r\n\r\nfinal")
+CONTINUE = b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+INTERIM = {
+    "/continue": [CONTINUE, 0.002, FINAL],
+    "/early-hints": [EARLY_HINTS, 0.002, FINAL],
+    "/both-at-once": [CONTINUE + EARLY_HINTS + FINAL],
+    "/body-later": [CONTINUE, 0.002, FINAL[:-5], 0.002, FINAL[-5:]],
+    "/split-heads": [CONTINUE[:10], 0.001, CONTINUE[10:] + EARLY_HINTS[:20], 0.001,
+                     EARLY_HINTS[20:], 0.001, FINAL[:30], 0.001, FINAL[30:]],
+}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("path", sorted(INTERIM))
+def test_the_answer_after_an_interim_1xx_is_read_whole_every_time(fault_server, parser,
+                                                                    path):
+    fault_server.canned[path] = INTERIM[path]
+    with Client(fault_server.host, parser=parser, simultaneous=1, timeout=5) as client:
+        for _ in range(50):
+            response = client.post(path, "data", headers={"Expect": "100-continue"})
+            assert (response.status, response.body) == (200, "final")
+            assert response.headers["X-Final"] == "1"
+            assert "X-Interim" not in response.headers and "Link" not in response.headers
+        _own_answers(client)
+    assert fault_server.connections == 1
