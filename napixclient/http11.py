@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from requests.utils import requote_uri
+from urllib3.util import wait_for_read
 
 from napixclient.failures import BodyLimitExceeded, ConnectionBroken, MalformedAnswer
 from napixclient.response import Field, Headers
@@ -289,7 +290,12 @@ class Parser(NamedTuple):
     ``103 Early Hints``, are read and dropped) and returns the parser's own
     object for it, to hand to ``finish``. ``finish(reading, max_body_size)``
     reads the body and returns the :class:`Answer` and whether the
-    connection may carry another request (``bool``).
+    connection may carry another request (``bool``): ``False`` when the
+    server said it closes it, when bytes were already there after the end of
+    the answer (they would be read as the next answer), when the socket is
+    readable (such bytes, or the server's close), and for a 204 or 304 that
+    announced a chunked body (some servers send its last chunk, RFC 9112
+    says nothing follows: either way the connection is not trusted again).
 
     ``sock`` is a connected socket-like object, with a timeout, that has
     ``recv``, ``recv_into`` and ``fileno`` (``pending`` too for TLS).
@@ -342,25 +348,38 @@ def _cut_short(partial: int, expected: Optional[int]) -> ConnectionBroken:
                             f"malformed, after {partial} bytes")
 
 
+def _socket_has_more(sock: Any) -> bool:
+    """Whether ``sock`` can be read at once: bytes after the answer, or the
+    server's close. Never waits."""
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
+    if pending is not None and pending():
+        return True
+    return bool(wait_for_read(sock, timeout=0))
+
+
 # -- the http.client parser
 
 class _SocketReader(io.RawIOBase):
-    """``sock.recv_into`` as a raw stream."""
+    """``sock.recv_into`` as a raw stream, which can be told to stop reading."""
 
     def __init__(self, sock: Any) -> None:
         super().__init__()
         self._recv_into = sock.recv_into
+        self.stopped = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> Optional[int]:
-        return int(self._recv_into(buffer))
+        # None: "no bytes for now", so a stopped reader never waits.
+        return None if self.stopped else int(self._recv_into(buffer))
 
 
 class _AnswerBuffer(io.BufferedReader):
-    """The bytes of a socket as :class:`http.client.HTTPResponse` reads them;
-    a head cut short is told from a connection closed before answering.
+    """The bytes of a socket as :class:`http.client.HTTPResponse` reads them,
+    kept open after http.client closes it, so that bytes it read beyond the
+    answer can be seen (:meth:`unread`); a head cut short is told from a
+    connection closed before answering.
 
     It stands for the socket too: ``HTTPResponse(sock)`` reads from
     ``sock.makefile("rb")``, which is this buffer itself, so one buffer
@@ -378,8 +397,8 @@ class _AnswerBuffer(io.BufferedReader):
         return self
 
     def close(self) -> None:
-        """Nothing: http.client closes its file at the end of each answer,
-        and the final answer follows the interim ones in this buffer."""
+        """Nothing: http.client closes its file at the end of an answer, and
+        what it left in the buffer is still to be looked at."""
 
     def readline(self, size: Optional[int] = -1) -> bytes:
         line = super().readline(-1 if size is None else size)
@@ -395,6 +414,11 @@ class _AnswerBuffer(io.BufferedReader):
             self._heads += 1
         elif line in (b"\r\n", b"\n"):
             self._at_status = True  # http.client reads on after a 100 Continue
+
+    def unread(self) -> bool:
+        """Whether bytes after the answer are in the buffer (reading no more)."""
+        self._reader.stopped = True
+        return bool(self.peek(1))
 
 
 class _HTTPClientReading(NamedTuple):
@@ -434,6 +458,7 @@ def _finish_http_client(reading: _HTTPClientReading,
         if reading.method == "HEAD" or status in _NO_BODY:
             # No body; http.client would read the chunked one a 204 announces.
             content = b""
+            reusable = not (status in _NO_BODY and "Transfer-Encoding" in response.msg)
         else:
             length = response.length
             if length is not None and length > max_body_size:
@@ -446,8 +471,10 @@ def _finish_http_client(reading: _HTTPClientReading,
                                  if isinstance(error.expected, int) else None) from error
             except http.client.HTTPException as error:
                 raise MalformedAnswer(BROKE + type(error).__name__) from error
+            reusable = True
         headers = Headers(response.msg.items())
-        reusable = not response.will_close
+        reusable = (reusable and not response.will_close and not reading.buffer.unread()
+                    and not _socket_has_more(reading.sock))
         return Answer(status, response.reason or "", headers, content), reusable
     finally:
         response.close()
@@ -620,7 +647,9 @@ def _load_gevent() -> Parser:
             if len(message.body) > max_body_size:
                 raise BodyLimitExceeded(None, status, max_body_size)
         headers = Headers(message.fields)
-        reusable = bool(message.should_keep_alive())
+        reusable = (bool(message.should_keep_alive()) and not message.extra
+                    and not (status in _NO_BODY and "Transfer-Encoding" in headers)
+                    and not _socket_has_more(message.sock))
         return Answer(status, message.reason, headers, bytes(message.body)), reusable
 
     return Parser(begin, finish)

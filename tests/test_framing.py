@@ -231,3 +231,34 @@ def test_the_answer_after_an_interim_1xx_is_read_whole_every_time(fault_server, 
             assert "X-Interim" not in response.headers and "Link" not in response.headers
         _own_answers(client)
     assert fault_server.connections == 1
+
+
+# A status that has no body (RFC 9112, section 6.3) announcing a chunked one,
+# as uWSGI's --http-auto-chunked sends it, or an answer followed by bytes that
+# are not part of it: whatever follows must never be read as the next answer.
+LEFTOVERS = {
+    "/no-content-chunked": (204, [b"HTTP/1.1 204 No Content\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]),
+    "/no-content-chunked-later": (204, [b"HTTP/1.1 204 No Content\r\n"
+                                        b"Transfer-Encoding: chunked\r\n\r\n", 0.05,
+                                        b"0\r\n\r\n"]),
+    "/not-modified-chunked": (304, [b"HTTP/1.1 304 Not Modified\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]),
+    "/an-answer-too-many": (200, [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"]),
+    "/junk-after-the-body": (200, [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                   + b"junk" * 5000]),
+}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("path", sorted(LEFTOVERS))
+def test_a_connection_with_bytes_left_after_the_answer_is_never_reused(fault_server,
+                                                                      parser, path):
+    status, parts = LEFTOVERS[path]
+    fault_server.canned[path] = parts
+    with Client(fault_server.host, parser=parser, simultaneous=1, timeout=5) as client:
+        assert client.get(path).status == status
+        assert _own_answers(client).body["connection"] == 2
+        assert client.get(path).status == status
+        assert _own_answers(client).body["connection"] == 3
