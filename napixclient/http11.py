@@ -21,7 +21,18 @@ Parsers, by the name :class:`~napixclient.Client` takes as ``parser=``:
 
 Both read the same answers and refuse the same ones with the same
 :mod:`~napixclient.failures`; socket errors (``OSError``, ``TimeoutError``)
-pass through for the connection layer to translate.
+pass through for the connection layer to translate. The limits of a head,
+the same on both (those of http.client, which cannot be raised without
+changing its module's globals):
+
+* at most :data:`MAX_HEADER_FIELDS` (99) header fields in one head (an
+  interim answer's head counts apart): more is refused with
+  ``MalformedAnswer("the answer has too many header fields (more than 99)")``;
+* no line of a head (the status line included) longer than :data:`MAX_LINE`
+  (65,536) bytes, its CRLF included: a longer one is refused with
+  ``MalformedAnswer("the answer has a header line longer than 65536 bytes")``.
+
+A body is limited by the caller's ``max_body_size`` (see :class:`Parser`).
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ from napixclient.failures import BodyLimitExceeded, ConnectionBroken, MalformedA
 from napixclient.response import Field, Headers
 
 __all__ = [
+    "MAX_HEADER_FIELDS",
+    "MAX_LINE",
     "PARSERS",
     "Answer",
     "Parser",
@@ -251,6 +264,14 @@ def request_bytes(method: str, target: str, fields: str, body: Optional[bytes],
 
 # -- reading an answer --------------------------------------------------------------
 
+#: The most header fields one head may have (an interim 1xx answer's head
+#: counts apart): http.client reads at most 100 lines after the status line,
+#: the empty line that ends them included, so 99 fields.
+MAX_HEADER_FIELDS = 99
+#: The longest line of a head, status line included, in bytes with its CRLF
+#: (http.client's limit).
+MAX_LINE = 65536
+
 _READ_CHUNK = 256 * 1024
 # Bytes asked of the socket at once by the geventhttpclient parser.
 _RECV_SIZE = 64 * 1024
@@ -258,6 +279,8 @@ _RECV_SIZE = 64 * 1024
 # their fields say (and so does any answer to HEAD).
 _NO_BODY = frozenset([204, 304])
 
+_TOO_MANY_FIELDS = f"the answer has too many header fields (more than {MAX_HEADER_FIELDS})"
+_LINE_TOO_LONG = f"the answer has a header line longer than {MAX_LINE} bytes"
 _SWITCHED = "the server switched protocols (101) without being asked to"
 _NOT_HTTP = BROKE + "the answer is not HTTP (BadStatusLine)"
 
@@ -301,7 +324,8 @@ class Parser(NamedTuple):
     ``recv``, ``recv_into`` and ``fileno`` (``pending`` too for TLS).
 
     Both raise :class:`~napixclient.failures.MalformedAnswer` for an answer
-    that is not HTTP/1.1, :class:`~napixclient.failures.ConnectionBroken` for
+    that is not HTTP/1.1 or breaks a limit (:data:`MAX_HEADER_FIELDS`,
+    :data:`MAX_LINE`), :class:`~napixclient.failures.ConnectionBroken` for
     one cut short (``before_answer=True`` when not a byte of it came);
     ``finish`` raises :class:`~napixclient.failures.BodyLimitExceeded` for
     a body larger than ``max_body_size`` (never for an answer to HEAD, nor
@@ -377,9 +401,8 @@ class _SocketReader(io.RawIOBase):
 
 class _AnswerBuffer(io.BufferedReader):
     """The bytes of a socket as :class:`http.client.HTTPResponse` reads them,
-    kept open after http.client closes it, so that bytes it read beyond the
-    answer can be seen (:meth:`unread`); a head cut short is told from a
-    connection closed before answering.
+    with the head limits of this module, kept open after http.client closes
+    it, so that bytes it read beyond the answer can be seen (:meth:`unread`).
 
     It stands for the socket too: ``HTTPResponse(sock)`` reads from
     ``sock.makefile("rb")``, which is this buffer itself, so one buffer
@@ -391,6 +414,7 @@ class _AnswerBuffer(io.BufferedReader):
         super().__init__(self._reader)
         self.in_head = False
         self._at_status = True
+        self._fields = 0
         self._heads = 0
 
     def makefile(self, mode: str) -> "_AnswerBuffer":
@@ -407,13 +431,20 @@ class _AnswerBuffer(io.BufferedReader):
         return line
 
     def _check(self, line: bytes) -> None:
+        if len(line) > MAX_LINE:
+            raise MalformedAnswer(_LINE_TOO_LONG)
         if not line.endswith(b"\n"):
             raise _no_answer() if self._heads == 0 and not line else _head_cut()
         if self._at_status:
             self._at_status = False
+            self._fields = 0
             self._heads += 1
         elif line in (b"\r\n", b"\n"):
             self._at_status = True  # http.client reads on after a 100 Continue
+        else:
+            self._fields += 1
+            if self._fields > MAX_HEADER_FIELDS:
+                raise MalformedAnswer(_TOO_MANY_FIELDS)
 
     def unread(self) -> bool:
         """Whether bytes after the answer are in the buffer (reading no more)."""
@@ -580,6 +611,7 @@ def _load_gevent() -> Parser:
 
     def begin(sock: Any, method: str) -> Message:
         message = Message(sock, method)
+        line = 0  # bytes of the line being read, before this chunk
         fields = -1  # fields of the head being read; -1 before its status line
         started = False
         while True:
@@ -591,10 +623,16 @@ def _load_gevent() -> Parser:
             while start < size:
                 end = data.find(b"\n", start) + 1
                 if end == 0:  # the line goes on in the next bytes
+                    line += size - start
+                    if line > MAX_LINE:
+                        raise MalformedAnswer(_LINE_TOO_LONG)
                     feed_head(message, data[start:], fields < 0)
                     break
+                line += end - start
+                if line > MAX_LINE:
+                    raise MalformedAnswer(_LINE_TOO_LONG)
                 feed_head(message, data[start:end], fields < 0)
-                start = end
+                start, line = end, 0
                 if message.head_done:
                     if message.final:
                         message.rest = data[end:]
@@ -606,6 +644,8 @@ def _load_gevent() -> Parser:
                     fields = 0  # that was the status line
                 else:
                     fields += 1
+                    if fields > MAX_HEADER_FIELDS:
+                        raise MalformedAnswer(_TOO_MANY_FIELDS)
 
     def feed_body(message: Message, data: bytes) -> None:
         try:

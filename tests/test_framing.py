@@ -262,3 +262,72 @@ def test_a_connection_with_bytes_left_after_the_answer_is_never_reused(fault_ser
         assert _own_answers(client).body["connection"] == 2
         assert client.get(path).status == status
         assert _own_answers(client).body["connection"] == 3
+
+
+def _answer_with_fields(count, interim=False):
+    """A 200 with ``count`` header fields (Content-Length included)."""
+    fields = b"".join(b"X-Field-%d: %d\r\n" % (index, index) for index in range(count - 1))
+    head = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok"
+    if interim:
+        return b"HTTP/1.1 103 Early Hints\r\n" + fields + b"Link: </a>\r\n\r\n" + FINAL
+    return head
+
+
+def _answer_with_line(length, status_line=False):
+    """A 200 whose longest line (CRLF included) is ``length`` bytes."""
+    if status_line:
+        return (b"HTTP/1.1 200 " + b"O" * (length - 15) + b"\r\n"
+                b"Content-Length: 2\r\n\r\nok")
+    return (b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * (length - 10) + b"\r\n"
+            b"Content-Length: 2\r\n\r\nok")
+
+
+TOO_MANY = "the answer has too many header fields (more than 99)"
+TOO_LONG = "the answer has a header line longer than 65536 bytes"
+LIMITS = {
+    "99-fields": (_answer_with_fields(99), None),
+    "100-fields": (_answer_with_fields(100), TOO_MANY),
+    "1000-fields": (_answer_with_fields(1000), TOO_MANY),
+    "99-fields-interim": (_answer_with_fields(99, interim=True), None),
+    "100-fields-interim": (_answer_with_fields(100, interim=True), TOO_MANY),
+    "line-of-65536": (_answer_with_line(65536), None),
+    "line-of-65537": (_answer_with_line(65537), TOO_LONG),
+    "line-of-200000": (_answer_with_line(200_000), TOO_LONG),
+    "status-line-of-65536": (_answer_with_line(65536, status_line=True), None),
+    "status-line-of-65537": (_answer_with_line(65537, status_line=True), TOO_LONG),
+}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("case", sorted(LIMITS))
+def test_both_parsers_keep_the_same_header_limits_and_name_the_one_broken(
+        fault_server, parser, case):
+    raw, refused = LIMITS[case]
+    fault_server.canned["/limit"] = [raw]
+    with Client(fault_server.host, parser=parser, simultaneous=1, timeout=5) as client:
+        if refused is None:
+            response = client.get("/limit")
+            assert response.status == 200 and response.content in (b"ok", b"final")
+        else:
+            with pytest.raises(ConnectionError) as caught:
+                client.get("/limit")
+            assert str(caught.value).endswith(refused)
+            assert "broke" not in str(caught.value)
+            assert "HTTPException" not in str(caught.value)
+        _own_answers(client)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_repeated_set_cookie_fields_come_back_each_apart_and_joined(fault_server, parser):
+    fault_server.canned["/cookies"] = [
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Other: x\r\n"
+        b"set-cookie: b=2; Expires=Wed, 21 Oct 2015 07:28:00 GMT\r\n"
+        b"SET-COOKIE: c=3\r\nContent-Length: 0\r\n\r\n"]
+    with Client(fault_server.host, parser=parser) as client:
+        headers = client.get("/cookies").headers
+    assert headers.get_all("Set-Cookie") == [
+        "a=1; Path=/", "b=2; Expires=Wed, 21 Oct 2015 07:28:00 GMT", "c=3"]
+    assert headers.get_all("set-cookie") == headers.get_all("SET-COOKIE")
+    assert headers["set-cookie"] == ("a=1; Path=/, b=2; Expires=Wed, 21 Oct 2015 "
+                                     "07:28:00 GMT, c=3")
+    assert headers.get_all("X-Other") == ["x"] and headers.get_all("X-Missing") == []
