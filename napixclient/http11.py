@@ -399,6 +399,9 @@ class _SocketReader(io.RawIOBase):
         return None if self.stopped else int(self._recv_into(buffer))
 
 
+_buffered_readline = io.BufferedReader.readline
+
+
 class _AnswerBuffer(io.BufferedReader):
     """The bytes of a socket as :class:`http.client.HTTPResponse` reads them,
     with the head limits of this module, kept open after http.client closes
@@ -425,26 +428,25 @@ class _AnswerBuffer(io.BufferedReader):
         what it left in the buffer is still to be looked at."""
 
     def readline(self, size: Optional[int] = -1) -> bytes:
-        line = super().readline(-1 if size is None else size)
-        if self.in_head:
-            self._check(line)
-        return line
-
-    def _check(self, line: bytes) -> None:
+        line = _buffered_readline(self, -1 if size is None else size)
+        if not self.in_head:
+            return line
+        # The head's limits, checked before http.client sees the line.
         if len(line) > MAX_LINE:
             raise MalformedAnswer(_LINE_TOO_LONG)
-        if not line.endswith(b"\n"):
+        if line[-1:] != b"\n":
             raise _no_answer() if self._heads == 0 and not line else _head_cut()
         if self._at_status:
             self._at_status = False
             self._fields = 0
             self._heads += 1
-        elif line in (b"\r\n", b"\n"):
+        elif line == b"\r\n" or line == b"\n":
             self._at_status = True  # http.client reads on after a 100 Continue
         else:
             self._fields += 1
             if self._fields > MAX_HEADER_FIELDS:
                 raise MalformedAnswer(_TOO_MANY_FIELDS)
+        return line
 
     def unread(self) -> bool:
         """Whether bytes after the answer are in the buffer (reading no more)."""
