@@ -40,6 +40,7 @@ from napixclient.http11 import (
     check_method,
     encode_body,
     field_block,
+    merge_fields,
     quote_target,
     request_bytes,
 )
@@ -320,17 +321,17 @@ class Client:
         #: ``scheme://host[/prefix]``, with no trailing ``/``.
         self.base_url = f"{scheme}://{self.host}{prefix}"
         self._prefix = prefix
-        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict({
+        # One field per name: the client's headers replace the defaults
+        # whatever the case of their names (a request's replace both).
+        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(merge_fields({
             "Host": self.host,
             "User-Agent": f"napixclient/{__version__}",
             "Accept": "application/json",
             "Accept-Encoding": "identity",
-        })
-        self._headers.update(check_headers(headers))
-        self._headers["Host"] = self.host
+        }, check_headers(headers)))
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix, the socket timeouts of the default timeout.
-        self._fields = "".join(f"{k}: {v}\r\n" for k, v in self._headers.items())
+        self._fields = field_block(self._headers)
         self._fields_have_length = "Content-Length" in self._headers
         self._quoted_prefix = quote_target(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
@@ -377,8 +378,9 @@ class Client:
 
         :returns: a :class:`PreparedCall` for :meth:`send`.
         :raises ValueError: naming the argument, for a method that is not an
-            HTTP token, a URL with white space or control characters, a body
-            of another type, bad headers or a bad timeout.
+            HTTP token, a URL holding CR, LF, NUL or a ``#`` fragment (see
+            :func:`~napixclient.http11.quote_target`), a body of another type
+            or that is not JSON, bad headers or a bad timeout.
         :raises RuntimeError: if the client is closed.
         """
         if self._closed:
@@ -387,14 +389,14 @@ class Client:
         if not isinstance(url, str):
             raise ValueError(f"url must be a str path such as '/vm-ip/', "
                              f"got {type(url).__name__}")
-        if any(c in url for c in "\r\n\t\x00 ") or "#" in url:
-            raise ValueError(f"url {url!r} contains white space, a control character or "
-                             "a fragment; percent-encode it")
         if "://" in url.split("?", 1)[0]:
             raise ValueError(f"url {url!r} must be a path on {self.host}, "
                              "not an absolute URL")
         path = url if url.startswith("/") else "/" + url
-        target = self._quoted_prefix + quote_target(path)
+        try:
+            target = self._quoted_prefix + quote_target(path)
+        except ValueError as error:
+            raise ValueError(f"url {url!r}: {error}") from None
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
             query = urlencode(list(pairs), doseq=True)
@@ -447,9 +449,10 @@ class Client:
             fields = self._fields
             has_length = self._fields_have_length
             if call.extra_headers:
-                fields += "".join(f"{k}: {v}\r\n" for k, v in call.extra_headers.items())
-                has_length = has_length or any(
-                    k.lower() == "content-length" for k in call.extra_headers)
+                # One field per name: this request's replace the client's.
+                merged = merge_fields(call.base_headers, call.extra_headers)
+                fields = field_block(merged)
+                has_length = any(name.lower() == "content-length" for name in merged)
             record = RequestRecord(call.method, self.host, call.url, call.target)
             return call.method, request_bytes(call.method, call.target, fields, call.body,
                                       has_length), record

@@ -104,9 +104,13 @@ class ConnectionBroken(TransportFailure):
 
 
 class MalformedAnswer(TransportFailure):
-    """The answer is not HTTP/1.1 as RFC 9112 allows, or breaks one of the
-    limits of :mod:`napixclient.http11` (too many header fields, a field line
-    too long, ambiguous framing, a body cut short or badly chunked)."""
+    """The answer is not HTTP/1.1 as RFC 9112 allows (ambiguous framing, a
+    101 nobody asked for...), or breaks one of the limits of
+    :mod:`napixclient.http11`, which the message names: ``the answer has too
+    many header fields (more than 99)``
+    (:data:`~napixclient.http11.MAX_HEADER_FIELDS`), ``the answer has a
+    header line longer than 65536 bytes``
+    (:data:`~napixclient.http11.MAX_LINE`)."""
 
 
 class BodyLimitExceeded(TransportFailure):
