@@ -31,7 +31,6 @@ import logging
 import math
 import operator
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -58,6 +57,7 @@ from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.client import Client, parse_host
 from napixclient.exceptions import HTTPError, Timeout
 from napixclient.pool import ClientPool, Result
+from napixclient.redact import redact_secrets, redact_signatures
 from napixclient.response import Response
 
 __all__ = [
@@ -74,8 +74,6 @@ __all__ = [
     "parse_data",
     "parse_header",
     "read_hosts_file",
-    "redact",
-    "redact_log",
     "resolve_credentials",
     "summarize",
 ]
@@ -99,8 +97,6 @@ SUMMARY_WIDTH = 60
 MAX_EXPRESSION = 1000
 
 _LOG = logging.getLogger(__name__)
-_SIGNATURE = re.compile(r"\b[0-9a-fA-F]{64}\b")
-_TOKEN_PARAMETER = re.compile(r"([?&]token=)[^&\s\"']+")
 
 
 class UsageError(ValueError):
@@ -177,32 +173,24 @@ def resolve_credentials(login: Optional[str], key: Optional[str], token: Optiona
     return Credentials(None, "none (no --login/--key, --token or NAPIX_* variables)")
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Return ``text`` with every secret value (a key, a token) replaced by
-    ``***``; what the command prints goes through it, in case a far side
-    echoes a credential back.
-
-    :param text: the text to print (``str``).
-    :param secrets: the secret values (``str``); empty ones are skipped.
-    :returns: the redacted text (``str``).
-    """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    """What the command prints: ``text`` with the credentials masked, in
+    every encoding a server may echo them in (:func:`~napixclient.redact.redact_secrets`)."""
+    return redact_secrets(text, secrets)
 
 
-def redact_log(text: str, secrets: Iterable[str]) -> str:
-    """:func:`redact`, and also every 64-hex-digit string (an HMAC-SHA256
-    signature, PROTOCOL.md) and every ``token=`` query value: for log lines,
-    where a masked checksum costs less than a leaked signature.
+def _redact_bytes(data: bytes, secrets: Sequence[str]) -> bytes:
+    """:func:`_redact` for a body written as bytes: read as Latin-1 (one
+    character per byte, so any bytes go through unchanged), with each
+    secret's UTF-8 bytes masked too."""
+    as_bytes = [secret.encode("utf-8").decode("latin-1") for secret in secrets]
+    return _redact(data.decode("latin-1"), [*secrets, *as_bytes]).encode("latin-1")
 
-    :param text: the log line (``str``).
-    :param secrets: the secret values (``str``); empty ones are skipped.
-    :returns: the redacted line (``str``).
-    """
-    text = _SIGNATURE.sub("***", redact(text, secrets))
-    return _TOKEN_PARAMETER.sub(r"\1***", text)
+
+def _redact_log(text: str, secrets: Iterable[str]) -> str:
+    """What the command logs: :func:`_redact`, and every signature too
+    (:func:`~napixclient.redact.redact_signatures`)."""
+    return redact_signatures(redact_secrets(text, secrets))
 
 
 class _RedactingFilter(logging.Filter):
@@ -217,8 +205,8 @@ class _RedactingFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact_log(record.exc_text, self._secrets)
-        record.msg, record.args = redact_log(message, self._secrets), ()
+            record.exc_text = _redact_log(record.exc_text, self._secrets)
+        record.msg, record.args = _redact_log(message, self._secrets), ()
         return True
 
 
@@ -441,12 +429,14 @@ def _body_text(body: Any) -> str:
     return str(body)
 
 
-def summarize(result: Result, width: int = SUMMARY_WIDTH) -> str:
+def summarize(result: Result, width: int = SUMMARY_WIDTH, secrets: Iterable[str] = ()) -> str:
     """A one-line summary of a result's body (JSON compacted) or error.
 
     :param result: a :class:`~napixclient.Response` or an
         :class:`~napixclient.HTTPError`.
     :param width: the most characters kept (``int``).
+    :param secrets: credentials (``str`` values) to mask, before the text is
+        cut, so that no part of one shows.
     :returns: the summary (``str``) on one line, whitespace runs collapsed,
         unprintable characters escaped, cut with ``...`` past ``width``.
     """
@@ -462,10 +452,24 @@ def summarize(result: Result, width: int = SUMMARY_WIDTH) -> str:
             text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     else:
         text = str(result.root.error_text or "")
+    text = _redact(text, secrets)
     # A far side's text must not drive the terminal (escape sequences).
     text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in " ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
+    """A decoded JSON value with the credentials masked in every string,
+    keys included, before it is encoded again (where escaping could hide
+    them from a search in the encoded text)."""
+    if isinstance(value, str):
+        return _redact(value, secrets)
+    if isinstance(value, dict):
+        return {_redact_value(k, secrets): _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(item, secrets) for item in value]
+    return value
 
 
 def _status_label(result: Result) -> str:
@@ -499,25 +503,25 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials,
             response = client.send(call)
         except HTTPError as error:
             _LOG.debug("failed: %s", type(error).__name__)
-            print(redact(error.format_chain(), credentials.secrets), file=err)
+            print(_redact(error.format_chain(), credentials.secrets), file=err)
             return EXIT_FAILED
     _LOG.debug("%s %s in %.0f ms", response.status, response.reason,
                response.elapsed * 1000)
     if 300 <= response.status < 400 and "Location" in response.headers:
         print(f"{response.status} {response.reason}: Location: "
-              f"{redact(response.headers['Location'], credentials.secrets)}", file=err)
+              f"{_redact(response.headers['Location'], credentials.secrets)}", file=err)
     # decode_body leaves a body as bytes only when its media type is not
     # text: write those as they came.
     if isinstance(response.body, bytes):
         buffer = getattr(out, "buffer", None)
         if buffer is not None:
             out.flush()
-            buffer.write(response.body)
+            buffer.write(_redact_bytes(response.body, credentials.secrets))
             buffer.flush()
             return EXIT_OK
-    text = _body_text(response.body)
+    text = _body_text(_redact_value(response.body, credentials.secrets))
     if text:
-        print(redact(text, credentials.secrets), file=out)
+        print(_redact(text, credentials.secrets), file=out)
     return EXIT_OK
 
 
@@ -535,6 +539,8 @@ class ProbeRow:
     :ivar latency: seconds (``float``) from sending to the result, or ``None``.
     :ivar outcome: ``"ok"``, ``"failed"``, ``"timed out"`` or ``"cancelled"``.
     :ivar match: whether this is the ``--first-where`` match.
+    :ivar secrets: the credentials (``str`` values), masked in whatever the
+        row shows.
     """
 
     host: str
@@ -542,6 +548,7 @@ class ProbeRow:
     latency: Optional[float]
     outcome: str
     match: bool = False
+    secrets: Tuple[str, ...] = field(default=(), repr=False)
 
     def as_json(self) -> Dict[str, Any]:
         """The row as a JSON-ready ``dict``: ``host``, ``status`` (``int`` or
@@ -555,7 +562,7 @@ class ProbeRow:
         if isinstance(result, Response):
             body = result.body if not isinstance(result.body, bytes) else None
         elif result is not None:
-            error, chain = type(result).__name__, str(result)
+            error, chain = type(result).__name__, _redact(str(result), self.secrets)
         else:
             error = "Cancelled" if self.outcome == "cancelled" else "Timeout"
         return {
@@ -564,7 +571,7 @@ class ProbeRow:
             "error": error,
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
             "outcome": self.outcome,
-            "body": body,
+            "body": _redact_value(body, self.secrets),
             "summary": self.summary(),
             "chain": chain,
             "match": self.match,
@@ -575,7 +582,7 @@ class ProbeRow:
         if self.result is None:
             return ("not waited for: a match came first" if self.outcome == "cancelled"
                     else "no result before the probe's deadline")
-        return summarize(self.result)
+        return summarize(self.result, secrets=self.secrets)
 
     def status_label(self) -> str:
         """The table's status column: the status, or an error class name."""
@@ -626,10 +633,11 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
     def emit(row: ProbeRow) -> None:
         if args.json:
             line = json.dumps(row.as_json(), ensure_ascii=False, default=str)
-            print(redact(line, credentials.secrets), file=out, flush=True)
+            print(_redact(line, credentials.secrets), file=out, flush=True)
 
     with pool, _progress(len(hosts), err) as advance:
-        rows, left = _probe(pool, hosts, path, condition, deadline, emit, advance)
+        rows, left = _probe(pool, hosts, path, condition, deadline, emit, advance,
+                            credentials.secrets)
     elapsed = time.monotonic() - started
 
     if not args.json:
@@ -655,7 +663,8 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
 def _probe(pool: ClientPool, hosts: List[str], path: str,
            condition: Optional[Callable[[Mapping[str, Any]], bool]], deadline: float,
            emit: Callable[[ProbeRow], None],
-           advance: Callable[[], None]) -> Tuple[List[ProbeRow], int]:
+           advance: Callable[[], None],
+           secrets: Tuple[str, ...]) -> Tuple[List[ProbeRow], int]:
     """GET ``path`` on every host through ``pool``; return the rows, in
     arrival order then the uncollected ones, and how many requests were
     still pending when the probe stopped (at a match or at ``deadline``
@@ -684,7 +693,7 @@ def _probe(pool: ClientPool, hosts: List[str], path: str,
         greenlet, when = done[id(result)]
         collected.add(greenlet)
         host, since = sent[greenlet]
-        row = ProbeRow(host, result, when - since, _outcome(result))
+        row = ProbeRow(host, result, when - since, _outcome(result), secrets=secrets)
         if condition is not None:
             body = result.body if isinstance(result, Response) else (
                 result.response.body if result.response is not None else None)
@@ -701,7 +710,8 @@ def _probe(pool: ClientPool, hosts: List[str], path: str,
     left = pool.pending
     for greenlet, (host, _) in sent.items():
         if greenlet not in collected:
-            row = ProbeRow(host, None, None, "cancelled" if matched else "timed out")
+            row = ProbeRow(host, None, None, "cancelled" if matched else "timed out",
+                           secrets=secrets)
             rows.append(row)
             emit(row)
     return rows, left
@@ -727,7 +737,7 @@ def _print_table(rows: List[ProbeRow], sort: str, out: TextIO,
             None if row.outcome == "ok" else "red" if row.outcome == "failed" else "yellow")
         # Text, not str: rich would read "[...]" in a body as markup.
         table.add_row(Text(row.host), Text(row.status_label()), Text(latency),
-                      Text(redact(row.summary(), credentials.secrets)), style=style)
+                      Text(row.summary()), style=style)
     console = Console(file=out, width=None if out.isatty() else 120,
                       highlight=False)
     console.print(table)
@@ -886,7 +896,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code: int = args.run(args, credentials, sys.stdout, sys.stderr)
         return code
     except UsageError as error:
-        _usage_error(sub, redact(str(error), credentials.secrets))
+        _usage_error(sub, _redact(str(error), credentials.secrets))
     except KeyboardInterrupt:
         print("napix: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
