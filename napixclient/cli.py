@@ -16,7 +16,10 @@ URLs, a token parameter included) stays off.
 
 Exit codes follow the usual Unix convention: 0 success, 1 a request failed
 (``request``) or not every host answered well (``probe``), 2 bad usage
-(argparse's own convention), 130 interrupted.
+(argparse's own convention), 130 interrupted (128 + SIGINT), 141 standard
+output closed before the command was done writing (128 + SIGPIPE, as for
+``napix probe ... | head -1``; nothing is printed, and a probe cancels what
+it had pending).
 
 The command runs its requests in the main greenlet and in a
 :class:`~napixclient.ClientPool`: nothing is monkey-patched.
@@ -61,7 +64,9 @@ from napixclient.redact import redact_secrets, redact_signatures
 from napixclient.response import Response
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "Credentials",
@@ -85,7 +90,13 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: argparse exits with 2 on bad usage; the command's own usage checks agree.
 EXIT_USAGE = 2
+#: Exit status when interrupted (Ctrl-C): 128 + SIGINT, as a shell reports it.
 EXIT_INTERRUPTED = 130
+#: Exit status when standard output was closed before the command was done
+#: writing (``napix ... | head -1``): 128 + SIGPIPE, what a shell reports for
+#: a command that a closed pipe ended, so scripts see what they see with
+#: other tools. Nothing is printed.
+EXIT_BROKEN_PIPE = 141
 
 ENV_LOGIN = "NAPIX_LOGIN"
 ENV_KEY = "NAPIX_KEY"
@@ -818,7 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napix", description="Call Napix HTTP hosts: one request, a probe of many "
         "hosts at once, or a demo against local servers.",
-        epilog="Exit codes: 0 success, 1 a request failed, 2 bad usage.")
+        epilog="Exit codes: 0 success, 1 a request failed, 2 bad usage, 130 interrupted "
+        "(Ctrl-C), 141 standard output closed before the end (napix ... | head -1).")
     parser.add_argument("--version", action="version", version=f"napix {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -878,7 +890,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     :param argv: the arguments after the program name; ``sys.argv[1:]`` by
         default.
     :returns: the exit code: :data:`EXIT_OK`, :data:`EXIT_FAILED`,
-        :data:`EXIT_USAGE` or 130 when interrupted.
+        :data:`EXIT_USAGE`, :data:`EXIT_INTERRUPTED` when interrupted, or
+        :data:`EXIT_BROKEN_PIPE` when standard output was closed early.
     :raises SystemExit: from argparse, with code 2, for bad usage it detects
         itself (and 0 for ``--help``/``--version``).
     """
@@ -894,12 +907,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _setup_logging(args.verbose, credentials.secrets)
     try:
         code: int = args.run(args, credentials, sys.stdout, sys.stderr)
+        # Flushed here, so that a closed pipe is noticed here rather than
+        # at the interpreter's exit.
+        sys.stdout.flush()
         return code
+    except BrokenPipeError:
+        # Standard output's reader went away (napix ... | head -1): the
+        # rest is not wanted. Leaving run() has cancelled what a probe had
+        # pending; what Python would flush at exit goes nowhere (the
+        # Python docs' "Note on SIGPIPE").
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except UsageError as error:
         _usage_error(sub, _redact(str(error), credentials.secrets))
     except KeyboardInterrupt:
         print("napix: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so that nothing more
+    written to it (Python flushes it at exit) can fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test's capture): nothing will flush it
 
 
 def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:

@@ -8,11 +8,13 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
 import gevent
 import gevent.subprocess
+from gevent.fileobject import FileObject
 import pytest
 
 from napixclient import cli
@@ -39,6 +41,24 @@ def napix(*args, env=None, timeout=30):
         capture_output=True, text=True, env=environ, timeout=timeout, cwd=str(ROOT))
 
 
+def napix_into_head(*args, env=None, timeout=30):
+    """Run ``napix ARGS | head -1``: stdout is a real pipe whose reader
+    takes the first line, then closes its end. Return ``(first line,
+    exit code, stderr, seconds the command took)``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(env or {}, PYTHONPATH=str(ROOT))
+    read_end, write_end = os.pipe()
+    started = time.monotonic()
+    process = gevent.subprocess.Popen(
+        [sys.executable, "-m", "napixclient", *map(str, args)], stdout=write_end,
+        stderr=gevent.subprocess.PIPE, text=True, env=environ, cwd=str(ROOT))
+    os.close(write_end)
+    with FileObject(read_end, "rb") as reader:  # cooperative: the servers keep serving
+        first = reader.readline().decode()
+    _, stderr = process.communicate(timeout=timeout)
+    return first, process.returncode, stderr, time.monotonic() - started
+
+
 def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -62,6 +82,15 @@ def test_request_prints_the_json_body_pretty_printed_and_exits_0(server):
     assert (sent.method, sent.login, sent.json) == ("POST", LOGIN, {"size": 1})
     assert sent.headers["Content-Type"] == "application/json"
     assert sent.headers["X-Trace"] == "abc"
+
+
+def test_request_into_a_pipe_closed_early_ends_quietly(server):
+    # 20,000 lines: more than a pipe holds, so napix is still writing when
+    # the reader goes away.
+    server.route("/big", body="".join(f"line {n}\n" for n in range(20_000)))
+    first, code, stderr, _ = napix_into_head("request", server.host, "GET", "/big", env=SIGNED)
+    assert first == "line 0\n"
+    assert (code, stderr) == (cli.EXIT_BROKEN_PIPE, "")
 
 
 def test_request_on_a_redirect_exits_0_without_following_it(server):
@@ -232,6 +261,22 @@ def test_probe_json_prints_one_object_per_host_and_the_summary_on_stderr(server)
     (line,) = json_lines(done.stdout)
     assert (line["status"], line["error"], line["outcome"]) == (500, "HTTPError", "failed")
     assert "1 host: 0 ok, 1 failed, 0 timed out" in done.stderr
+
+
+def test_probe_json_into_a_pipe_closed_early_ends_quietly_and_cancels_the_rest(
+        napix_server_factory):
+    fast = napix_server_factory(users=USERS).route("/capacity", body={"free_slots": 1})
+    later = napix_server_factory(users=USERS).route(
+        "/capacity", body={"free_slots": 2}, latency=0.5)
+    hanging = napix_server_factory(users=USERS).route("/capacity", hang=True)
+    first, code, stderr, took = napix_into_head(
+        "probe", fast.host, later.host, hanging.host, "/capacity", "--json", "--timeout", "30",
+        env=SIGNED)
+    assert json.loads(first)["host"] == fast.host
+    assert (code, stderr) == (cli.EXIT_BROKEN_PIPE, "")
+    # The second row found the pipe closed: the hanging request was
+    # cancelled then, not waited for until its 30 s timeout.
+    assert took < 15
 
 
 def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
