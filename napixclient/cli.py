@@ -204,29 +204,49 @@ def _redact_log(text: str, secrets: Iterable[str]) -> str:
     return redact_signatures(redact_secrets(text, secrets))
 
 
-class _RedactingFilter(logging.Filter):
-    """A handler filter that passes every record with its secrets redacted."""
+class _LogHandler(logging.Handler):
+    """Writes each log record as one line, ``napix: LOGGER: MESSAGE``, with
+    the credentials and signatures masked.
 
-    def __init__(self, secrets: Sequence[str]) -> None:
+    An exception attached to a record is named on the same line (``(KeyError:
+    'x')``), never printed as a traceback: a traceback is not for a user of
+    the command, and the servers of ``napix demo`` log their failures with
+    one on purpose.
+    """
+
+    def __init__(self, stream: TextIO, secrets: Sequence[str]) -> None:
         super().__init__()
+        self._stream = stream
         self._secrets = tuple(secrets)
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = _redact_log(record.exc_text, self._secrets)
-        record.msg, record.args = _redact_log(message, self._secrets), ()
-        return True
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            message += f" ({type(error).__name__}: {error})"
+        line = " ".join(f"napix: {record.name}: {message}".splitlines())
+        return _redact_log(line, self._secrets)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        """Drop a record that cannot be written (standard error closed, say):
+        logging's default prints a traceback about it on standard error."""
 
 
 _handler: Optional[logging.Handler] = None
 
 
 def _setup_logging(verbosity: int, secrets: Sequence[str]) -> None:
-    """Log to stderr through a redacting filter: warnings by default, the
-    command's own steps with ``-v``, napixclient's debug lines with ``-vv``.
+    """Log to stderr, one line per record with the secrets masked: warnings
+    by default, the command's own steps with ``-v``, napixclient's debug
+    lines with ``-vv``.
 
     urllib3 stays at WARNING whatever the verbosity: its debug lines print
     whole URLs, a token parameter included.
@@ -235,9 +255,7 @@ def _setup_logging(verbosity: int, secrets: Sequence[str]) -> None:
     root = logging.getLogger()
     if _handler is not None:  # main() called again in the same process
         root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("napix: %(name)s: %(message)s"))
-    _handler.addFilter(_RedactingFilter(secrets))
+    _handler = _LogHandler(sys.stderr, secrets)
     root.addHandler(_handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -905,6 +923,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (UsageError, ValueError) as error:
             _usage_error(sub, str(error))
     _setup_logging(args.verbose, credentials.secrets)
+    # A Ctrl-C that lands while gevent's hub runs is raised in the hub,
+    # which prints it with a timestamp before passing it to this greenlet;
+    # an error it does not print is still passed on (gevent's
+    # Hub.handle_error), and caught below.
+    hub = gevent.get_hub()
+    not_error = hub.NOT_ERROR
+    hub.NOT_ERROR = (*not_error, KeyboardInterrupt)
     try:
         code: int = args.run(args, credentials, sys.stdout, sys.stderr)
         # Flushed here, so that a closed pipe is noticed here rather than
@@ -923,6 +948,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("napix: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        hub.NOT_ERROR = not_error
 
 
 def _discard_stdout() -> None:

@@ -4,18 +4,24 @@ The servers run in this process's gevent hub, so the command runs under
 gevent.subprocess: waiting for it yields to the hub and the servers answer.
 """
 
+import fcntl
 import json
 import os
+import pty
 import re
+import signal
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import gevent
+import gevent.os
 import gevent.subprocess
-from gevent.fileobject import FileObject
 import pytest
+from gevent.fileobject import FileObject
 
 from napixclient import cli
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
@@ -57,6 +63,48 @@ def napix_into_head(*args, env=None, timeout=30):
         first = reader.readline().decode()
     _, stderr = process.communicate(timeout=timeout)
     return first, process.returncode, stderr, time.monotonic() - started
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def napix_in_terminal(*args, env=None, columns=80, interrupt_at=None, timeout=30):
+    """Run ``napix ARGS`` in a pseudo-terminal of ``columns`` columns (stdin,
+    stdout and stderr on it), as a person would; with ``interrupt_at``,
+    send SIGINT (what Ctrl-C sends) once that text has been shown. Return
+    ``(exit code, everything written to the terminal)``, the terminal's own
+    line ends (``\\r\\n``) read as ``\\n``."""
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("NAPIX_") and k not in ("NO_COLOR", "FORCE_COLOR")}
+    environ.update(env or {}, PYTHONPATH=str(ROOT), TERM="xterm-256color",
+                   COLUMNS=str(columns), LINES="24")
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    process = gevent.subprocess.Popen(
+        [sys.executable, "-m", "napixclient", *map(str, args)], stdin=terminal,
+        stdout=terminal, stderr=terminal, env=environ, cwd=str(ROOT))
+    os.close(terminal)
+    gevent.os.make_nonblocking(controller)
+    shown = b""
+    try:
+        with gevent.Timeout(timeout):
+            while True:
+                try:
+                    data = gevent.os.nb_read(controller, 65536)
+                except OSError:  # EIO: the terminal's last writer has gone
+                    break
+                if not data:
+                    break
+                shown += data
+                if interrupt_at is not None and interrupt_at.encode() in shown:
+                    process.send_signal(signal.SIGINT)
+                    interrupt_at = None
+            code = process.wait()
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    return code, shown.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def json_lines(text):
@@ -149,6 +197,52 @@ def test_bad_usage_exits_2_naming_the_problem(argv, message, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# -- Ctrl-C --------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_probe_on_a_terminal_shows_only_napix_interrupted(
+        napix_server_factory):
+    hanging = napix_server_factory(users=USERS).route("/capacity", hang=True)
+    code, shown = napix_in_terminal("probe", hanging.host, "/capacity", "--timeout", "30",
+                                    env=SIGNED, interrupt_at="probing")
+    assert code == cli.EXIT_INTERRUPTED
+    text = ANSI.sub("", shown)
+    assert text.rstrip().endswith("napix: interrupted"), shown
+    # gevent's hub printed "KeyboardInterrupt" and a timestamp before.
+    for word in ("KeyboardInterrupt", "Traceback", "Z\n"):
+        assert word not in text, shown
+
+
+def test_ctrl_c_during_a_request_shows_only_napix_interrupted(napix_server_factory):
+    hanging = napix_server_factory(users=USERS).route("/slow", hang=True)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(SIGNED, PYTHONPATH=str(ROOT))
+    process = gevent.subprocess.Popen(
+        [sys.executable, "-m", "napixclient", "request", hanging.host, "GET", "/slow", "-v"],
+        stdout=gevent.subprocess.PIPE, stderr=gevent.subprocess.PIPE, text=True, env=environ)
+    with gevent.Timeout(20):  # bounded: the request is in flight when the server sees it
+        while hanging.in_flight == 0:
+            gevent.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == cli.EXIT_INTERRUPTED
+    assert out == ""
+    assert err.splitlines()[-1] == "napix: interrupted"
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err, err
+
+
+def test_napix_demo_verbose_logs_one_line_per_record_of_its_servers():
+    done = napix("demo", "-v", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    # The chain's servers A and B each log the failure they answer 500 for.
+    failures = [line for line in lines if "napixclient.wsgi" in line]
+    assert len(failures) == 2, done.stderr
+    assert all(line.startswith("napix: ") for line in lines), done.stderr
+    assert "Traceback" not in done.stderr and '  File "' not in done.stderr
+    assert "`/slots/42` not found" in failures[0]
 
 
 # -- credentials -------------------------------------------------------------
