@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Mapping,
     NoReturn,
@@ -54,6 +56,10 @@ from typing import (
 
 import gevent
 from gevent import Greenlet
+from rich.cells import cell_len, chop_cells, set_cell_size
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.text import Text
 
 from napixclient import __version__
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
@@ -104,6 +110,8 @@ ENV_TOKEN = "NAPIX_TOKEN"
 
 #: The most characters of a body shown in a probe table's row.
 SUMMARY_WIDTH = 60
+#: Columns of a table written to a pipe or a file when ``COLUMNS`` is not set.
+PIPE_WIDTH = 120
 #: The longest ``--first-where`` expression accepted, in characters.
 MAX_EXPRESSION = 1000
 
@@ -214,9 +222,9 @@ class _LogHandler(logging.Handler):
     one on purpose.
     """
 
-    def __init__(self, stream: TextIO, secrets: Sequence[str]) -> None:
+    def __init__(self, write: Callable[[str], None], secrets: Sequence[str]) -> None:
         super().__init__()
-        self._stream = stream
+        self._write = write
         self._secrets = tuple(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -225,13 +233,11 @@ class _LogHandler(logging.Handler):
         if error is not None:
             message += f" ({type(error).__name__}: {error})"
         line = " ".join(f"napix: {record.name}: {message}".splitlines())
-        return _redact_log(line, self._secrets)
+        return _printable(_redact_log(line, self._secrets))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            self._write(self.format(record))
         except Exception:
             self.handleError(record)
 
@@ -243,7 +249,7 @@ class _LogHandler(logging.Handler):
 _handler: Optional[logging.Handler] = None
 
 
-def _setup_logging(verbosity: int, secrets: Sequence[str]) -> None:
+def _setup_logging(verbosity: int, secrets: Sequence[str], write: Callable[[str], None]) -> None:
     """Log to stderr, one line per record with the secrets masked: warnings
     by default, the command's own steps with ``-v``, napixclient's debug
     lines with ``-vv``.
@@ -255,7 +261,7 @@ def _setup_logging(verbosity: int, secrets: Sequence[str]) -> None:
     root = logging.getLogger()
     if _handler is not None:  # main() called again in the same process
         root.removeHandler(_handler)
-    _handler = _LogHandler(sys.stderr, secrets)
+    _handler = _LogHandler(write, secrets)
     root.addHandler(_handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
@@ -447,6 +453,15 @@ def _evaluate(node: ast.AST, values: Mapping[str, Any]) -> Any:
 # -- output helpers --------------------------------------------------------
 
 
+def _printable(text: str, keep: str = "") -> str:
+    """``text`` with every character that is not printable (the ESC that
+    starts a terminal's escape sequences, other control characters) written
+    as its Python escape (``\\x1b``), except those in ``keep``: a far
+    side's text must not drive the terminal."""
+    return "".join(c if c.isprintable() or c in keep
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _body_text(body: Any) -> str:
     """The decoded body for people: JSON pretty-printed, text as is."""
     if body is None:
@@ -483,8 +498,7 @@ def summarize(result: Result, width: int = SUMMARY_WIDTH, secrets: Iterable[str]
         text = str(result.root.error_text or "")
     text = _redact(text, secrets)
     # A far side's text must not drive the terminal (escape sequences).
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in " ".join(text.split()))
+    text = _printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -508,11 +522,122 @@ def _status_label(result: Result) -> str:
     return type(result).__name__
 
 
+# -- where the output goes -------------------------------------------------
+
+
+def _same_terminal(first: TextIO, second: TextIO) -> bool:
+    """Whether two streams are one terminal (the same device), as standard
+    output and standard error are in an interactive shell."""
+    try:
+        return (first.isatty() and second.isatty()
+                and os.fstat(first.fileno()).st_rdev == os.fstat(second.fileno()).st_rdev)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _pipe_width() -> int:
+    """Columns for a table written to a pipe or a file: ``COLUMNS`` when set,
+    else :data:`PIPE_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+
+
+class _Output:
+    """Where the command writes, and how.
+
+    Bodies, table rows and JSON lines go to standard output; log records,
+    errors, the progress bar and (with ``--json``) the summary go to
+    standard error. Each stream has its rich Console. While the progress
+    bar runs on a terminal, log records and (when standard output is that
+    same terminal) rows are printed through the bar's console, which draws
+    them whole above the bar (rich's live display), so nothing is written
+    over.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self.out_is_terminal = _isatty(out)
+        self.err_console = Console(file=err, highlight=False, markup=False, emoji=False,
+                                   soft_wrap=True)
+        self.out_console = Console(file=out, highlight=False, markup=False, emoji=False,
+                                   width=None if self.out_is_terminal else _pipe_width())
+        self._rows_above_bar = _same_terminal(out, err)
+        self._bar: Optional[Progress] = None
+
+    @property
+    def width(self) -> int:
+        """Columns of standard output (``int``)."""
+        return self.out_console.width
+
+    def row(self, line: Text) -> None:
+        """Write one line of output (a table row, a JSON line) on standard
+        output, at once: rows appear as results arrive, in a pipe too."""
+        if self._bar is not None and self._rows_above_bar:
+            self.err_console.print(line)
+        elif self.out_is_terminal:
+            self.out_console.print(line, soft_wrap=True)
+        else:
+            self.out.write(line.plain + "\n")
+            self.out.flush()
+
+    def log(self, line: str) -> None:
+        """Write one log line on standard error (above the bar, if it runs)."""
+        self.err_console.print(Text(line))
+
+    @contextlib.contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[], None]]:
+        """A transient progress bar on standard error when it is a terminal
+        (else nothing); yields ``advance()``, to call once per result."""
+        if not _isatty(self.err):
+            yield lambda: None
+            return
+        bar = Progress(
+            "probing", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.err_console, transient=True,
+            # rich refreshes from a thread; without monkey-patching that
+            # thread cannot run while the hub waits, so refresh by hand.
+            auto_refresh=False,
+            # Rows go through self.row; standard output is not to be
+            # redirected to the bar's stream (standard error).
+            redirect_stdout=False,
+        )
+        task = bar.add_task("probe", total=total)
+
+        def tick() -> None:
+            # Keeps the elapsed time moving while no result comes.
+            while True:
+                gevent.sleep(0.25)
+                bar.refresh()
+
+        def advance() -> None:
+            bar.advance(task)
+            bar.refresh()
+
+        ticker = gevent.spawn(tick)
+        try:
+            # Started inside the try: a Ctrl-C during start() still stops
+            # the bar, or it would stay on screen and keep standard error.
+            bar.start()
+            self._bar = bar
+            yield advance
+        finally:
+            ticker.kill()
+            self._bar = None
+            bar.stop()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (ValueError, AttributeError):  # closed, or not a file
+        return False
+
+
 # -- napix request ---------------------------------------------------------
 
 
-def _cmd_request(args: argparse.Namespace, credentials: Credentials,
-                 out: TextIO, err: TextIO) -> int:
+def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: _Output) -> int:
+    out, err = output.out, output.err
     headers = dict(parse_header(item) for item in args.header or ())
     body = None
     if args.data is not None:
@@ -626,8 +751,7 @@ def _outcome(result: Result) -> str:
     return "timed out" if isinstance(result, Timeout) else "failed"
 
 
-def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
-               out: TextIO, err: TextIO) -> int:
+def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: _Output) -> int:
     targets = list(args.targets)
     path = targets.pop()
     if not path.startswith("/"):
@@ -658,19 +782,35 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
     # not, so that a probe always ends.
     waves = math.ceil(max(Counter(hosts).values()) / args.simultaneous)
     deadline = args.timeout * waves + 2.0
+    table = None if args.json else _Table(hosts, output.width)
 
     def emit(row: ProbeRow) -> None:
-        if args.json:
+        if table is None:
             line = json.dumps(row.as_json(), ensure_ascii=False, default=str)
-            print(_redact(line, credentials.secrets), file=out, flush=True)
+            output.row(Text(_redact(line, credentials.secrets)))
+        else:
+            for text in table.row(row):
+                output.row(text)
 
-    with pool, _progress(len(hosts), err) as advance:
-        rows, left = _probe(pool, hosts, path, condition, deadline, emit, advance,
+    if args.sort == "host":
+        later: List[ProbeRow] = []
+        show = later.append
+    else:
+        show = emit
+        if table is not None:
+            for line in table.header():
+                output.row(line)
+    with pool, output.progress(len(hosts)) as advance:
+        rows, left = _probe(pool, hosts, path, condition, deadline, show, advance,
                             credentials.secrets)
     elapsed = time.monotonic() - started
+    if args.sort == "host":
+        if table is not None:
+            for line in table.header():
+                output.row(line)
+        for row in sorted(later, key=lambda row: row.host):
+            emit(row)
 
-    if not args.json:
-        _print_table(rows, args.sort, out, credentials)
     match = next((row for row in rows if row.match), None)
     counts = {name: sum(1 for row in rows if row.outcome == name)
               for name in ("ok", "failed", "timed out", "cancelled")}
@@ -683,7 +823,11 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
     if condition is not None:
         summary += (f"; first match: {match.host} ({left} still pending, cancelled)"
                     if match else "; no match")
-    print(summary, file=err if args.json else out)
+    if args.json:
+        output.log(summary)
+    else:
+        output.row(Text())
+        output.row(Text(summary))
     if condition is not None:
         return EXIT_OK if match else EXIT_FAILED
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
@@ -746,85 +890,69 @@ def _probe(pool: ClientPool, hosts: List[str], path: str,
     return rows, left
 
 
-def _print_table(rows: List[ProbeRow], sort: str, out: TextIO,
-                 credentials: Credentials) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+#: Width of the table's status column: its longest label, ``ConnectionError``.
+_STATUS_COLUMN = 15
+#: Width of the latency column: its title, ``latency ms``.
+_LATENCY_COLUMN = 10
+#: The narrowest body column before the host column is made narrower.
+_BODY_COLUMN_MIN = 20
+_GAP = "  "
 
-    if sort == "host":
-        rows = sorted(rows, key=lambda row: row.host)
-    table = Table(box=box.SIMPLE, pad_edge=False)
-    table.add_column("host", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("latency ms", justify="right", no_wrap=True)
-    table.add_column("body", overflow="ellipsis", no_wrap=True)
-    for row in rows:
+
+class _Table:
+    """The probe's table, one row at a time, to fit ``width`` columns.
+
+    The status and latency columns keep their width; the body column
+    narrows first (its summary is cut with an ellipsis), down to
+    :data:`_BODY_COLUMN_MIN`; past that the host column narrows and a host
+    longer than it wraps onto the next lines, whole: the host is the last
+    thing cut.
+    """
+
+    def __init__(self, hosts: Iterable[str], width: int) -> None:
+        fixed = _STATUS_COLUMN + _LATENCY_COLUMN + 3 * len(_GAP)
+        longest = max([len("host"), *(cell_len(host) for host in hosts)])
+        self.host_width = max(min(longest, width - fixed - _BODY_COLUMN_MIN), 8)
+        self.body_width = max(min(width - fixed - self.host_width, SUMMARY_WIDTH), 8)
+
+    def header(self) -> List[Text]:
+        """The title line and the rule under it."""
+        title = self._line("host", "status", "latency ms", "body")
+        title.stylize("bold")
+        rule = "─" * (self.host_width + _STATUS_COLUMN + _LATENCY_COLUMN + 3 * len(_GAP)
+                      + self.body_width)
+        return [title, Text(rule, style="dim")]
+
+    def row(self, row: ProbeRow) -> List[Text]:
+        """A row's lines: one, or more when its host wraps."""
         latency = "-" if row.latency is None else f"{row.latency * 1000:.0f}"
-        style = "bold green" if row.match else (
-            None if row.outcome == "ok" else "red" if row.outcome == "failed" else "yellow")
-        # Text, not str: rich would read "[...]" in a body as markup.
-        table.add_row(Text(row.host), Text(row.status_label()), Text(latency),
-                      Text(row.summary()), style=style)
-    console = Console(file=out, width=None if out.isatty() else 120,
-                      highlight=False)
-    console.print(table)
+        chunks = chop_cells(row.host, self.host_width) or [""]
+        first = self._line(chunks[0], row.status_label(), latency, row.summary())
+        style = ("bold green" if row.match else "" if row.outcome == "ok"
+                 else "red" if row.outcome == "failed" else "yellow")
+        lines = [first, *(Text(chunk) for chunk in chunks[1:])]
+        for line in lines:
+            line.stylize(style)
+        return lines
 
+    def _line(self, host: str, status: str, latency: str, body: str) -> Text:
+        cut = Text(body)
+        cut.truncate(self.body_width, overflow="ellipsis")
+        line = Text(_GAP.join([set_cell_size(host, self.host_width),
+                               status.ljust(_STATUS_COLUMN),
+                               latency.rjust(_LATENCY_COLUMN), cut.plain]))
+        line.rstrip()
+        return line
 
-class _progress:
-    """A transient rich progress bar on ``stream`` when it is a terminal;
-    otherwise nothing. Used as ``with _progress(total, stream) as advance:``."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self._total = total
-        self._stream = stream
-        self._progress: Any = None
-        self._ticker: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self._stream.isatty():
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self._progress = Progress(
-            "probing", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(file=self._stream), transient=True,
-            # rich refreshes from a thread; without monkey-patching that
-            # thread cannot run while the hub waits, so refresh by hand.
-            auto_refresh=False,
-        )
-        self._progress.start()
-        task = self._progress.add_task("probe", total=self._total)
-        self._ticker = gevent.spawn(self._tick)
-
-        def advance() -> None:
-            self._progress.advance(task)
-            self._progress.refresh()
-
-        return advance
-
-    def _tick(self) -> None:
-        # Keeps the elapsed time moving while no result comes; killed on exit.
-        while True:
-            gevent.sleep(0.25)
-            self._progress.refresh()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._progress is not None:
-            self._ticker.kill()
-            self._progress.stop()
 
 
 # -- napix demo ------------------------------------------------------------
 
 
-def _cmd_demo(args: argparse.Namespace, credentials: Credentials,
-              out: TextIO, err: TextIO) -> int:
+def _cmd_demo(args: argparse.Namespace, credentials: Credentials, output: _Output) -> int:
     from napixclient.demo import run_demo
 
-    return run_demo(out, verbose=args.verbose)
+    return run_demo(output.out, verbose=args.verbose)
 
 
 # -- the parser ------------------------------------------------------------
@@ -913,6 +1041,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     :raises SystemExit: from argparse, with code 2, for bad usage it detects
         itself (and 0 for ``--help``/``--version``).
     """
+    # A Ctrl-C that lands while gevent's hub runs is raised in the hub,
+    # which prints it with a timestamp before passing it to this greenlet;
+    # an error it does not print is still passed on (gevent's
+    # Hub.handle_error), and caught below.
+    hub = gevent.get_hub()
+    not_error = hub.NOT_ERROR
+    hub.NOT_ERROR = (*not_error, KeyboardInterrupt)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # Whatever was running has been left (a probe's pool closed, its
+        # progress bar erased) on the way here.
+        print("napix: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        hub.NOT_ERROR = not_error
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sub: argparse.ArgumentParser = args.parser
@@ -922,16 +1069,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             credentials = resolve_credentials(args.login, args.key, args.token, os.environ)
         except (UsageError, ValueError) as error:
             _usage_error(sub, str(error))
-    _setup_logging(args.verbose, credentials.secrets)
-    # A Ctrl-C that lands while gevent's hub runs is raised in the hub,
-    # which prints it with a timestamp before passing it to this greenlet;
-    # an error it does not print is still passed on (gevent's
-    # Hub.handle_error), and caught below.
-    hub = gevent.get_hub()
-    not_error = hub.NOT_ERROR
-    hub.NOT_ERROR = (*not_error, KeyboardInterrupt)
+    output = _Output(sys.stdout, sys.stderr)
+    _setup_logging(args.verbose, credentials.secrets, output.log)
     try:
-        code: int = args.run(args, credentials, sys.stdout, sys.stderr)
+        code: int = args.run(args, credentials, output)
         # Flushed here, so that a closed pipe is noticed here rather than
         # at the interpreter's exit.
         sys.stdout.flush()
@@ -945,11 +1086,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BROKEN_PIPE
     except UsageError as error:
         _usage_error(sub, _redact(str(error), credentials.secrets))
-    except KeyboardInterrupt:
-        print("napix: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        hub.NOT_ERROR = not_error
 
 
 def _discard_stdout() -> None:

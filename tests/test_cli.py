@@ -22,6 +22,7 @@ import gevent.os
 import gevent.subprocess
 import pytest
 from gevent.fileobject import FileObject
+from rich.cells import cell_len
 
 from napixclient import cli
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
@@ -72,8 +73,8 @@ def napix_in_terminal(*args, env=None, columns=80, interrupt_at=None, timeout=30
     """Run ``napix ARGS`` in a pseudo-terminal of ``columns`` columns (stdin,
     stdout and stderr on it), as a person would; with ``interrupt_at``,
     send SIGINT (what Ctrl-C sends) once that text has been shown. Return
-    ``(exit code, everything written to the terminal)``, the terminal's own
-    line ends (``\\r\\n``) read as ``\\n``."""
+    ``(exit code, everything written to the terminal)``; :func:`screen`
+    tells what a person sees of it."""
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith("NAPIX_") and k not in ("NO_COLOR", "FORCE_COLOR")}
     environ.update(env or {}, PYTHONPATH=str(ROOT), TERM="xterm-256color",
@@ -104,7 +105,36 @@ def napix_in_terminal(*args, env=None, columns=80, interrupt_at=None, timeout=30
         os.close(controller)
         if process.poll() is None:
             process.kill()
-    return code, shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    return code, shown.decode("utf-8", "replace")
+
+
+_TERMINAL_OUTPUT = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]")
+
+
+def screen(shown, columns=80):
+    """The lines a terminal of ``columns`` columns shows once ``shown`` is
+    written to it: what rich writes is carriage returns, line feeds, erase
+    line (ESC [2K), cursor up (ESC [nA) and colours (ignored here); long
+    lines wrap."""
+    lines, row, col = [[]], 0, 0
+    for match in _TERMINAL_OUTPUT.finditer(shown):
+        token, code = match.group(0), match.group(2)
+        if token == "\r":
+            col = 0
+        elif token == "\n" or (not code and col >= columns):
+            row, col = row + 1, 0
+            lines.extend([] for _ in range(row + 1 - len(lines)))
+        if code == "K":
+            lines[row] = lines[row][:col] if match.group(1) in ("", "0") else []
+        elif code == "A":
+            row = max(row - int(match.group(1) or 1), 0)
+        if code or token in "\r\n":
+            continue
+        line = lines[row]
+        line.extend(" " * (col + 1 - len(line)))
+        line[col] = token
+        col += 1
+    return ["".join(line).rstrip() for line in lines]
 
 
 def json_lines(text):
@@ -204,15 +234,16 @@ def test_bad_usage_exits_2_naming_the_problem(argv, message, capsys):
 
 def test_ctrl_c_during_a_probe_on_a_terminal_shows_only_napix_interrupted(
         napix_server_factory):
+    # Pressed while the progress bar has been showing for a second.
     hanging = napix_server_factory(users=USERS).route("/capacity", hang=True)
     code, shown = napix_in_terminal("probe", hanging.host, "/capacity", "--timeout", "30",
-                                    env=SIGNED, interrupt_at="probing")
+                                    env=SIGNED, interrupt_at="0:00:01")
     assert code == cli.EXIT_INTERRUPTED
-    text = ANSI.sub("", shown)
-    assert text.rstrip().endswith("napix: interrupted"), shown
-    # gevent's hub printed "KeyboardInterrupt" and a timestamp before.
-    for word in ("KeyboardInterrupt", "Traceback", "Z\n"):
-        assert word not in text, shown
+    lines = [line for line in screen(shown) if line]
+    # The table's title and rule, then only this: gevent's hub printed
+    # "KeyboardInterrupt" and a timestamp before.
+    assert lines[0].split() == ["host", "status", "latency", "ms", "body"]
+    assert lines[2:] == ["napix: interrupted"], shown
 
 
 def test_ctrl_c_during_a_request_shows_only_napix_interrupted(napix_server_factory):
@@ -371,6 +402,65 @@ def test_probe_json_into_a_pipe_closed_early_ends_quietly_and_cancels_the_rest(
     # The second row found the pipe closed: the hanging request was
     # cancelled then, not waited for until its 30 s timeout.
     assert took < 15
+
+
+def test_progress_bar_on_a_terminal_never_writes_over_json_lines_or_log_records(
+        napix_server_factory):
+    servers = [napix_server_factory(users=USERS).route(
+        "/capacity", body={"free_slots": n}, latency=0.3 * n) for n in range(3)]
+    code, shown = napix_in_terminal("probe", *(s.host for s in servers), "/capacity", "--json",
+                                    "-v", env=SIGNED, columns=250)
+    assert code == 0, shown
+    assert "probing" in shown  # the bar was drawn, between the rows
+    lines = [line for line in screen(shown, columns=250) if line]
+    rows = [json.loads(line) for line in lines if line.startswith("{")]
+    assert sorted(row["host"] for row in rows) == sorted(s.host for s in servers)
+    logs = [line for line in lines if line.startswith("napix: napixclient.cli: ")]
+    assert len(logs) == 2 + len(servers)  # auth, probing, one per result
+    assert lines[-1].startswith("3 hosts: 3 ok, 0 failed, 0 timed out in ")
+    assert len(rows) + len(logs) + 1 == len(lines), lines  # nothing else, nothing glued
+
+
+def test_probe_table_rows_appear_as_results_arrive(napix_server_factory):
+    fast = napix_server_factory(users=USERS).route("/capacity", body={"free_slots": 1})
+    slow = napix_server_factory(users=USERS).route(
+        "/capacity", body={"free_slots": 2}, latency=3)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(SIGNED, PYTHONPATH=str(ROOT))
+    process = gevent.subprocess.Popen(
+        [sys.executable, "-m", "napixclient", "probe", slow.host, fast.host, "/capacity"],
+        stdout=gevent.subprocess.PIPE, env=environ)
+    seen = {}
+    with gevent.Timeout(30):
+        for line in process.stdout:  # a pipe: not a terminal
+            for host in (fast.host, slow.host):
+                if line.decode().startswith(host):
+                    seen[host] = time.monotonic()
+    assert process.wait() == 0
+    assert seen[slow.host] - seen[fast.host] > 2  # the fast row came 3 s before the end
+
+
+def test_probe_table_fits_80_columns_and_wraps_a_long_host_whole(napix_server_factory):
+    prefix = "/" + "-".join(["a-rather-long-napix-prefix"] * 3)
+    server = napix_server_factory(users=USERS)
+    server.route(prefix + "/capacity", body={"free_slots": 1, "note": "x" * 100})
+    server.route("/capacity", body={"free_slots": 2})
+    long_host = f"http://{server.host}{prefix}"
+    code, shown = napix_in_terminal("probe", long_host, server.host, "/capacity", env=SIGNED)
+    assert code == 0, shown
+    # Read on an unbounded screen, nothing is wider than the terminal.
+    lines = [line for line in screen(shown, columns=10_000) if line]
+    assert max(cell_len(line) for line in lines) <= 80, lines
+    first = next(n for n, line in enumerate(lines) if line.startswith("http://"))
+    # The host column is as wide as the terminal allows; the long host goes
+    # on over the next lines, where the other columns are empty.
+    wrapped = [lines[first]] + [line for line in lines[first + 1:first + 4]
+                                 if not line.startswith(("127.", "  "))]
+    host_width = len(wrapped[0].split()[0])
+    assert "".join(line[:host_width] for line in wrapped) == long_host
+    assert wrapped[0].split()[1] == "200" and '{"free_slots":1' in wrapped[0]
+    short = next(line for line in lines if line.startswith(server.host))
+    assert short.split()[1:3] == ["200", short.split()[2]] and '{"free_slots":2}' in short
 
 
 def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
