@@ -580,6 +580,30 @@ class _Output:
             self.out.write(line.plain + "\n")
             self.out.flush()
 
+    def body(self, text: str) -> None:
+        """Write a body (``str``) and a line end on standard output; on a
+        terminal, with its control characters escaped (line ends and tabs
+        kept), so that a far side's escape sequences do not drive it."""
+        if self.out_is_terminal:
+            text = _printable(text, keep="\n\t")
+        print(text, file=self.out, flush=True)
+
+    def body_bytes(self, data: bytes) -> None:
+        """Write a body (``bytes``) on standard output as it came; on a
+        terminal, read as UTF-8 and written as :meth:`body` writes text."""
+        buffer = getattr(self.out, "buffer", None)
+        if self.out_is_terminal or buffer is None:
+            self.body(data.decode("utf-8", "backslashreplace"))
+            return
+        self.out.flush()
+        buffer.write(data)
+        buffer.flush()
+
+    def message(self, text: str) -> None:
+        """Write a message for people (an error chain, a hint) on standard
+        error, its control characters escaped (line ends and tabs kept)."""
+        print(_printable(text, keep="\n\t"), file=self.err, flush=True)
+
     def log(self, line: str) -> None:
         """Write one log line on standard error (above the bar, if it runs)."""
         self.err_console.print(Text(line))
@@ -637,7 +661,6 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: _Output) -> int:
-    out, err = output.out, output.err
     headers = dict(parse_header(item) for item in args.header or ())
     body = None
     if args.data is not None:
@@ -657,25 +680,21 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: _Ou
             response = client.send(call)
         except HTTPError as error:
             _LOG.debug("failed: %s", type(error).__name__)
-            print(_redact(error.format_chain(), credentials.secrets), file=err)
+            output.message(_redact(error.format_chain(), credentials.secrets))
             return EXIT_FAILED
     _LOG.debug("%s %s in %.0f ms", response.status, response.reason,
                response.elapsed * 1000)
     if 300 <= response.status < 400 and "Location" in response.headers:
-        print(f"{response.status} {response.reason}: Location: "
-              f"{_redact(response.headers['Location'], credentials.secrets)}", file=err)
+        output.message(f"{response.status} {response.reason}: Location: "
+                       f"{_redact(response.headers['Location'], credentials.secrets)}")
     # decode_body leaves a body as bytes only when its media type is not
-    # text: write those as they came.
+    # text: those go out as they came.
     if isinstance(response.body, bytes):
-        buffer = getattr(out, "buffer", None)
-        if buffer is not None:
-            out.flush()
-            buffer.write(_redact_bytes(response.body, credentials.secrets))
-            buffer.flush()
-            return EXIT_OK
+        output.body_bytes(_redact_bytes(response.body, credentials.secrets))
+        return EXIT_OK
     text = _body_text(_redact_value(response.body, credentials.secrets))
     if text:
-        print(_redact(text, credentials.secrets), file=out)
+        output.body(_redact(text, credentials.secrets))
     return EXIT_OK
 
 

@@ -171,6 +171,27 @@ def test_request_into_a_pipe_closed_early_ends_quietly(server):
     assert (code, stderr) == (cli.EXIT_BROKEN_PIPE, "")
 
 
+def test_request_escapes_a_body_s_control_characters_on_a_terminal_only(server):
+    red = "hello \x1b[31mred\x1b[0m\ttext\nline 2\x07"
+    server.route("/red", body=red)
+    server.route("/red-bytes", body=red.encode())
+    server.route("/red-error", status=500, body=red)
+    for path in ("/red", "/red-bytes"):
+        code, shown = napix_in_terminal("request", server.host, "GET", path, env=SIGNED)
+        assert code == 0, shown
+        assert "\x1b[31m" not in shown and "\x07" not in shown
+        # Escaped, not dropped; line ends and tabs kept.
+        assert "hello \\x1b[31mred\\x1b[0m\ttext\r\nline 2\\x07" in shown, shown
+    code, shown = napix_in_terminal("request", server.host, "GET", "/red-error", env=SIGNED)
+    assert code == 1 and "\x1b[31m" not in shown and "\\x1b[31m" in shown, shown
+    # Into a pipe or a file, a body is data: it goes out as it came.
+    assert napix("request", server.host, "GET", "/red", env=SIGNED).stdout == red + "\n"
+    done = gevent.subprocess.run(
+        [sys.executable, "-m", "napixclient", "request", server.host, "GET", "/red-bytes"],
+        capture_output=True, env={**os.environ, **SIGNED, "PYTHONPATH": str(ROOT)})
+    assert done.stdout == red.encode()
+
+
 def test_request_on_a_redirect_exits_0_without_following_it(server):
     server.route("/old", status=302, headers={"Location": "/new"}, body="moved")
     done = napix("request", server.host, "GET", "/old", env=SIGNED)
