@@ -37,11 +37,12 @@ import operator
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import (
     Any,
     Callable,
+    Deque,
     Dict,
     Iterable,
     Iterator,
@@ -709,9 +710,13 @@ class ProbeRow:
     :ivar result: its :class:`~napixclient.Response` or
         :class:`~napixclient.HTTPError`, or ``None`` when it was cancelled
         (``--first-where`` matched first) or outlived the probe's deadline.
-    :ivar latency: seconds (``float``) from sending to the result, or ``None``.
+    :ivar latency: seconds (``float``) the exchange took, from the request's
+        turn (under ``--simultaneous``) to its result, or ``None``.
     :ivar outcome: ``"ok"``, ``"failed"``, ``"timed out"`` or ``"cancelled"``.
     :ivar match: whether this is the ``--first-where`` match.
+    :ivar queued: seconds (``float``) the request waited for its turn, when
+        more than ``--simultaneous`` went to its host; ``0.0`` when it was
+        sent at once; ``None`` when it never began.
     :ivar secrets: the credentials (``str`` values), masked in whatever the
         row shows.
     """
@@ -721,11 +726,13 @@ class ProbeRow:
     latency: Optional[float]
     outcome: str
     match: bool = False
+    queued: Optional[float] = None
     secrets: Tuple[str, ...] = field(default=(), repr=False)
 
     def as_json(self) -> Dict[str, Any]:
         """The row as a JSON-ready ``dict``: ``host``, ``status`` (``int`` or
-        ``null``), ``error`` (class name or ``null``), ``latency_ms``,
+        ``null``), ``error`` (class name or ``null``), ``latency_ms`` (the
+        exchange's own time), ``queued_ms`` (the wait for its turn before),
         ``outcome``, ``body`` (the decoded body when it is JSON or text,
         else ``null``), ``summary``, ``chain`` (``str(err)``, or ``null``)
         and ``match``."""
@@ -743,6 +750,7 @@ class ProbeRow:
             "status": None if result is None else result.status,
             "error": error,
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
+            "queued_ms": None if self.queued is None else round(self.queued * 1000, 1),
             "outcome": self.outcome,
             "body": _redact_value(body, self.secrets),
             "summary": self.summary(),
@@ -852,6 +860,66 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: _Outp
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
 
 
+class _Clock:
+    """When each of a probe's requests was submitted, began and ended.
+
+    A request waits for its turn when ``--simultaneous`` requests to its
+    host are running: the pool starts its greenlet only then
+    (:meth:`~napixclient.ClientPool.request`), so the time it began is the
+    time ``greenlet.started`` became true. That is noted when one of the
+    host's requests ends, the moment the pool starts the next one.
+    """
+
+    def __init__(self) -> None:
+        self.submitted: Dict[Greenlet, float] = {}
+        self.began: Dict[Greenlet, float] = {}
+        self.ended: Dict[Greenlet, float] = {}
+        #: id of a finished request's result (its greenlet's value) -> greenlet.
+        self.greenlet_of: Dict[int, Greenlet] = {}
+        self._queued: Dict[str, Deque[Greenlet]] = {}
+        self._host: Dict[Greenlet, str] = {}
+
+    def submit(self, greenlet: Greenlet, host: str) -> None:
+        now = time.monotonic()
+        self.submitted[greenlet] = now
+        self._host[greenlet] = host
+        if greenlet.started:
+            self.began[greenlet] = now
+        else:
+            self._queued.setdefault(host, deque()).append(greenlet)
+        greenlet.rawlink(self._end)
+
+    def _end(self, greenlet: Greenlet) -> None:
+        self.ended[greenlet] = time.monotonic()
+        self.greenlet_of[id(greenlet.value)] = greenlet
+        queued = self._queued.get(self._host[greenlet])
+        if queued:
+            # The pool starts the next request from its own link, which may
+            # run after this one: look once every link has run.
+            gevent.get_hub().loop.run_callback(self._note_starts, queued)
+
+    def _note_starts(self, queued: Deque[Greenlet]) -> None:
+        now = time.monotonic()
+        while queued and (queued[0].started or queued[0].ready()):
+            greenlet = queued.popleft()
+            self.began.setdefault(greenlet, now)
+
+    def queued(self, greenlet: Greenlet) -> Optional[float]:
+        """Seconds from submission to the request's turn, or ``None``."""
+        began = self.began.get(greenlet)
+        return None if began is None else began - self.submitted[greenlet]
+
+    def latency(self, greenlet: Greenlet, result: Result) -> Optional[float]:
+        """Seconds the exchange itself took, its wait for a turn left out:
+        the response's ``elapsed`` when there is one, else from the
+        request's turn to its end."""
+        response = result if isinstance(result, Response) else result.response
+        if response is not None:
+            return float(response.elapsed)
+        began, ended = self.began.get(greenlet), self.ended.get(greenlet)
+        return None if began is None or ended is None else ended - began
+
+
 def _probe(pool: ClientPool, hosts: List[str], path: str,
            condition: Optional[Callable[[Mapping[str, Any]], bool]], deadline: float,
            emit: Callable[[ProbeRow], None],
@@ -861,31 +929,26 @@ def _probe(pool: ClientPool, hosts: List[str], path: str,
     arrival order then the uncollected ones, and how many requests were
     still pending when the probe stopped (at a match or at ``deadline``
     seconds). ``emit`` and ``advance`` are called as each row comes."""
-    sent: Dict[Greenlet, Tuple[str, float]] = {}
-    # Filled by each greenlet's link as it finishes: its result's id ->
-    # (greenlet, when). The result is the greenlet's value; through it the
-    # row gets the host as given, which Response.request.host normalizes.
-    done: Dict[int, Tuple[Greenlet, float]] = {}
-
-    def on_done(greenlet: Greenlet) -> None:
-        done[id(greenlet.value)] = greenlet, time.monotonic()
-
+    clock = _Clock()
+    sent: Dict[Greenlet, str] = {}
     for host in hosts:
         try:
             greenlet = pool.request(host, "GET", path)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        sent[greenlet] = host, time.monotonic()
-        greenlet.rawlink(on_done)
-
+        sent[greenlet] = host
+        clock.submit(greenlet, host)
     rows: List[ProbeRow] = []
     collected = set()
     matched = False
     for result in pool.wait_unordered(timeout=deadline):
-        greenlet, when = done[id(result)]
+        # The result is its greenlet's value: through the greenlet, the row
+        # gets the host as given, which Response.request.host normalizes.
+        greenlet = clock.greenlet_of[id(result)]
         collected.add(greenlet)
-        host, since = sent[greenlet]
-        row = ProbeRow(host, result, when - since, _outcome(result), secrets=secrets)
+        host = sent[greenlet]
+        row = ProbeRow(host, result, clock.latency(greenlet, result), _outcome(result),
+                       queued=clock.queued(greenlet), secrets=secrets)
         if condition is not None:
             body = result.body if isinstance(result, Response) else (
                 result.response.body if result.response is not None else None)
@@ -894,13 +957,13 @@ def _probe(pool: ClientPool, hosts: List[str], path: str,
         rows.append(row)
         advance()
         emit(row)
-        _LOG.debug("%s: %s in %.0f ms", host, row.status_label(), (when - since) * 1000)
+        _LOG.debug("%s: %s in %.0f ms", host, row.status_label(), (row.latency or 0) * 1000)
         if matched:
             break
     # Requests not collected (a match came first, or the deadline passed)
     # are rows too; leaving the pool cancels them.
     left = pool.pending
-    for greenlet, (host, _) in sent.items():
+    for greenlet, host in sent.items():
         if greenlet not in collected:
             row = ProbeRow(host, None, None, "cancelled" if matched else "timed out",
                            secrets=secrets)

@@ -393,8 +393,8 @@ def test_probe_json_prints_one_object_per_host_and_the_summary_on_stderr(server)
     assert {line["host"] for line in lines} == {server.host, dead}
     by_host = {line["host"]: line for line in lines}
     ok, failed = by_host[server.host], by_host[dead]
-    assert set(ok) == {"host", "status", "error", "latency_ms", "outcome", "body", "summary",
-                       "chain", "match"}
+    assert set(ok) == {"host", "status", "error", "latency_ms", "queued_ms", "outcome", "body",
+                       "summary", "chain", "match"}
     assert (ok["status"], ok["error"], ok["outcome"], ok["body"]) == (
         200, None, "ok", {"free_slots": 2})
     assert isinstance(ok["latency_ms"], float) and ok["latency_ms"] >= 0
@@ -482,6 +482,25 @@ def test_probe_table_fits_80_columns_and_wraps_a_long_host_whole(napix_server_fa
     assert wrapped[0].split()[1] == "200" and '{"free_slots":1' in wrapped[0]
     short = next(line for line in lines if line.startswith(server.host))
     assert short.split()[1:3] == ["200", short.split()[2]] and '{"free_slots":2}' in short
+
+
+def test_probe_latency_is_the_exchange_s_own_time_and_json_gives_the_queue_wait_apart(server):
+    server.route("/capacity", body={"free_slots": 1}, latency=0.5)
+    # One host three times, one at a time: the second and third requests
+    # wait for their turn, 0.5 and 1 s.
+    done = napix("probe", server.host, server.host, server.host, "/capacity", "--json",
+                 "--simultaneous", "1", env=SIGNED)
+    assert done.returncode == 0, done.stderr
+    rows = json_lines(done.stdout)
+    assert len(rows) == 3 and server.max_in_flight == 1
+    assert all(450 <= row["latency_ms"] < 900 for row in rows), rows
+    queued = sorted(row["queued_ms"] for row in rows)
+    assert queued[0] < 100 and 400 < queued[1] < 900 and 900 < queued[2] < 1400, rows
+    table = napix("probe", server.host, server.host, "/capacity", "--simultaneous", "1",
+                  env=SIGNED).stdout
+    latencies = [int(line.split()[2]) for line in table.splitlines()
+                 if line.startswith(server.host)]
+    assert len(latencies) == 2 and all(450 <= ms < 900 for ms in latencies), table
 
 
 def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
