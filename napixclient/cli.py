@@ -30,11 +30,13 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import ipaddress
 import json
 import logging
 import math
 import operator
 import os
+import re
 import sys
 import time
 from collections import Counter, deque
@@ -85,6 +87,8 @@ __all__ = [
     "main",
     "parse_data",
     "parse_header",
+    "host_argument",
+    "host_sort_key",
     "read_hosts_file",
     "resolve_credentials",
     "summarize",
@@ -108,6 +112,11 @@ EXIT_BROKEN_PIPE = 141
 ENV_LOGIN = "NAPIX_LOGIN"
 ENV_KEY = "NAPIX_KEY"
 ENV_TOKEN = "NAPIX_TOKEN"
+
+#: Said after a 401 when the command had no credentials to send.
+NO_CREDENTIALS_HINT = (
+    "napix: no credentials were sent: set NAPIX_LOGIN and NAPIX_KEY (or NAPIX_TOKEN) "
+    "in the environment, or give --login and --key (or --token)")
 
 #: The most characters of a body shown in a probe table's row.
 SUMMARY_WIDTH = 60
@@ -313,13 +322,33 @@ def parse_data(text: str) -> bytes:
 
     :param text: the ``--data`` value (``str``).
     :returns: ``text`` encoded as UTF-8 (``bytes``), unchanged otherwise.
-    :raises UsageError: naming where the JSON is malformed.
+    :raises UsageError: naming where the JSON is malformed, or for
+        ``NaN``, ``Infinity`` and ``-Infinity``, which Python's json module
+        reads but JSON does not have (RFC 8259, section 6).
     """
     try:
-        json.loads(text)
+        json.loads(text, parse_constant=_refuse_constant)
     except ValueError as error:
         raise UsageError(f"--data is not valid JSON: {error}") from None
     return text.encode("utf-8")
+
+
+def _merge_headers(fields: Iterable[Tuple[str, str]]) -> Dict[str, str]:
+    """``--header`` fields as one mapping: the values of fields repeated under
+    one name (in any case) are joined with ``", "`` in the order given, which
+    RFC 9110 (section 5.3) makes the same as sending them apart."""
+    headers: Dict[str, str] = {}
+    names: Dict[str, str] = {}  # lower-case name -> the name as first given
+    for name, value in fields:
+        first = names.setdefault(name.lower(), name)
+        headers[first] = f"{headers[first]}, {value}" if first in headers else value
+    return headers
+
+
+def _refuse_constant(name: str) -> Any:
+    """Python's json reads ``NaN``, ``Infinity`` and ``-Infinity``; JSON
+    (RFC 8259, section 6) has no such numbers, and a server may refuse them."""
+    raise ValueError(f"{name} is not a JSON number (RFC 8259 has no NaN or Infinity)")
 
 
 def read_hosts_file(path: str) -> List[str]:
@@ -347,11 +376,71 @@ def read_hosts_file(path: str) -> List[str]:
         if len(entry.split()) != 1:
             raise UsageError(f"{path}:{number}: one host per line, got {entry!r}")
         try:
-            parse_host(entry)
+            hosts.append(host_argument(entry))
         except ValueError as error:
             raise UsageError(f"{path}:{number}: {error}") from None
-        hosts.append(entry)
     return hosts
+
+
+def host_argument(text: str) -> str:
+    """Check a host given on the command line; return it as
+    :class:`~napixclient.Client` takes it.
+
+    A bare IPv6 address (``::1``, ``fe80::1``) is put in brackets (``[::1]``,
+    the default port): in a URL, a colon after the address starts the port,
+    so an IPv6 address with a port is written ``[::1]:8002``. An address
+    whose last group could be read as a port (``::1:8002``) is refused as
+    ambiguous rather than guessed.
+
+    :param text: ``name``, ``name:port``, ``[v6]:port``, a bare IPv6
+        address, or ``http(s)://name[:port][/prefix]``.
+    :returns: the host (``str``), ``text`` itself unless it was a bare IPv6
+        address.
+    :raises UsageError: naming the problem, for a malformed host.
+    """
+    host = text.strip()
+    if "://" not in host and not host.startswith("[") and host.count(":") >= 2:
+        address, _, last = host.rpartition(":")
+        if last.isdigit() and _is_ipv6(address):
+            raise UsageError(f"host {text!r} is ambiguous: write [{address}]:{last} for port "
+                             f"{last}, or [{host}] for that address")
+        if not _is_ipv6(host):
+            raise UsageError(f"host {text!r} is malformed: write an IPv6 address alone "
+                             "(::1) or in brackets with a port ([::1]:8002)")
+        host = f"[{host}]"
+    try:
+        parse_host(host)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return host
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def host_sort_key(host: str) -> Tuple[Any, ...]:
+    """The order of ``--sort host``: names in natural order (``hv-2`` before
+    ``hv-10``, ``127.0.0.9`` before ``127.0.0.10``), then ports as numbers
+    (the scheme's default when none is given), then scheme and prefix.
+
+    :param host: a host as :func:`host_argument` returns it.
+    :returns: a key for :func:`sorted` (a ``tuple``).
+    :raises ValueError: for a malformed host.
+    """
+    scheme, name, port, prefix = parse_host(host)
+    default = 443 if scheme == "https" else 80
+    return _natural(name.lower()), port or default, scheme, _natural(prefix)
+
+
+def _natural(text: str) -> Tuple[Tuple[int, int, str], ...]:
+    """``text`` as runs of digits (compared as numbers) and of the rest."""
+    return tuple((0, int(run), "") if run.isdigit() else (1, 0, run)
+                 for run in re.split(r"(\d+)", text) if run)
 
 
 # -- the --first-where expression ------------------------------------------
@@ -376,6 +465,24 @@ _ALLOWED = (
 )
 
 
+# What is refused, in words a user knows: the first class that matches.
+_REFUSED: Tuple[Tuple[Any, str], ...] = (
+    (ast.BinOp, "arithmetic is not allowed"),
+    ((ast.UAdd, ast.Invert), "unary + and ~ are not allowed"),
+    (ast.Call, "calling functions is not allowed"),
+    (ast.Attribute, "attributes (x.y) are not allowed"),
+    (ast.Slice, "slices (x[1:2]) are not allowed"),
+    ((ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp),
+     "comprehensions are not allowed"),
+    (ast.Lambda, "lambda is not allowed"),
+    (ast.IfExp, "conditional expressions (a if b else c) are not allowed"),
+    ((ast.Dict, ast.Set), "dicts and sets are not allowed"),
+    (ast.NamedExpr, "assignments (:=) are not allowed"),
+    ((ast.JoinedStr, ast.FormattedValue), "f-strings are not allowed"),
+    (ast.Starred, "unpacking (*x) is not allowed"),
+)
+
+
 def compile_condition(text: str) -> Callable[[Mapping[str, Any]], bool]:
     """Compile a ``--first-where`` expression into a predicate.
 
@@ -391,21 +498,27 @@ def compile_condition(text: str) -> Callable[[Mapping[str, Any]], bool]:
         their values; it returns ``bool`` and never raises: an expression
         that fails on a value (a missing key, comparing ``None`` with an
         ``int``) is false for that value.
-    :raises ExpressionError: at once, for a syntax error, a disallowed
-        construct or name, or an expression longer than
+    :raises ExpressionError: at once, for an empty expression, a syntax
+        error, a disallowed construct (named in words: "arithmetic is not
+        allowed") or name, or an expression longer than
         :data:`MAX_EXPRESSION` characters.
     """
     if len(text) > MAX_EXPRESSION:
         raise ExpressionError(f"--first-where: longer than {MAX_EXPRESSION} characters")
+    if not text.strip():
+        raise ExpressionError("--first-where needs an expression, such as "
+                              "\"status == 200 and body['free_slots'] > 0\"")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as error:
         raise ExpressionError(f"--first-where {text!r}: {error.msg}") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
+            what = next((words for kinds, words in _REFUSED if isinstance(node, kinds)),
+                        "this construct is not allowed")
             raise ExpressionError(
-                f"--first-where {text!r}: {type(node).__name__} is not allowed; use "
-                "comparisons, and/or/not, subscripts, constants and the names "
+                f"--first-where {text!r}: {what}; use comparisons (== != < <= > >= in is), "
+                "and/or/not, subscripts (body['key']), constants and the names "
                 + ", ".join(_NAMES))
         if isinstance(node, ast.Name) and node.id not in _NAMES:
             raise ExpressionError(f"--first-where {text!r}: unknown name {node.id!r}; "
@@ -662,14 +775,14 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: _Output) -> int:
-    headers = dict(parse_header(item) for item in args.header or ())
+    headers = _merge_headers(parse_header(item) for item in args.header or ())
     body = None
     if args.data is not None:
         body = parse_data(args.data)
         if not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "application/json"
     try:
-        client = Client(args.host, credentials.authenticator, simultaneous=1,
+        client = Client(host_argument(args.host), credentials.authenticator, simultaneous=1,
                         timeout=args.timeout)
         call = client.prepare(args.method, args.path, body, headers)
     except ValueError as error:
@@ -682,6 +795,8 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: _Ou
         except HTTPError as error:
             _LOG.debug("failed: %s", type(error).__name__)
             output.message(_redact(error.format_chain(), credentials.secrets))
+            if error.status == 401 and credentials.authenticator is None:
+                output.message(NO_CREDENTIALS_HINT)
             return EXIT_FAILED
     _LOG.debug("%s %s in %.0f ms", response.status, response.reason,
                response.elapsed * 1000)
@@ -783,18 +898,12 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: _Outp
     path = targets.pop()
     if not path.startswith("/"):
         raise UsageError(f"the PATH comes last and starts with '/', got {path!r}")
-    hosts = list(targets)
+    hosts = [host_argument(host) for host in targets]
     if args.hosts_file:
         hosts += read_hosts_file(args.hosts_file)
     if not hosts:
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
-    # read_hosts_file checked the file's hosts as it read them.
-    for host in targets:
-        try:
-            parse_host(host)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    condition = compile_condition(args.first_where) if args.first_where else None
+    condition = None if args.first_where is None else compile_condition(args.first_where)
     _LOG.debug("auth: %s", credentials.source)
     _LOG.debug("probing %d hosts for GET %s", len(hosts), path)
 
@@ -835,7 +944,7 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: _Outp
         if table is not None:
             for line in table.header():
                 output.row(line)
-        for row in sorted(later, key=lambda row: row.host):
+        for row in sorted(later, key=lambda row: host_sort_key(row.host)):
             emit(row)
 
     match = next((row for row in rows if row.match), None)
@@ -855,6 +964,9 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: _Outp
     else:
         output.row(Text())
         output.row(Text(summary))
+    if credentials.authenticator is None and any(
+            row.result is not None and row.result.status == 401 for row in rows):
+        output.message(NO_CREDENTIALS_HINT)
     if condition is not None:
         return EXIT_OK if match else EXIT_FAILED
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
@@ -1068,12 +1180,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 on 2xx/3xx; 1 on a failure, the error chain printed hop by hop on "
         "stderr; 2 on bad usage.")
     request.add_argument("host", metavar="HOST",
-                         help="name, name:port or http(s)://name[:port][/prefix]")
+                         help="name, name:port, [IPv6]:port or http(s)://name[:port]"
+                              "[/prefix]; a bare IPv6 address (::1) means its default port")
     request.add_argument("method", metavar="METHOD", help="GET, POST, PUT, DELETE...")
     request.add_argument("path", metavar="PATH", help="e.g. /vm-ip/")
-    request.add_argument("--data", metavar="JSON", help="a JSON request body")
+    request.add_argument("--data", metavar="JSON",
+                         help="a JSON request body (RFC 8259: no NaN or Infinity)")
     request.add_argument("--header", metavar="K:V", action="append",
-                         help="an extra header; repeatable")
+                         help="an extra header; repeatable, a repeated name sends "
+                              "every value")
     request.add_argument("--timeout", metavar="S", type=_seconds, default=60.0,
                          help="seconds for the whole exchange (default: 60)")
     request.set_defaults(run=_cmd_request, parser=request)
@@ -1101,7 +1216,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "\"status == 200 and body['free_slots'] > 0\" (names: "
                             "status, body, host); the rest is cancelled")
     probe.add_argument("--sort", choices=("arrival", "host"), default="arrival",
-                       help="table order (default: arrival)")
+                       help="order of the rows (table or --json): arrival, as results "
+                            "come (default), or host, all at the end, by name in "
+                            "natural order then port as a number")
     probe.set_defaults(run=_cmd_probe, parser=probe)
 
     demo = commands.add_parser(
@@ -1143,8 +1260,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     sub: argparse.ArgumentParser = args.parser
+    if unknown:
+        # argparse would show the top-level usage; the subcommand's helps.
+        _usage_error(sub, "unrecognized arguments: " + " ".join(unknown))
     credentials = Credentials(None, "none")
     if args.command != "demo":
         try:
