@@ -89,6 +89,7 @@ __all__ = [
     "parse_header",
     "host_argument",
     "host_sort_key",
+    "raise_open_files_limit",
     "read_hosts_file",
     "resolve_credentials",
     "summarize",
@@ -1258,7 +1259,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hub.NOT_ERROR = not_error
 
 
+def raise_open_files_limit() -> Optional[str]:
+    """Raise the process's soft limit of open files (``RLIMIT_NOFILE``) to
+    its hard limit, as many tools that open many connections do: a probe
+    of thousands of hosts needs a descriptor per connection, and the common
+    soft default of 1,024 would fail most of them (issue 11). The pool's
+    default connection cap follows the limit in force when it is made.
+
+    Failures are ignored: the limit stays as it was. Where the
+    :mod:`resource` module does not exist (Windows), nothing is done.
+
+    :returns: what happened, for ``-v`` (``str``, with the limit read back
+        after the change), or ``None`` when there is nothing to say (no
+        :mod:`resource` module, or the soft limit already at the hard one).
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    unlimited = resource.RLIM_INFINITY
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    if soft == hard or soft == unlimited:
+        return None
+    # An unlimited hard limit is refused as a soft one on some systems
+    # (macOS caps it at OPEN_MAX, 10,240): then that is tried.
+    failure: Optional[Exception] = None
+    for target in (hard, 10240) if hard == unlimited else (hard,):
+        if target != unlimited and target <= soft:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as error:
+            failure = error
+            continue
+        now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"open files limit raised from {soft} to {now}"
+    return None if failure is None else f"open files limit left at {soft}: {failure}"
+
+
 def _run(argv: Optional[Sequence[str]]) -> int:
+    raised = raise_open_files_limit()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     sub: argparse.ArgumentParser = args.parser
@@ -1273,6 +1316,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
             _usage_error(sub, str(error))
     output = _Output(sys.stdout, sys.stderr)
     _setup_logging(args.verbose, credentials.secrets, output.log)
+    if raised:
+        _LOG.debug("%s", raised)
     try:
         code: int = args.run(args, credentials, output)
         # Flushed here, so that a closed pipe is noticed here rather than

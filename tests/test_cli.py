@@ -344,6 +344,38 @@ def test_napix_demo_verbose_logs_one_line_per_record_of_its_servers():
     assert "`/slots/42` not found" in failures[0]
 
 
+# -- open files ------------------------------------------------------------------
+
+
+def test_napix_raises_its_open_files_limit_to_the_hard_limit_and_says_so_at_v(server):
+    resource = pytest.importorskip("resource")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    server.route("/", body="ok")
+
+    def low_limit():  # in the child, before napix starts: a soft limit of 256
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(SIGNED, PYTHONPATH=str(ROOT))
+    runs = [gevent.subprocess.run(
+        [sys.executable, "-m", "napixclient", "request", server.host, "GET", "/", *flags],
+        capture_output=True, text=True, env=environ, preexec_fn=low_limit, timeout=30)
+        for flags in (["-v"], [])]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr
+    expected = hard if hard != resource.RLIM_INFINITY else None
+    said = re.search(r"open files limit raised from 256 to (\d+)", runs[0].stderr)
+    assert said, runs[0].stderr
+    assert expected is None or int(said.group(1)) == expected
+    assert runs[1].stderr == ""  # said at -v only
+
+
+def test_without_the_resource_module_napix_leaves_the_limit_alone(monkeypatch):
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource: ImportError
+    assert cli.raise_open_files_limit() is None
+
+
 # -- credentials -------------------------------------------------------------
 
 
