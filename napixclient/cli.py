@@ -6,13 +6,21 @@
                   [--login L --key K | --token T] [--timeout S]
     napix probe HOST... PATH [--hosts-file F] [--simultaneous N] [--timeout S]
                 [--json] [--first-where EXPR] [--sort arrival|host]
-    napix demo
+    napix demo [-v]
 
 Credentials come from ``--login``/``--key`` or ``--token``, else from the
 environment (``NAPIX_LOGIN`` and ``NAPIX_KEY``, or ``NAPIX_TOKEN``). They are
-never printed, not even with ``-v``: the logs go through a filter that
-replaces them with ``***``, and urllib3's own debug log (which prints whole
-URLs, a token parameter included) stays off.
+never printed, not even with ``-v``: whatever the command prints or logs
+goes through :mod:`napixclient.redact`, which replaces them with ``***``,
+also where a server echoes them percent-encoded, and masks signatures in log
+lines; urllib3's own debug log (which prints whole URLs, a token parameter
+included) stays off.
+
+Output: bodies, table rows and JSON lines on standard output, written as
+they come; log records (one line each, never a traceback), error chains,
+hints and the progress bar on standard error. On a terminal, a far side's
+control characters are shown escaped, and what is printed while the
+progress bar runs appears whole above it.
 
 Exit codes follow the usual Unix convention: 0 success, 1 a request failed
 (``request``) or not every host answered well (``probe``), 2 bad usage

@@ -62,6 +62,7 @@ def redact_secrets(text: str, secrets: Iterable[str]) -> str:
         in it.
     :raises TypeError: if ``text`` or a secret is not a ``str``.
 
+    >>> from napixclient.redact import redact_secrets
     >>> redact_secrets("GET /x?token=root%3A9664ab", ["root:9664ab"])
     'GET /x?token=***'
     """
@@ -93,6 +94,7 @@ def redact_signatures(text: str) -> str:
     :returns: the masked text (``str``).
     :raises TypeError: if ``text`` is not a ``str``.
 
+    >>> from napixclient.redact import redact_signatures
     >>> redact_signatures("Authorization: login=ops:" + "ab" * 32)
     'Authorization: login=ops:***'
     """
