@@ -739,6 +739,17 @@ def test_incomplete_credentials_are_a_usage_error_that_shows_no_value(flags, env
     assert "key-123" not in str(error.value) and "tok-456" not in str(error.value)
 
 
+def test_probe_json_lines_escape_what_json_leaves_raw_and_read_back_the_same(server):
+    note = "csi \x9b31m, line\u2028separator, esc \x1b[2J"
+    server.route("/json", body={"note": note})
+    done = napix("probe", server.host, "/json", "--json", env=SIGNED)
+    assert done.returncode == 0, done.stderr
+    assert "\\u009b" in done.stdout and "\\u2028" in done.stdout
+    assert not any(c in done.stdout for c in "\x9b\u2028\x1b")
+    (row,) = json_lines(done.stdout)
+    assert row["body"] == {"note": note}
+
+
 def test_probe_table_shows_hostile_bodies_literally(server):
     # rich markup and a terminal escape sequence, as JSON and as text.
     server.route("/json", body={"note": "[/bold] [red]x\x1b[2J"})

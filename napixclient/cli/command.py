@@ -152,8 +152,7 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
 
     def emit(row: ProbeRow) -> None:
         if table is None:
-            line = json.dumps(row.as_json(), ensure_ascii=False, default=str)
-            output.row(Text(redact(line, credentials.secrets)))
+            output.row(Text(redact(row.json_line(), credentials.secrets)))
         else:
             for text in table.row(row):
                 output.row(text)

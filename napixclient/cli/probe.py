@@ -131,6 +131,16 @@ class ProbeRow:
             "match": self.match,
         }
 
+    def json_line(self) -> str:
+        """:meth:`as_json` as one line of JSON (``--json``). Characters that
+        are not printable are written as ``\\uXXXX`` escapes, the control
+        characters JSON leaves as they are (C1 controls such as ``\\x9b``,
+        a terminal's CSI) and line separators (U+2028) included: the line is
+        the same JSON, and cannot drive a terminal or split a line-reader's
+        line."""
+        line = json.dumps(self.as_json(), ensure_ascii=False, default=str)
+        return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in line)
+
     def summary(self) -> str:
         """The body or error summary shown in the table."""
         if self.result is None:
