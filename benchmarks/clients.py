@@ -268,7 +268,7 @@ def grequests_fanout(bases, path, per_host, cap, timeout, library_defaults=False
     pending = [grequests.get(base + path, session=sessions[base], timeout=timeout)
                for base in _order(bases, per_host)]
     outcomes: List[Outcome] = []
-    for request, response in zip(pending, grequests.map(pending)):
+    for request, response in zip(pending, grequests.map(pending), strict=True):
         if response is None:
             outcomes.append(request.exception or RuntimeError("no response"))
         else:

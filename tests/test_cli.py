@@ -430,7 +430,7 @@ def test_a_token_the_server_echoes_percent_encoded_is_never_printed(server):
     jobs = [gevent.spawn(napix, *args, env={"NAPIX_TOKEN": token}) for args in calls]
     gevent.joinall(jobs, raise_error=True)
     signature = token.split(":", 1)[1]
-    for args, job in zip(calls, jobs):
+    for args, job in zip(calls, jobs, strict=True):
         run = job.value
         output = run.stdout + run.stderr
         assert "Traceback" not in output, output

@@ -133,7 +133,7 @@ def _evaluate(node: ast.AST, values: Mapping[str, Any]) -> Any:
         return result
     if isinstance(node, ast.Compare):
         left = _evaluate(node.left, values)
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = _evaluate(right_node, values)
             if not _COMPARE[type(op)](left, right):
                 return False
