@@ -1,11 +1,13 @@
 """Client: requests to one Napix host.
 
-A :class:`Client` validates and builds each request, runs the authenticator
-on a :class:`requests.PreparedRequest`, and sends it over its keep-alive
-connections (:mod:`napixclient.connections`, gevent sockets from
-:mod:`napixclient.transport`) under a gevent semaphore that caps how many
-requests run at once. It reads the answer into a
-:class:`~napixclient.Response`, or raises an :class:`~napixclient.HTTPError`.
+A :class:`Client` validates and builds each request (with
+:mod:`napixclient.http11`), runs the authenticator, and sends it over the
+keep-alive connections of its
+:class:`~napixclient.connections.ConnectionManager` (its own, or its pool's),
+which caps how many requests run at once per origin and in total. It reads
+the answer into a :class:`~napixclient.Response`, or raises an
+:class:`~napixclient.HTTPError`; transport failures
+(:mod:`napixclient.failures`) become its subclasses by one table.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ from napixclient.http11 import (
 from napixclient.http11 import (
     parser as http_parser,
 )
+from napixclient.redact import MASK, register_secret_parameters
 from napixclient.response import RequestRecord, Response
 from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy
-from napixclient.transport import register_secret_parameters
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
@@ -67,7 +69,6 @@ DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 # Matched with fullmatch: "$" would let a trailing "\n" through.
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
-_REDACTED = "***"
 
 
 def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
@@ -436,7 +437,7 @@ class Client:
         parts = urlsplit(sent_url)
         sent_target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         pairs = parse_qsl(parts.query, keep_blank_values=True)
-        redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
+        redacted = [(n, MASK if (n not in before or n in secret) else v)
                     for n, v in pairs]
         query = urlencode(redacted, safe="*")
         target = (parts.path or "/") + ("?" + query if query else "")

@@ -35,7 +35,7 @@ import requests.utils
 
 from napixclient.failures import ConnectFailed, ConnectTimedOut, NameNotResolved, TLSFailed
 
-__all__ = ["DNS_TTL", "Dialer", "Origin", "Verify", "ssl_context"]
+__all__ = ["DNS_TTL", "Dialer", "Origin", "Verify", "check_verify", "ip_family", "ssl_context"]
 
 #: ``verify``: ``True`` (the CA bundle requests uses), ``False`` (no
 #: verification), or the path of a CA bundle file or directory.
@@ -105,7 +105,7 @@ def check_verify(verify: Any) -> Verify:
     raise ValueError(f"verify must be True, False or the path of a CA bundle, got {verify!r}")
 
 
-def _literal_family(host: str) -> Optional[int]:
+def ip_family(host: str) -> Optional[int]:
     """``AF_INET`` or ``AF_INET6`` when ``host`` is an IP address, else ``None``."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -155,7 +155,7 @@ class Dialer:
 
         :raises NameNotResolved: when the name does not resolve.
         """
-        family = _literal_family(host)
+        family = ip_family(host)
         if family is not None:
             return [(family, (host, port))]
         key = (host, port)

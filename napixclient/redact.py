@@ -9,6 +9,12 @@ replaced by :data:`MASK`; none of them raises on ordinary text.
 * :func:`redact_secrets` masks known secret values (a key, a token), also in
   the percent-encoded forms a server may echo them in (a token
   ``root:9664ab...`` comes back as ``root%3A9664ab...`` in a URL);
+* :func:`redact_parameters` masks the values of named query parameters in
+  a URL or a request target;
+* :func:`register_secret_parameters` declares query parameters (a token's)
+  whose values :func:`redact_secret_parameters` and the
+  :class:`SecretParameterFilter` on urllib3's loggers mask wherever they
+  appear;
 * :func:`redact_signatures` masks every HMAC-SHA256 signature (64
   hexadecimal digits, PROTOCOL.md section 1), whose key is unknown to the
   caller: for log lines, where a masked checksum costs less than a leaked
@@ -20,11 +26,22 @@ layers (DESIGN.md, "Shape of the code"), usable from every other one.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Iterable, List
+import threading
+from typing import FrozenSet, Iterable, List, Optional
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "redact_secrets", "redact_signatures"]
+__all__ = [
+    "MASK",
+    "URLLIB3_LOGGERS",
+    "SecretParameterFilter",
+    "redact_parameters",
+    "redact_secret_parameters",
+    "redact_secrets",
+    "redact_signatures",
+    "register_secret_parameters",
+]
 
 #: What a masked secret reads as.
 MASK = "***"
@@ -101,3 +118,128 @@ def redact_signatures(text: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return _SIGNATURE.sub(MASK, text)
+
+
+def redact_parameters(text: str, names: Iterable[str]) -> str:
+    """Return ``text`` (a URL, a request target, or a log line holding one)
+    with the values of the query parameters ``names`` replaced by
+    :data:`MASK`; a name matches written plainly or form-encoded, after
+    ``?``, ``&`` or ``;`` only (``mytoken=`` is not ``token=``).
+
+    :param text: ``"/path?a=1&token=x"``, ``"GET http://h/p?token=x HTTP/1.1"``...
+    :param names: parameter names (``str``), decoded.
+    :returns: the masked text (``str``).
+
+    >>> from napixclient.redact import redact_parameters
+    >>> redact_parameters("/x?a=1&token=root%3Aab", ["token"])
+    '/x?a=1&token=***'
+    """
+    wanted = [name for name in names if name]
+    if not wanted or "=" not in text:
+        return text
+    return _compile(wanted).sub(rf"\1{MASK}", text)
+
+
+# -- secrets in urllib3's log records ------------------------------------------
+#
+# urllib3 logs the request target with its query string: the connection pool
+# at DEBUG for every answer, and when it retries; Retry at DEBUG; the
+# connection when headers do not parse. A token sent as a query parameter
+# (TokenIdentifier) would be written to any log handler set to DEBUG. A
+# logger's filter is consulted only for the records logged on that very
+# logger (not those propagating from children), so one filter is attached to
+# each urllib3 logger that can print a URL. It rewrites only the values of
+# secret query parameters, to "***", leaving the rest of the line for
+# debugging. Nothing is patched: logging.Logger.addFilter is the documented
+# hook, and filters may change the records they pass.
+#
+# The filter also replaces each record's format arguments by the formatted
+# text: urllib3 passes the exception of a failed attempt as an argument, and
+# a handler that keeps records (pytest's capture, a memory handler, an error
+# tracker's breadcrumbs) would otherwise keep its traceback, and with it the
+# connection and buffers of every retried request.
+
+#: The urllib3 loggers that print URLs, or could.
+URLLIB3_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+)
+
+_secret_lock = threading.Lock()
+# "token" is the Napix protocol's default parameter (PROTOCOL.md, section 2).
+_secret_names: FrozenSet[str] = frozenset(["token"])
+_secret_pattern: Optional[re.Pattern[str]] = None
+
+
+def _compile(names: Iterable[str]) -> re.Pattern[str]:
+    spelled = {quote_plus(name) for name in names} | set(names)
+    alternatives = "|".join(re.escape(name) for name in sorted(spelled, key=len, reverse=True))
+    # A name counts after "?", "&" or ";" only, so "mytoken=" is left alone;
+    # a value ends where a URL-encoded value must (quotes and spaces are
+    # percent-encoded in it).
+    return re.compile(rf"([?&;](?:{alternatives})=)[^&;#\s'\"<>]*")
+
+
+def register_secret_parameters(names: Iterable[str]) -> None:
+    """Declare query parameters whose values never appear in urllib3's log
+    records, and attach :class:`SecretParameterFilter` to urllib3's loggers.
+
+    :class:`~napixclient.Client` registers an authenticator's
+    ``secret_parameters`` and every parameter an authenticator adds to a
+    URL. Names are only added, never removed; ``token`` is always there.
+    Registering known names costs a set comparison.
+
+    :param names: parameter names (``str``), as they appear decoded.
+    """
+    global _secret_names, _secret_pattern
+    wanted = frozenset(names)
+    if _secret_pattern is not None and wanted <= _secret_names:
+        return
+    with _secret_lock:
+        merged = _secret_names | wanted
+        _secret_pattern = _compile(merged)
+        _secret_names = merged
+        for name in URLLIB3_LOGGERS:
+            logging.getLogger(name).addFilter(_SECRET_FILTER)  # a no-op when present
+
+
+def redact_secret_parameters(text: str) -> str:
+    """Return ``text`` with the value of every registered secret query
+    parameter replaced by ``***`` (see :func:`register_secret_parameters`)."""
+    pattern = _secret_pattern or _compile(_secret_names)
+    return pattern.sub(r"\1***", text)
+
+
+class SecretParameterFilter(logging.Filter):
+    """A :class:`logging.Filter` that lets every record through, with the
+    values of secret query parameters replaced by ``***`` in its message and
+    its formatted traceback.
+
+    Each record is rewritten as its formatted (and redacted) message, with
+    no ``args``, so it keeps no reference to the objects urllib3 logged (an
+    exception and its traceback). Formatting here rather than in the handler
+    costs nothing more; and nothing at all unless urllib3 logging is enabled
+    at the record's level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; always return ``True``."""
+        if record.args:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record: logging itself reports it
+                return True
+            record.args = None
+        else:
+            message = str(record.msg)
+        record.msg = redact_secret_parameters(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_secret_parameters(
+                logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_SECRET_FILTER = SecretParameterFilter()

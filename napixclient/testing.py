@@ -50,7 +50,6 @@ import http
 import io
 import json
 import logging
-import re
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -76,6 +75,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from napixclient.authenticators import sign
+from napixclient.redact import redact_parameters, redact_secrets, redact_signatures
 from napixclient.response import media_type
 
 try:
@@ -129,33 +129,12 @@ _TLS_HANDSHAKE = b"\x16"
 _NOT_HTTP_ANSWER = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 _FIELDS_REQUIRED = ("login", "host", "path", "method")
-_HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
 
 Body = Union[None, str, bytes, bytearray, Dict[str, Any], List[Any]]
 Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
 HandlerResult = Any
 Handler = Callable[["RecordedRequest"], HandlerResult]
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def _redact_target(target: str, parameters: Iterable[str]) -> str:
-    """Return ``target`` with the values of ``parameters`` in its query
-    replaced by ``***``, for reprs and logs."""
-    path, sep, query = target.partition("?")
-    if not sep:
-        return target
-    secret = set(parameters)
-    parts = []
-    for item in query.split("&"):
-        name, eq, _ = item.partition("=")
-        parts.append(f"{name}=***" if eq and _unquote(name) in secret else item)
-    return f"{path}?{'&'.join(parts)}"
-
-
-def _unquote(text: str) -> str:
-    """Decode one query-string component (``+`` and percent escapes)."""
-    pairs = parse_qsl(f"{text}=", keep_blank_values=True)
-    return pairs[0][0] if pairs else text
 
 
 @dataclass
@@ -191,7 +170,7 @@ class RecordedRequest:
     secret_parameters: Tuple[str, ...] = field(default=("token",), compare=False)
 
     def __repr__(self) -> str:
-        target = _redact_target(self.path, self.secret_parameters)
+        target = redact_parameters(self.path, self.secret_parameters)
         return (
             f"RecordedRequest(method={self.method!r}, path={target!r}, "
             f"login={self.login!r}, body=<{len(self.body)} bytes>)"
@@ -230,13 +209,10 @@ class _RedactingLog:
         self._tokens = sorted((t for t in tokens if t), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with tokens and 64-hex-digit signatures hidden."""
-        for token in self._tokens:
-            text = text.replace(token, "***")
-        text = re.sub(
-            rf"([?&\s]{re.escape(self._parameter)}=)[^&\s\"]*", r"\1***", text
-        )
-        return _HEX64.sub("***", text)
+        """Return ``text`` with tokens (encoded forms too), the token
+        parameter's value and 64-hex-digit signatures hidden."""
+        return redact_signatures(redact_parameters(redact_secrets(text, self._tokens),
+                                                   [self._parameter]))
 
     def write(self, data: str) -> None:
         """Log one message (trailing newline removed) on one line of ASCII:

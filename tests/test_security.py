@@ -14,8 +14,8 @@ import pytest
 import napixclient.authenticators
 from napixclient import Client, ClientPool, HTTPError, Response
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
+from napixclient.redact import URLLIB3_LOGGERS, SecretParameterFilter
 from napixclient.testing import hmac_token
-from napixclient.transport import URLLIB3_LOGGERS, SecretParameterFilter
 from tests.faultserver import FaultServer
 from tests.helpers import closed_port
 
