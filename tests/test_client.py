@@ -245,3 +245,10 @@ def test_bad_requests_are_refused_before_anything_is_sent(napix_server, method, 
         with pytest.raises(ValueError, match=name):
             client.request(method, url, headers=headers)
     assert napix_server.requests == []
+
+
+def test_a_closed_client_says_so_in_its_repr():
+    client = Client("127.0.0.1:8002", timeout=5)
+    assert repr(client) == "<Client http://127.0.0.1:8002 simultaneous=2>"
+    client.close()
+    assert repr(client) == "<Client http://127.0.0.1:8002 simultaneous=2 closed>"

@@ -77,3 +77,14 @@ def test_importing_napixclient_does_not_import_geventhttpclient():
                           timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_pytest_with_a_parser_that_cannot_load_is_a_usage_error_not_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "--napix-parser", "nosuch", str(ROOT / "tests" / "test_layers.py")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    output = done.stdout + done.stderr
+    assert done.returncode == 4, output  # pytest's exit code for a usage error
+    assert "INTERNALERROR" not in output and "Traceback" not in output
+    assert "--napix-parser: parser must be one of" in output
