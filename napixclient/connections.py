@@ -348,10 +348,16 @@ class ConnectionManager:
 
         :raises RuntimeError: if the manager is closed, or closes meanwhile.
         """
+        if self._closed:
+            raise RuntimeError("the connection manager is closed")
+        state = self._state(origin, limit)
+        if not state.waiting:
+            # Nobody waits before this request: no ticket needed.
+            lease = self._grant(state)
+            if lease is not None:
+                return lease
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         withdraw = self.reserve(origin, limit, result.set, request)
-        if result.ready():
-            return result.get()  # type: ignore[no-any-return]
         try:
             return result.get()  # type: ignore[no-any-return]
         except BaseException:
@@ -360,25 +366,34 @@ class ConnectionManager:
                 result.value.release()
             raise
 
-    def _serve(self, state: _OriginState) -> None:
-        """Grant what can be granted to ``state``'s waiters, in order."""
-        waiting = state.waiting
-        while waiting and state.active < state.limit:
-            ticket = waiting[0]
-            if ticket.cancelled:
-                waiting.popleft()
-                continue
-            connection = self._reusable(state)
-            if connection is None and not self._make_room():
+    def _grant(self, state: _OriginState) -> Optional[Lease]:
+        """A lease for ``state``'s origin if both caps allow one now (an
+        idle connection to reuse, or room for a new one), else ``None``;
+        the origin is then queued as blocked on the total cap."""
+        if state.active >= state.limit:
+            return None
+        connection = self._reusable(state)
+        if connection is None:
+            if not self._make_room():
                 if not state.blocked:
                     state.blocked = True
                     self._blocked.append(state)
+                return None
+            self._open += 1
+        state.active += 1
+        return Lease(self, state, connection)
+
+    def _serve(self, state: _OriginState) -> None:
+        """Grant what can be granted to ``state``'s waiters, in order."""
+        waiting = state.waiting
+        while waiting:
+            if waiting[0].cancelled:
+                waiting.popleft()
+                continue
+            lease = self._grant(state)
+            if lease is None:
                 return
-            waiting.popleft()
-            state.active += 1
-            if connection is None:
-                self._open += 1
-            ticket.grant(Lease(self, state, connection))
+            waiting.popleft().grant(lease)
 
     def _reusable(self, state: _OriginState) -> Optional[Connection]:
         """An idle connection to ``state``'s origin still fit for a request."""
@@ -439,12 +454,18 @@ class ConnectionManager:
     # -- expiry -------------------------------------------------------------------
 
     def _watch_expiry(self) -> None:
-        if self._reaper is None or self._reaper.dead:
+        if self._reaper is None:
             self._reaper = gevent.spawn(self._expire)
 
     def _expire(self) -> None:
         """Close idle connections as they pass ``keepalive_expiry``; end
         when none is idle."""
+        try:
+            self._expire_idle()
+        finally:
+            self._reaper = None
+
+    def _expire_idle(self) -> None:
         while self._idle and not self._closed:
             oldest = next(iter(self._idle))
             wait = oldest.idle_since + self.keepalive_expiry - time.monotonic()
