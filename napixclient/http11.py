@@ -417,6 +417,12 @@ class _AnswerBuffer(io.BufferedReader):
         """Nothing: http.client closes its file at the end of an answer, and
         what it left in the buffer is still to be looked at."""
 
+    def flush(self) -> None:
+        """Nothing to flush in a reading buffer; never an error, even once
+        the garbage collector has closed it (an ``HTTPResponse`` collected
+        later flushes its file from ``close()``: Python 3.13 reports the
+        error ``io`` would raise as "Exception ignored")."""
+
     def readline(self, size: Optional[int] = -1) -> bytes:
         line = _buffered_readline(self, -1 if size is None else size)
         if not self.in_head:
@@ -459,9 +465,14 @@ def _begin_http_client(sock: Any, method: str) -> _HTTPClientReading:
         try:
             response.begin()
         except http.client.BadStatusLine as error:
+            response.close()
             raise MalformedAnswer(_NOT_HTTP) from error
         except http.client.HTTPException as error:
+            response.close()
             raise MalformedAnswer(BROKE + type(error).__name__) from error
+        except BaseException:
+            response.close()
+            raise
         buffer.in_head = False
         if response.status == 101:
             raise MalformedAnswer(_SWITCHED)
