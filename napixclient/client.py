@@ -37,9 +37,12 @@ from napixclient.dialing import Origin, Verify, check_verify
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
 from napixclient.failures import ConnectionBroken, TransportFailure
 from napixclient.http11 import (
+    Answer,
+    accept_encoding,
     check_fields,
     check_headers,
     check_method,
+    decode_content,
     encode_body,
     field_block,
     merge_fields,
@@ -221,9 +224,18 @@ class Client:
         requests uses; a path names a CA bundle file or directory; ``False``
         verifies nothing.
     :param max_body_size: the most bytes of a response body read (``int`` > 0,
-        64 MiB by default); a larger body raises
-        :class:`~napixclient.exceptions.BodyTooLarge`.
+        64 MiB by default), as it came and once decoded; a larger body raises
+        :class:`~napixclient.exceptions.BodyTooLarge`, a compressed one as
+        soon as decoding it passes the size, without inflating the rest.
     :param headers: headers sent with every request (``Mapping[str, str]``).
+        By default a request says ``Accept-Encoding: gzip, deflate`` (plus
+        ``br`` and ``zstd`` with the ``compression`` extra, see
+        :func:`~napixclient.http11.accept_encoding`); whatever it says, an
+        answer's content codings that napixclient knows are undone, so
+        ``Response.content`` and ``Response.body`` are the decoded body (its
+        headers stay as they came), and one it cannot decode raises
+        :class:`~napixclient.ConnectionError` (see
+        :func:`~napixclient.http11.decode_content`).
     :param retries: how many times a connection failure of an idempotent
         request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is retried on a new
         connection (``int`` >= 0, default 0): a connection refused or
@@ -328,7 +340,8 @@ class Client:
             "Host": self.host,
             "User-Agent": f"napixclient/{__version__}",
             "Accept": "application/json",
-            "Accept-Encoding": "identity",
+            # What decode_content can undo: gzip, deflate (br, zstd).
+            "Accept-Encoding": accept_encoding(),
         }, check_headers(headers)))
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix, the socket timeouts of the default timeout.
@@ -532,17 +545,34 @@ class Client:
             answer = self._manager.exchange(
                 lease, method, data, record, parser=self._parser, timeout=timeouts,
                 max_body_size=self.max_body_size, retry=self._retry)
+            content = self._decoded(answer)
         except TransportFailure as transport_failure:
             failure = _failure_error(transport_failure, record)
         if failure is not None:
             # Raised out of the except block, so that no __context__ keeps
             # the failure's cause, whose text may hold the URL and its token.
             raise failure
-        response = Response(answer.status, answer.reason, answer.headers, answer.content,
+        response = Response(answer.status, answer.reason, answer.headers, content,
                             time.monotonic() - started, record)
         if response.status >= 400:
             raise HTTPError.from_response(response)
         return response
+
+    def _decoded(self, answer: Answer) -> bytes:
+        """The body of ``answer`` with its content codings undone
+        (:func:`~napixclient.http11.decode_content`), at most
+        ``max_body_size`` bytes of it.
+
+        :raises napixclient.failures.BodyLimitExceeded: past that size.
+        :raises napixclient.failures.MalformedAnswer: for a body its coding
+            cannot read.
+        """
+        content = answer.content
+        if content:
+            coding = answer.headers.get("Content-Encoding")
+            if coding:
+                return decode_content(content, coding, self.max_body_size, answer.status)
+        return content
 
     def request(
         self,
