@@ -33,6 +33,7 @@ attempt anew.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
 import re
@@ -190,7 +191,7 @@ def _backoff(attempts: int, factor: float, jitter: float, ceiling: float) -> flo
     return float(max(0.0, min(ceiling, wait)))
 
 
-# A date as RFC 9110 (section 5.6.7) writes one, or a number of seconds.
+# Retry-After as a number of seconds (RFC 9110, section 10.2.3), blanks around.
 _DELAY_SECONDS = re.compile(r"\s*[0-9]+\s*")
 
 
@@ -209,14 +210,14 @@ def parse_retry_after(value: Optional[str], now: float) -> Optional[float]:
         return float(int(value))
     try:
         parsed = email.utils.parsedate_tz(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed is None:
-        return None
-    try:
-        return max(0.0, float(email.utils.mktime_tz(parsed)) - now)
-    except (OverflowError, ValueError):
-        return None
+        if parsed is None:
+            return None
+        # An HTTP date is in GMT; the obsolete asctime form says no zone.
+        moment = datetime.datetime(*parsed[:6], tzinfo=datetime.timezone.utc)
+        seconds = moment.timestamp() - (parsed[9] or 0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # a day 99, a month 13...
+    return max(0.0, seconds - now)
 
 
 def _count(value: Any, name: str) -> Optional[int]:
