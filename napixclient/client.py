@@ -599,6 +599,10 @@ class Client:
             content = self._decoded(answer)
         except TransportFailure as transport_failure:
             failure = _failure_error(transport_failure, record)
+            if self._manager.tracing():
+                self._manager.emit("request.failed", self._origin, record,
+                                   failure=str(transport_failure),
+                                   error_class=transport_failure.error_class)
         if failure is not None:
             raise failure
         response = Response(answer.status, answer.reason, answer.headers, content,

@@ -313,6 +313,17 @@ def test_a_body_that_does_not_decode_is_a_connection_error_saying_why(server, co
     assert says in str(caught.value)
 
 
+def test_a_body_that_does_not_decode_is_a_request_failed_trace_event(server):
+    encoded(server, "/bad", gzip.compress(JSON)[:-12], "gzip")
+    events = []
+    with Client(server.host, AUTH, trace=lambda e, i: events.append((e, i))) as client:
+        with pytest.raises(ConnectionError):
+            client.get("/bad")
+    (failed,) = [info for event, info in events if event == "request.failed"]
+    assert failed["error_class"] == "ConnectionError"
+    assert failed["failure"].startswith("the body is not valid gzip")
+
+
 def test_a_connection_stays_usable_after_a_body_that_did_not_decode(server):
     encoded(server, "/bad", b"not gzip at all", "gzip")
     server.route("/ok", body={"ok": True})
