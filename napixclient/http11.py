@@ -59,6 +59,7 @@ __all__ = [
     "MAX_CODINGS",
     "MAX_HEADER_FIELDS",
     "MAX_LINE",
+    "MAX_MEMBERS",
     "PARSERS",
     "Answer",
     "Parser",
@@ -750,9 +751,18 @@ def available_parsers() -> List[str]:
 #: ``max_body_size`` bytes.
 MAX_CODINGS = 5
 
+#: The most gzip members, or zstd frames, one body may hold: each one costs
+#: a new decompressor and a copy of up to a slice of input, so a body of
+#: millions of empty members would take seconds of CPU.
+MAX_MEMBERS = 4096
+
 # Bytes of output asked of a decompressor at once: how much the decoded body
 # may grow before its size is checked again.
 _DECODE_STEP = 1024 * 1024
+# Bytes of input given to a decompressor at once: bounds what it copies of
+# the input left after a member's end.
+_INPUT_STEP = 64 * 1024
+_NOT_ZERO = re.compile(rb"[^\x00]")
 
 
 class _Output:
@@ -802,38 +812,50 @@ _TRUNCATED = "it ends before the end of its compressed data"
 _Decoder = Callable[[bytes, _Output], None]
 
 
-def _inflate(data: bytes, wbits: int, output: _Output) -> bytes:
+def _inflate(data: memoryview, start: int, wbits: int, output: _Output) -> int:
     """Inflate the zlib, gzip or raw deflate stream (by ``wbits``, as
-    :func:`zlib.decompressobj` takes it) at the start of ``data`` into
-    ``output``, a step at a time; return the bytes after its end."""
+    :func:`zlib.decompressobj` takes it) that starts at ``data[start]`` into
+    ``output``, a step of output at a time, reading the input a slice at a
+    time (so that what zlib copies of it stays small); return the offset
+    just after the end of the stream."""
     inflater = zlib.decompressobj(wbits)
-    pending = data
+    position = start
     try:
-        while True:
-            room = output.room()
-            chunk = inflater.decompress(pending, room)
-            output.add(chunk)
-            if inflater.eof:
-                return inflater.unused_data
-            left = inflater.unconsumed_tail
-            if len(chunk) < room and (not left or len(left) == len(pending)):
-                # All the input is read (or none of it can be) and no more
-                # output is held back: the stream stops before its end.
-                raise _Undecodable(_TRUNCATED)
-            pending = left
+        while position < len(data):
+            pending: Any = data[position:position + _INPUT_STEP]
+            position += len(pending)
+            while True:
+                room = output.room()
+                chunk = inflater.decompress(pending, room)
+                output.add(chunk)
+                if inflater.eof:
+                    return position - len(inflater.unused_data)
+                left = inflater.unconsumed_tail
+                if len(chunk) < room:
+                    if not left:
+                        break  # this slice is read: on to the next one
+                    if len(left) == len(pending):
+                        raise _Undecodable("zlib makes no progress")
+                pending = left
     except zlib.error as error:
         # "Error -3 while decompressing data: incorrect header check"
         raise _Undecodable(str(error).rpartition(": ")[2] or "zlib refused it") from None
+    raise _Undecodable(_TRUNCATED)
 
 
 def _gunzip(data: bytes, output: _Output) -> None:
-    """gzip (RFC 1952): one member or several, one after the other, and zero
-    bytes of padding after the last, as :func:`gzip.decompress` reads them."""
-    rest = data
-    while True:
-        rest = _inflate(rest, 16 + zlib.MAX_WBITS, output).lstrip(b"\x00")
-        if not rest:
+    """gzip (RFC 1952): one member or several (at most
+    :data:`MAX_MEMBERS`), one after the other, and zero bytes of padding
+    after them, as :func:`gzip.decompress` reads them."""
+    view = memoryview(data)
+    position = 0
+    for _ in range(MAX_MEMBERS):
+        position = _inflate(view, position, 16 + zlib.MAX_WBITS, output)
+        more = _NOT_ZERO.search(data, position)
+        if more is None:
             return
+        position = more.start()
+    raise _Undecodable(f"it has more than {MAX_MEMBERS} members")
 
 
 def _looks_like_zlib(data: bytes) -> bool:
@@ -847,16 +869,17 @@ def _deflate(data: bytes, output: _Output) -> None:
     deflate (RFC 1951) that some servers send under that name, as urllib3
     and browsers accept; bytes after the end of the stream are ignored, as
     :func:`zlib.decompress` ignores them."""
+    view = memoryview(data)
     first: Optional[_Undecodable] = None
     if _looks_like_zlib(data):
         try:
-            _inflate(data, zlib.MAX_WBITS, output)
+            _inflate(view, 0, zlib.MAX_WBITS, output)
             return
         except _Undecodable as error:
             first = error
             output.clear()
     try:
-        _inflate(data, -zlib.MAX_WBITS, output)
+        _inflate(view, 0, -zlib.MAX_WBITS, output)
     except _Undecodable:
         if first is not None:
             raise first from None
@@ -889,19 +912,27 @@ def _zstd_decoder(module: Any) -> _Decoder:
     Pythons, ``backports.zstd``, the one urllib3 uses."""
 
     def unzstd(data: bytes, output: _Output) -> None:
-        rest = data
+        view = memoryview(data)
+        position = 0
+        frames = 0
         try:
-            while rest:
+            while position < len(view):
+                frames += 1
+                if frames > MAX_MEMBERS:
+                    raise _Undecodable(f"it has more than {MAX_MEMBERS} frames")
                 decompressor = module.ZstdDecompressor()
-                chunk = decompressor.decompress(rest, output.room())
-                while True:
+                while not decompressor.eof:
+                    piece: Any = b""
+                    if decompressor.needs_input:  # else: output held back
+                        if position >= len(view):
+                            raise _Undecodable(_TRUNCATED)
+                        piece = view[position:position + _INPUT_STEP]
+                        position += len(piece)
+                    chunk = decompressor.decompress(piece, output.room())
+                    if not piece and not chunk and not decompressor.eof:
+                        raise _Undecodable("zstd makes no progress")
                     output.add(chunk)
-                    if decompressor.eof:
-                        break
-                    if decompressor.needs_input or not chunk:
-                        raise _Undecodable(_TRUNCATED)
-                    chunk = decompressor.decompress(b"", output.room())
-                rest = decompressor.unused_data
+                position -= len(decompressor.unused_data)
         except module.ZstdError as error:
             raise _Undecodable(str(error) or "zstd refused it") from None
 
@@ -965,11 +996,13 @@ def decode_content(content: bytes, content_encoding: Optional[str], max_body_siz
     time, so a small body that would inflate to gigabytes (a compression
     bomb) is refused after ``max_body_size`` bytes of it.
 
-    * ``gzip`` (and ``x-gzip``): one or more members, zero padding after
-      them ignored (as :func:`gzip.decompress`);
+    * ``gzip`` (and ``x-gzip``): one or more members (at most
+      :data:`MAX_MEMBERS`), zero padding after them ignored (as
+      :func:`gzip.decompress`);
     * ``deflate``: zlib-wrapped (RFC 1950, what RFC 9110 means) or raw
       deflate (RFC 1951, what some servers send), as urllib3 accepts;
-    * ``br`` and ``zstd`` when their modules import (see
+    * ``br`` and ``zstd`` (one or more frames, at most
+      :data:`MAX_MEMBERS`) when their modules import (see
       :func:`content_codings`);
     * ``identity`` is nothing to undo.
 
@@ -988,8 +1021,9 @@ def decode_content(content: bytes, content_encoding: Optional[str], max_body_siz
         (``length`` is ``None``).
     :raises MalformedAnswer: when the body is not valid data of a coding it
         names (``"the body is not valid gzip: incorrect header check"``,
-        ``"... it ends before the end of its compressed data"``), or names
-        more than :data:`MAX_CODINGS` codings.
+        ``"... it ends before the end of its compressed data"``), has more
+        than :data:`MAX_MEMBERS` gzip members or zstd frames, or names more
+        than :data:`MAX_CODINGS` codings.
     """
     if not content or not content_encoding:
         return content

@@ -8,6 +8,7 @@ import functools
 import gzip
 import json
 import struct
+import time
 import zlib
 
 import pytest
@@ -17,6 +18,7 @@ from napixclient.exceptions import BodyTooLarge
 from napixclient.failures import BodyLimitExceeded, MalformedAnswer
 from napixclient.http11 import (
     MAX_CODINGS,
+    MAX_MEMBERS,
     accept_encoding,
     content_codings,
     decode_content,
@@ -419,3 +421,33 @@ def test_decode_content_refuses_br_and_zstd_that_do_not_decode(coding, body):
         body = module.compress(JSON)[:-4]
     with pytest.raises(MalformedAnswer, match=f"^the body is not valid {coding}: "):
         decode_content(body, coding, MiB)
+
+
+def test_decode_content_reads_up_to_max_members_gzip_members_and_refuses_more():
+    empty = gzip.compress(b"")
+    assert decode_content(empty * MAX_MEMBERS, "gzip", 10) == b""
+    with pytest.raises(MalformedAnswer, match=f"more than {MAX_MEMBERS} members"):
+        decode_content(empty * (MAX_MEMBERS + 1), "gzip", 10)
+
+
+@needs_zstd
+def test_decode_content_reads_up_to_max_members_zstd_frames_and_refuses_more():
+    one = zstd.compress(b"x")
+    assert decode_content(one * MAX_MEMBERS, "zstd", MAX_MEMBERS) == b"x" * MAX_MEMBERS
+    with pytest.raises(MalformedAnswer, match=f"more than {MAX_MEMBERS} frames"):
+        decode_content(one * (MAX_MEMBERS + 1), "zstd", 10 * MAX_MEMBERS)
+
+
+def test_a_million_empty_gzip_members_are_refused_in_a_moment():
+    """Each member costs a decompressor: a 20 MB body of a million empty ones
+    is refused at the limit, not decoded for seconds while the hub waits."""
+    body = gzip.compress(b"") * 1_000_000
+    started = time.monotonic()
+    with pytest.raises(MalformedAnswer):
+        decode_content(body, "gzip", MiB)
+    assert time.monotonic() - started < 1.0
+
+
+def test_long_zero_padding_after_a_gzip_member_is_skipped():
+    body = gzip.compress(JSON) + bytes(4 * MiB) + gzip.compress(JSON) + bytes(MiB)
+    assert decode_content(body, "gzip", MiB) == JSON * 2
