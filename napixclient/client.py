@@ -654,9 +654,13 @@ class Client:
         """
         content = answer.content
         if content:
-            coding = answer.headers.get("Content-Encoding")
-            if coding:
-                return decode_content(content, coding, self.max_body_size, answer.status)
+            # A scan of the fields: building the headers' index for this
+            # costs more than the rest of reading a small answer.
+            codings = [value for name, value in answer.headers.fields
+                       if len(name) == 16 and name.lower() == "content-encoding"]
+            if codings:
+                return decode_content(content, ", ".join(codings), self.max_body_size,
+                                      answer.status)
         return content
 
     def request(
