@@ -48,7 +48,9 @@ event                        further keys
 ``response.headers``         ``status``: the status line and the fields were
                              read (for small answers, the first byte)
 ``response.done``            ``status``, ``bytes`` (of body), ``reusable``
-``request.retry``            ``failure`` (its text), ``wait`` (seconds)
+``request.retry``            ``failure`` (its text) for a transport failure,
+                             or ``status`` for a status retry; ``wait``
+                             (seconds)
 ``request.failed``           ``failure`` (its text), ``error_class``
 ``connection.closed``        ``reason``: ``"expired"``, ``"evicted"`` (to make
                              room under ``max_connections``), ``"not
@@ -650,6 +652,8 @@ def _describe(event: str, info: Dict[str, Any]) -> str:
         return (f'{origin} "{what} HTTP/1.1" {info["status"]} {info["bytes"]}'
                 + ("" if info["reusable"] else " (connection closed)"))
     if event == "request.retry":
+        if "status" in info:
+            return f"Retrying {what} after a {info['status']} answer, in {info['wait']:g} s"
         return f"Retrying {what} on a new connection after: {info['failure']}"
     if event == "request.failed":
         return f"{what} on {origin} failed: {info['failure']}"
