@@ -39,6 +39,10 @@ setup(
             "ruff>=0.4",
             "mypy>=1.5",
             "types-requests",
+            # The OpenTelemetry SDK's in-memory exporter and metric reader,
+            # for tests/test_otel.py (the library uses the API only).
+            "opentelemetry-api>=1.30",
+            "opentelemetry-sdk>=1.30",
         ],
         "docs": [
             "sphinx>=7.2",
@@ -46,6 +50,9 @@ setup(
         ],
         # Client(transport="geventhttpclient"): a C parser for answers.
         "fast": ["geventhttpclient>=2.6,<3"],
+        # napixclient.otel: spans, metrics and trace context through the
+        # OpenTelemetry API (1.30: histogram bucket advice); no SDK.
+        "otel": ["opentelemetry-api>=1.30"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],
