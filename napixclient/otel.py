@@ -141,9 +141,10 @@ KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH
 DISABLE_VARIABLE = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
 _PROTOCOL_VERSION = "1.1"
-# Seconds between two looks at whether a meter provider was set.
-_METER_RECHECK = 1.0
-# A proxy (nothing set yet) or no-op meter provider records nothing.
+# Seconds between two looks at whether a global provider was set.
+_RECHECK = 1.0
+# A proxy (nothing set yet) or no-op provider records nothing.
+_IDLE_TRACER_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _IDLE_METER_PROVIDERS = ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
@@ -413,9 +414,9 @@ class _Hooks:
         self.enabled = False
         self.tracer: Any = None
         self.duration: Any = None
+        self._tracing = False
         self._measuring = False
-        self._meter_given = False
-        self._meter_checked = -_METER_RECHECK
+        self._checked = -_RECHECK
         self.configure(None, None)
 
     def configure(self, tracer_provider: Any, meter_provider: Any) -> None:
@@ -430,23 +431,25 @@ class _Hooks:
             "http.client.request.duration", unit="s",
             description="Duration of HTTP client requests.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS))
-        self._meter_given = meter_provider is not None
-        self._measuring = self._meter_given
-        self._meter_checked = -_METER_RECHECK
+        self._tracing = tracer_provider is not None
+        self._measuring = meter_provider is not None
+        self._checked = -_RECHECK
 
-    def measuring(self) -> bool:
-        """Whether measurements go anywhere: a meter provider was given, or
-        one is set globally (looked at once a second until it is: the look
-        costs more than the rest of a request's no-op path)."""
-        if self._measuring:
-            return True
+    def _look(self) -> None:
+        """Whether spans and measurements go anywhere: a provider was given,
+        or a global one is set. A global provider is set once and for all
+        (the API allows no other), but looking for it costs more than the
+        rest of a request's no-op path: it is done at most once a second
+        while there is none."""
         now = time.monotonic()
-        if now - self._meter_checked < _METER_RECHECK:
-            return False
-        self._meter_checked = now
-        provider = metrics.get_meter_provider()
-        self._measuring = type(provider).__name__ not in _IDLE_METER_PROVIDERS
-        return self._measuring
+        if now - self._checked < _RECHECK:
+            return
+        self._checked = now
+        if not self._tracing:
+            self._tracing = not isinstance(trace.get_tracer_provider(), _IDLE_TRACER_PROVIDERS)
+        if not self._measuring:
+            provider = metrics.get_meter_provider()
+            self._measuring = type(provider).__name__ not in _IDLE_METER_PROVIDERS
 
     # -- client --
 
@@ -457,6 +460,15 @@ class _Hooks:
 
         :returns: and :raises: what ``send`` returns and raises.
         """
+        if not (self._tracing and self._measuring):
+            self._look()
+            if not (self._tracing or self._measuring):
+                # No SDK: pass on the trace a request of ours came in with.
+                if trace.get_current_span().get_span_context().is_valid:
+                    carrier: Dict[str, str] = {}
+                    propagate.inject(carrier)
+                    call = _with_headers(call, carrier)
+                return send(lease, call)
         method = call.method
         known = method if method in KNOWN_METHODS else "_OTHER"
         name = method if known == method else "HTTP"
@@ -474,11 +486,11 @@ class _Hooks:
         parent = otel_context.get_current()
         span = self.tracer.start_span(name, parent, SpanKind.CLIENT, attributes)
         if span.get_span_context().is_valid:
-            carrier: Dict[str, str] = {}
-            propagate.inject(carrier, trace.set_span_in_context(span, parent))
-            call = _with_headers(call, carrier)
+            headers: Dict[str, str] = {}
+            propagate.inject(headers, trace.set_span_in_context(span, parent))
+            call = _with_headers(call, headers)
         recording = span.is_recording()
-        measuring = self.measuring()
+        measuring = self._measuring
         if not recording and not measuring:
             return send(lease, call)
         request = _Request(self, span, parent, name, attributes, metric, recording, measuring)
@@ -550,8 +562,11 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
         ``None`` for the global one (set with
         ``opentelemetry.trace.set_tracer_provider``, before or after).
     :param meter_provider: an ``opentelemetry.metrics.MeterProvider``, or
-        ``None`` for the global one. A global meter provider set after
-        napixclient's first request is used within a second.
+        ``None`` for the global one.
+
+    A global provider set after napixclient's first request is used from
+    the next second on: while there is none, napixclient looks for one at
+    most once a second (the look costs more than the no-op path itself).
     """
     HOOKS.configure(tracer_provider, meter_provider)
     HOOKS.enabled = True
