@@ -29,22 +29,23 @@ Following the stable OpenTelemetry semantic conventions for HTTP
 https://opentelemetry.io/docs/specs/semconv/http/http-metrics/, schema
 :data:`SCHEMA_URL`):
 
-* a ``CLIENT`` span per HTTP request sent, one per attempt when the
-  connection layer retries it (its ``request.retry`` event ends an
-  attempt: the attempts are siblings under the caller's span, or, for a
-  request made outside any span, children of the first attempt, so that a
-  request is always one trace), named after the method (``"GET"``;
-  ``"HTTP"`` for a method the conventions do not know), with ``http.request.method``, ``url.full``
-  (from the :class:`~napixclient.RequestRecord`: a token added by the
-  authenticator reads ``***``), ``server.address``, ``server.port``,
+* a ``CLIENT`` span per HTTP request sent, named after the method
+  (``"GET"``; ``"HTTP"`` for a method the conventions do not know), with
+  ``http.request.method``, ``url.full`` (from the
+  :class:`~napixclient.RequestRecord`: a token added by the authenticator
+  reads ``***``), ``server.address``, ``server.port``,
   ``network.protocol.version`` (``"1.1"``), ``http.response.status_code``
-  when an answer came, ``http.request.resend_count`` on a retry, and on
-  failure ``error.type`` (the status as a string for 400 and more, else
-  the class of the failure: ``"ConnectionError"``, ``"Timeout"``,
-  ``"BodyTooLarge"``) with the span's status set to ``ERROR``. Its parent
-  is the span current where the request was made: a
-  :class:`~napixclient.ClientPool` carries the caller's context into each
-  request's greenlet, which gevent starts with an empty one.
+  when an answer came, and on failure ``error.type`` (the status as a
+  string for 400 and more, else the class of the failure:
+  ``"ConnectionError"``, ``"Timeout"``, ``"BodyTooLarge"``) with the span's
+  status set to ``ERROR``. Its parent is the span current where the request
+  was made: a :class:`~napixclient.ClientPool` carries the caller's context
+  into each request's greenlet, which gevent starts with an empty one.
+  A request the connection layer retries has a span per attempt (its
+  ``request.retry`` event ends one), the later ones with
+  ``http.request.resend_count``: siblings under the caller's span or, for a
+  request made outside any span, children of the first attempt, so that a
+  request is always one trace.
 * the ``http.client.request.duration`` histogram (seconds, buckets
   :data:`DURATION_BUCKETS`), one measurement per attempt, with
   ``http.request.method``, ``server.address``, ``server.port``,
@@ -68,9 +69,9 @@ No key, token, signature or proxy credential goes into an attribute: the
 URL is the record's, headers are never recorded, and exceptions are not
 recorded as span events (their texts are not ours to vouch for).
 
-With the API but no SDK configured, a request costs a no-op span and, when
-a trace came in, the headers that pass it on: see :doc:`/tracing` for the
-measured cost.
+With the API but no SDK configured (no tracer nor meter provider given or
+set), a request starts no span: it only passes on the trace it came in
+with, if any. See :doc:`/tracing` for the measured cost.
 """
 
 from __future__ import annotations
