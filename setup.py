@@ -42,12 +42,16 @@ setup(
             # The compression extra, so that br and zstd are tested too.
             "brotli>=1.2",
             "backports-zstd>=1.0; python_version < '3.14'",
+            # The OpenTelemetry SDK's in-memory exporter and metric reader,
+            # for tests/test_otel.py (the library uses the API only).
+            "opentelemetry-api>=1.30",
+            "opentelemetry-sdk>=1.30",
         ],
         "docs": [
             "sphinx>=7.2",
             "myst-parser>=2.0",
         ],
-        # Client(transport="geventhttpclient"): a C parser for answers.
+        # Client(parser="geventhttpclient"): llhttp, a C parser, for answers.
         "fast": ["geventhttpclient>=2.6,<3"],
         # Accept-Encoding: br and zstd besides gzip and deflate. brotli 1.2
         # bounds its output (bombs); zstd is in the standard library from 3.14.
@@ -55,6 +59,9 @@ setup(
             "brotli>=1.2",
             "backports-zstd>=1.0; python_version < '3.14'",
         ],
+        # napixclient.otel: spans, metrics and trace context through the
+        # OpenTelemetry API (1.30: histogram bucket advice); no SDK.
+        "otel": ["opentelemetry-api>=1.30"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],

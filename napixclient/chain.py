@@ -53,7 +53,7 @@ MAX_FIELDS = 64
 #: a validation document.
 DOCUMENT_KEYS = frozenset({
     "error_class", "error_text", "request", "remote_call", "remote_error",
-    "remote_status", "traceback", "filename", "line", "trace_id",
+    "remote_status", "traceback", "filename", "line", "trace_id", "span_id",
 })
 #: The key napixd gives a validation message tied to no field.
 NO_FIELD = "_napix_"
@@ -65,6 +65,11 @@ _SHOW_LEVELS = 3
 _SHOW_ITEMS = 8
 _SHOW_CHARS = 200
 _SHOW_BYTES = 64
+
+# A W3C Trace Context trace id (32) and span id (16): lower-case hex, not
+# all zeros (https://www.w3.org/TR/trace-context/, section 3.2.2.3 and 4).
+_TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}", re.ASCII)
+_SPAN_ID = re.compile(r"(?!0{16})[0-9a-f]{16}", re.ASCII)
 
 # "404 Not Found: `10` not found", as HTTPError.from_response writes
 # remote_error for a text body. ASCII digits only: \d would take any digit.
@@ -181,6 +186,14 @@ def _status_of(value: Any) -> Optional[int]:
     return None
 
 
+def _id_of(value: Any, pattern: "re.Pattern[str]") -> Optional[str]:
+    """``value`` when it is a valid trace or span id (``pattern``), else
+    ``None``: a hostile document cannot put anything else in a hop."""
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return str.__str__(value)
+    return None
+
+
 def _field_messages(document: Dict[Any, Any]) -> Optional[str]:
     """The text of a validation document, or ``None`` when ``document`` is
     not one (see :func:`read_chain`): ``"size: Bad type; id is world"``,
@@ -237,8 +250,16 @@ class Hop(NamedTuple):
     :ivar error_class: the class of the error at this hop (``"HTTPError"``,
         ``"ValueError"``...), or ``None``.
     :ivar error_text: what the hop said, or ``None``.
+    :ivar trace_id: the OpenTelemetry trace id the server answering this
+        hop's call wrote in its document (``trace_id``: 32 lower-case hex
+        digits, W3C Trace Context), or ``None``: look the hop up in your
+        tracing backend with it (see :doc:`/tracing`).
+    :ivar span_id: the span id written with it (16 lower-case hex digits),
+        or ``None``.
 
-    Every text field is at most :data:`MAX_TEXT` characters (plus a note of
+    ``trace_id`` and ``span_id`` come last and default to ``None``, so a
+    ``Hop`` built, compared or unpickled with the first four fields only
+    still works. Every text field is at most :data:`MAX_TEXT` characters (plus a note of
     how many were left out), and holds what the far side sent, control
     characters included: ``str(hop)`` escapes them.
     """
@@ -247,6 +268,8 @@ class Hop(NamedTuple):
     status: Optional[int]
     error_class: Optional[str]
     error_text: Optional[str]
+    trace_id: Optional[str] = None
+    span_id: Optional[str] = None
 
     def __str__(self) -> str:
         """``"GET http://b/y -> 404 (NotFound)"``, on one line."""
@@ -288,7 +311,9 @@ def read_chain(call: Optional[str], status: Optional[int], remote_error: Any) ->
     whose document gives no status has ``None``. A document's optional
     ``remote_status`` (a napixclient extension) gives the status too. The
     last hop carries the root cause: its ``error_class`` and ``error_text``,
-    or its text.
+    or its text. A hop read from a document with a valid ``trace_id`` (and
+    ``span_id``), as :class:`~napixclient.wsgi.ExceptionsCatcher` writes
+    with OpenTelemetry, carries them; an invalid one is ignored.
 
     A *validation document*, napixd's answer to a request it refused (400,
     ``{"size": "Bad type: ..."}``), is read as the text of its hop. It is a
@@ -343,6 +368,8 @@ def _read(hops: Chain, call: Any, status: Any, document: Any) -> None:
             status,
             _text_of(error_class) if isinstance(error_class, str) else None,
             _text_of(document.get("error_text")),
+            _id_of(document.get("trace_id"), _TRACE_ID),
+            _id_of(document.get("span_id"), _SPAN_ID),
         ))
         next_call = document.get("remote_call")
         if not isinstance(next_call, str) or "remote_error" not in document:
@@ -367,6 +394,8 @@ def write_document(
     remote_call: Any = None,
     remote_error: Any = None,
     remote_status: Optional[int] = None,
+    trace_id: Optional[str] = None,
+    span_id: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The Napix error document of a server whose handler failed
     (PROTOCOL.md, section 3, and "Writing the chain").
@@ -389,9 +418,17 @@ def write_document(
         or ``None`` when no answer came; written, with ``remote_call``, as
         ``remote_status``, a napixclient extension that other readers
         ignore. Any other value is left out.
+    :param trace_id: the OpenTelemetry trace id of the request that failed
+        here (32 lower-case hex digits, W3C Trace Context), or ``None``;
+        written as ``trace_id``, a napixclient extension that other readers
+        ignore. Any other value is left out.
+    :param span_id: the id of the span current when it failed (16
+        lower-case hex digits), or ``None``; written as ``span_id`` with a
+        valid ``trace_id`` only.
     :returns: a new ``dict``: ``error_class``, ``error_text``, then
-        ``request``, ``remote_call``, ``remote_error`` and
-        ``remote_status`` when given. :func:`read_chain` reads it back.
+        ``request``, ``remote_call``, ``remote_error``,
+        ``remote_status``, ``trace_id`` and ``span_id`` when given.
+        :func:`read_chain` reads it back.
     """
     document: Dict[str, Any] = {"error_class": error_class, "error_text": error_text}
     if request is not None:
@@ -402,4 +439,10 @@ def write_document(
         status = _status_of(remote_status)
         if status is not None:
             document["remote_status"] = status
+    trace = _id_of(trace_id, _TRACE_ID)
+    if trace is not None:
+        document["trace_id"] = trace
+        span = _id_of(span_id, _SPAN_ID)
+        if span is not None:
+            document["span_id"] = span
     return document

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -540,12 +541,20 @@ class Client:
 
     def send_on(self, lease: Lease, call: PreparedCall) -> Response:
         """Sign and send ``call`` on a lease got from :meth:`reserve`, and
-        read the whole answer; the caller releases the lease.
+        read the whole answer; the caller releases the lease. With
+        OpenTelemetry in use, in a span whose context the request's headers
+        carry (:mod:`napixclient.otel`).
 
         :returns: and :raises: as :meth:`send`.
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+        otel = _instrumentation()
+        if otel is not None:
+            return otel.send(self._manager, lease, call, self._send_on)
+        return self._send_on(lease, call)
+
+    def _send_on(self, lease: Lease, call: PreparedCall) -> Response:
         method, data, record = self._build(call)
         timeouts, deadline = (self._timeouts if call.timeout is self.timeout
                               else _socket_timeouts(call.timeout))
@@ -755,3 +764,33 @@ def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPErro
 def _record_of(call: PreparedCall) -> RequestRecord:
     """The record of ``call`` before it is signed."""
     return RequestRecord(call.method, call.url.split("/", 3)[2], call.url, call.target)
+
+
+# -- OpenTelemetry (napixclient.otel) ------------------------------------------
+
+# napixclient.otel's hooks once loaded, or False when they could not be.
+_otel: Any = None
+
+
+def _instrumentation() -> Any:
+    """napixclient.otel's hooks while the instrumentation is on, else ``None``.
+
+    napixclient never imports OpenTelemetry first: the hooks are loaded at
+    the first call after the program has imported ``opentelemetry.trace``
+    (until then this costs one dictionary look-up), and never when
+    OpenTelemetry cannot be imported. See :mod:`napixclient.otel`.
+    """
+    global _otel
+    hooks = _otel
+    if hooks is None:
+        if sys.modules.get("opentelemetry.trace") is None:
+            return None
+        try:
+            from napixclient.otel import HOOKS
+        except ImportError:
+            _log.warning("opentelemetry.trace is loaded but napixclient.otel cannot be: "
+                         "no OpenTelemetry instrumentation", exc_info=True)
+            _otel = False
+            return None
+        hooks = _otel = HOOKS
+    return hooks if hooks and hooks.enabled else None

@@ -164,11 +164,19 @@ class HTTPError(Exception):
             hop 1: GET http://b/y -> 404
             root cause: `10` not found
 
+        A hop whose document carried a trace id (:attr:`Hop.trace_id
+        <napixclient.chain.Hop.trace_id>`, written by servers traced with
+        OpenTelemetry, see :doc:`/tracing`) ends with it, to look up in a
+        tracing backend::
+
+            hop 0: GET http://a/x -> 500 (HTTPError) [trace 4bf92f3577b34da6a3ce929d0e0e4736]
+
         A root text on several lines is indented under ``root cause:``.
         Control characters other than newlines are escaped.
         """
         hops = self.chain
-        lines = [f"hop {depth}: {hop}" for depth, hop in enumerate(hops)]
+        lines = [f"hop {depth}: {hop}" + (f" [trace {hop.trace_id}]" if hop.trace_id else "")
+                 for depth, hop in enumerate(hops)]
         if hops.truncated:
             lines.append(f"(more than {len(hops)} hops: the rest was not read)")
         elif hops[-1].error_text:

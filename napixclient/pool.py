@@ -7,7 +7,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import gevent
 from gevent import Greenlet, GreenletExit
 
-from napixclient.client import Client, PreparedCall, TimeoutSpec, base_url
+from napixclient.client import (
+    Client,
+    PreparedCall,
+    TimeoutSpec,
+    _instrumentation,
+    base_url,
+)
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
@@ -166,7 +172,9 @@ class ClientPool:
         """
         client = self.client(host)
         call = client.prepare(method, url, body, headers, **kwargs)
-        job = _Job(client, call)
+        otel = _instrumentation()
+        # The caller's OpenTelemetry context, carried into the greenlet.
+        job = _Job(client, call, None if otel is None else otel.capture())
         greenlet = job.greenlet
         self._pending[greenlet] = (client, call)
         client.reserve(call, job.start)
@@ -281,13 +289,16 @@ class ClientPool:
 class _Job:
     """One request of the pool: its greenlet starts when its turn comes."""
 
-    __slots__ = ("client", "call", "greenlet", "lease")
+    __slots__ = ("client", "call", "greenlet", "lease", "context")
 
-    def __init__(self, client: Client, call: PreparedCall) -> None:
+    def __init__(self, client: Client, call: PreparedCall, context: Any = None) -> None:
         self.client = client
         self.call = call
         self.greenlet = Greenlet(self.run)
         self.lease: Optional[Lease] = None
+        # The OpenTelemetry context of the caller (``with context:`` attaches
+        # it), or None: gevent starts a greenlet with an empty one.
+        self.context = context
 
     def start(self, lease: Lease) -> None:
         """The turn came: start the greenlet, unless it was killed first.
@@ -300,6 +311,12 @@ class _Job:
         self.greenlet.start()
 
     def run(self) -> Result:
+        if self.context is not None:
+            with self.context:
+                return self._run()
+        return self._run()
+
+    def _run(self) -> Result:
         assert self.lease is not None
         try:
             return self.client.send_on(self.lease, self.call)

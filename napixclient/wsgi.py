@@ -19,6 +19,11 @@ Frameworks that catch exceptions themselves must be told to let them
 through, or the middleware never sees them: set Flask's
 ``app.config["PROPAGATE_EXCEPTIONS"] = True``, bottle's ``app.catchall =
 False``.
+
+With OpenTelemetry in use (:mod:`napixclient.otel`), the middleware also
+continues the trace each request brings, in a ``SERVER`` span the
+application runs under, and the error document carries ``trace_id`` and
+``span_id``: see :doc:`/tracing`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import (
 )
 
 from napixclient.chain import write_document
+from napixclient.client import _instrumentation
 from napixclient.exceptions import HTTPError
 
 __all__ = ["ExceptionsCatcher"]
@@ -105,16 +111,20 @@ class _Exchange:
     still replace its status and headers (PEP 3333: until the first
     non-empty body block, or the first ``write()``)."""
 
-    __slots__ = ("start_response", "body_started")
+    __slots__ = ("start_response", "body_started", "status")
 
     def __init__(self, start_response: StartResponse) -> None:
         self.start_response = start_response
         self.body_started = False
+        # The status of the last start_response (int), for the trace.
+        self.status: Optional[int] = None
 
     def wrapped_start_response(self, status: str, headers: List[Tuple[str, str]],
                                exc_info: Any = None) -> Callable[[bytes], Any]:
         write = self.start_response(status, headers, exc_info) if exc_info \
             else self.start_response(status, headers)
+        code = str(status)[:3]
+        self.status = int(code) if code.isdigit() else None
 
         def tracked_write(data: bytes) -> Any:
             if data:
@@ -142,7 +152,11 @@ class ExceptionsCatcher:
          "request": {"method": "POST", "path": "/vm-ip/"}}
 
     ``request`` never holds the query string or headers, which may carry
-    credentials. When the exception is an :class:`~napixclient.HTTPError`,
+    credentials. With OpenTelemetry in use (:mod:`napixclient.otel`), the
+    document adds ``trace_id`` and ``span_id``, the ids of the span current
+    when the request failed (32 and 16 lower-case hex digits), and the
+    application runs in a ``SERVER`` span continuing the trace the request
+    brought. When the exception is an :class:`~napixclient.HTTPError`,
     the document adds ``remote_call`` (the call made, already redacted by
     the client), ``remote_error`` (the far side's document as received: its
     decoded JSON, or its text) and, as a napixclient extension that readers
@@ -175,16 +189,39 @@ class ExceptionsCatcher:
     def __call__(self, environ: Dict[str, Any],
                  start_response: StartResponse) -> Iterable[bytes]:
         """Run the application for one request (the WSGI interface)."""
+        otel = _instrumentation()
+        scope = None if otel is None else otel.serve(environ)
+        if scope is None:
+            return self._run(environ, start_response, None)
+        # The span ends when the answer is whole: here for a list, when the
+        # server closes the body otherwise.
+        with scope:
+            try:
+                result = self._run(environ, start_response, scope)
+            except BaseException as error:
+                scope.end(None, error)
+                raise
+        if not isinstance(result, _GuardedBody):
+            scope.end(scope.status, scope.error)
+        return result
+
+    def _run(self, environ: Dict[str, Any], start_response: StartResponse,
+             scope: Any) -> Iterable[bytes]:
         exchange = _Exchange(start_response)
         try:
             result = self.app(environ, exchange.wrapped_start_response)
         except Exception as error:
-            return self._fail(environ, exchange, error)
+            body = self._fail(environ, exchange, error)
+            if scope is not None:
+                scope.status, scope.error = exchange.status, error
+            return body
         if isinstance(result, (list, tuple)):
             # Iterating a list cannot fail, and servers compute a
             # Content-Length from a one-item list.
+            if scope is not None:
+                scope.status = exchange.status
             return result
-        return _GuardedBody(self, environ, exchange, result)
+        return _GuardedBody(self, environ, exchange, result, scope)
 
     def document(self, environ: Dict[str, Any], error: BaseException) -> Dict[str, Any]:
         """The Napix error document for ``error`` raised while serving
@@ -195,13 +232,17 @@ class ExceptionsCatcher:
         :returns: a ``dict`` with ``error_class``, ``error_text`` and
             ``request``; ``remote_call``, ``remote_error`` and
             ``remote_status`` for an :class:`~napixclient.HTTPError` (written
-            by :func:`napixclient.chain.write_document`); ``traceback``,
-            ``filename`` and ``line`` with ``show_traceback``.
+            by :func:`napixclient.chain.write_document`); ``trace_id`` and
+            ``span_id`` of the current span with OpenTelemetry in use;
+            ``traceback``, ``filename`` and ``line`` with ``show_traceback``.
         """
         relayed: Dict[str, Any] = {}
         if isinstance(error, HTTPError):
             relayed = {"remote_call": error.remote_call, "remote_error": error.remote_error,
                        "remote_status": error.status}
+        otel = _instrumentation()
+        if otel is not None:
+            relayed["trace_id"], relayed["span_id"] = otel.current_ids()
         document = write_document(type(error).__name__, _safe_text(error),
                                   _request_part(environ), **relayed)
         if self.show_traceback:
@@ -238,6 +279,7 @@ class ExceptionsCatcher:
             # exc_info lets the server replace headers the app already set
             # (PEP 3333); it re-raises if they were already sent.
             exchange.start_response(_STATUS, headers, (type(error), error, error.__traceback__))
+            exchange.status = 500
         except Exception:
             _LOG.error("%s %s: the server refused the 500 (response already sent)",
                        request["method"], request["path"], exc_info=True)
@@ -253,7 +295,7 @@ class _GuardedBody:
     re-raised; ``close()`` reaches the application's iterable."""
 
     def __init__(self, catcher: ExceptionsCatcher, environ: Dict[str, Any],
-                 exchange: _Exchange, result: Iterable[bytes]) -> None:
+                 exchange: _Exchange, result: Iterable[bytes], scope: Any = None) -> None:
         self._catcher = catcher
         self._environ = environ
         self._exchange = exchange
@@ -261,11 +303,28 @@ class _GuardedBody:
         self._iterator: Optional[Iterator[bytes]] = None
         # Blocks left to send once the application failed, or None.
         self._replacement: Optional[List[bytes]] = None
+        # The request's OpenTelemetry span and context, or None.
+        self._scope = scope
+        self._error: Optional[BaseException] = None
 
     def __iter__(self) -> "_GuardedBody":
         return self
 
     def __next__(self) -> bytes:
+        scope = self._scope
+        if scope is None:
+            return self._next()
+        # The application's iterable runs in the request's trace too.
+        with scope:
+            try:
+                return self._next()
+            except StopIteration:
+                raise
+            except BaseException as error:
+                self._error = error
+                raise
+
+    def _next(self) -> bytes:
         if self._replacement is None:
             try:
                 if self._iterator is None:
@@ -276,6 +335,7 @@ class _GuardedBody:
             except Exception as error:
                 # Nothing more comes from the application, whatever happens.
                 self._replacement = []
+                self._error = error
                 self._replacement = self._catcher._fail(self._environ, self._exchange, error)
             else:
                 if block:
@@ -286,7 +346,15 @@ class _GuardedBody:
         raise StopIteration
 
     def close(self) -> None:
-        """Close the application's iterable, if it has ``close()``."""
+        """Close the application's iterable, if it has ``close()``; end the
+        request's span."""
+        try:
+            self._close()
+        finally:
+            if self._scope is not None:
+                self._scope.end(self._exchange.status, self._error)
+
+    def _close(self) -> None:
         close = getattr(self._result, "close", None)
         if close is None:
             return

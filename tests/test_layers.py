@@ -14,7 +14,7 @@ LAYERS = {
     "values": ["response", "exceptions", "chain", "redact", "failures"],
     "core": ["http11", "authenticators"],
     "connection": ["retry", "dialing", "connections", "transport", "adapter"],
-    "client": ["client"],
+    "client": ["client", "otel"],
     "pool": ["pool"],
     "server": ["wsgi", "testing"],
     "face": ["cli", "demo", "fleet", "__main__"],
