@@ -50,6 +50,9 @@ setup(
         "docs": [
             "sphinx>=7.2",
             "myst-parser>=2.0",
+            # The tracing page's doctest and napixclient.otel's API page.
+            "opentelemetry-api>=1.30",
+            "opentelemetry-sdk>=1.30",
         ],
         # Client(parser="geventhttpclient"): llhttp, a C parser, for answers.
         "fast": ["geventhttpclient>=2.6,<3"],
