@@ -75,6 +75,7 @@ import itertools
 import logging
 import select
 import socket
+import ssl
 import time
 from collections import OrderedDict, deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -82,7 +83,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import gevent
 import gevent.event
 
-from napixclient.dialing import Dialer, Origin, status_text
+from napixclient.dialing import Dialer, Origin, status_text, tls_reason
 from napixclient.failures import (
     ConnectionBroken,
     ProxyFailed,
@@ -675,6 +676,10 @@ def _stale() -> ConnectionBroken:
 
 
 def _reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLError):
+        # A TLS alert after the handshake: in TLS 1.3, a server refuses the
+        # client's certificate (or its absence) when the answer is read.
+        return tls_reason(error)
     return error.strerror.lower() if error.strerror else type(error).__name__
 
 

@@ -78,6 +78,7 @@ __all__ = [
     "parse_proxy",
     "ssl_context",
     "status_text",
+    "tls_reason",
 ]
 
 #: ``verify``: ``True`` (the CA bundle requests uses), ``False`` (no
@@ -368,10 +369,14 @@ def ssl_context(verify: Verify = True, cert: Optional[CertFiles] = None) -> ssl.
         try:
             context.load_cert_chain(cert[0], cert[1], password=_encrypted_key)
         except ssl.SSLError as error:
-            hint = ("" if cert[1] is not None else
-                    "; if the key is in another file, give cert=(certificate, key)")
+            if error.reason == "KEY_VALUES_MISMATCH":
+                detail = "the key does not match the certificate"
+            else:
+                detail = f"{error.reason or 'PEM lib'}, are they PEM?"
+                if cert[1] is None:
+                    detail += " If the key is in another file, give cert=(certificate, key)"
             raise ValueError(f"cert: the client certificate and its key could not be "
-                             f"loaded ({error.reason or 'not PEM'}){hint}") from None
+                             f"loaded: {detail}") from None
     if verify is False:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -592,7 +597,8 @@ class Dialer:
             raise failed(detail or "the certificate was refused") from error
         except ssl.SSLError as error:
             sock.close()
-            raise failed(error.reason or "the handshake failed") from error
+            raise failed(tls_reason(error) if error.reason else "the handshake failed") \
+                from error
         except socket.timeout as error:
             sock.close()
             where = f" with the proxy {proxy}" if proxy is not None else ""
@@ -664,6 +670,28 @@ class Dialer:
             return sock, address
         assert last is not None
         raise ConnectFailed(f"could not connect: {_reason(last)}") from last
+
+
+# TLS alerts that say what the server thought of the client's certificate.
+_CLIENT_CERTIFICATE_ALERTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server asks for a client certificate (cert=)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused the client certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's issuer",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server says a certificate has expired",
+}
+
+
+def tls_reason(error: ssl.SSLError) -> str:
+    """What a TLS error says, for a person: OpenSSL's reason
+    (``"CERTIFICATE_VERIFY_FAILED"``), and what an alert about the client
+    certificate means (``"TLSV13_ALERT_CERTIFICATE_REQUIRED: the server
+    asks for a client certificate (cert=)"``).
+
+    :param error: the :class:`ssl.SSLError`.
+    """
+    reason = error.reason or type(error).__name__
+    meaning = _CLIENT_CERTIFICATE_ALERTS.get(reason)
+    return f"{reason}: {meaning}" if meaning else reason
 
 
 def status_text(status: int) -> str:
