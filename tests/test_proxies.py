@@ -7,14 +7,18 @@ The proxy's credentials go in Proxy-Authorization and nowhere else.
 """
 
 import base64
+import json
 import logging
 import os
 import pickle
 import ssl
+import sys
 import time
+from pathlib import Path
 
 import gevent
 import gevent.ssl
+import gevent.subprocess
 import pytest
 import trustme
 from gevent.pywsgi import WSGIServer
@@ -607,3 +611,94 @@ def test_connect_waits_for_the_proxy_at_most_the_connect_timeout():
     finally:
         done.set()
         silent.stop(timeout=1)
+
+
+# -- the napix command -----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def napix(*args, env=None, timeout=30):
+    """Run ``python -m napixclient ARGS`` with no NAPIX_* or proxy variable
+    but those in ``env``; return the CompletedProcess (text)."""
+    environ = {name: value for name, value in os.environ.items()
+               if not name.startswith("NAPIX_") and name.lower() not in PROXY_VARIABLES}
+    environ.update(env or {}, PYTHONPATH=str(ROOT))
+    return gevent.subprocess.run(
+        [sys.executable, "-m", "napixclient", *map(str, args)],
+        capture_output=True, text=True, env=environ, timeout=timeout, cwd=str(ROOT))
+
+
+def test_napix_request_uses_the_environment_s_proxy_and_no_proxy_ignores_it(
+        forward_proxy, origin):
+    env = {"HTTP_PROXY": forward_proxy.url}
+    done = napix("request", origin.host, "GET", "/x", "-v", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ok": True}
+    assert f"through the proxy {forward_proxy.url}" in done.stderr
+    done = napix("request", origin.host, "GET", "/x", "--no-proxy", env=env)
+    assert done.returncode == 0, done.stderr
+    assert forwarded(forward_proxy, origin) == 1
+    assert [via_proxy(request) for request in origin.requests] == [True, False]
+
+
+def test_napix_request_and_probe_go_through_the_proxy_given(forward_proxy, origin):
+    # Given on the command line, it wins over the environment's.
+    env = {"HTTP_PROXY": f"http://127.0.0.1:{closed_port()}", "NO_PROXY": "127.0.0.1"}
+    done = napix("request", origin.host, "GET", "/x", "--proxy", forward_proxy.url, env=env)
+    assert done.returncode == 0, done.stderr
+    done = napix("probe", origin.host, origin.host, "/x", "--json", "--proxy",
+                 forward_proxy.url, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["status"] for line in done.stdout.splitlines()] == [200, 200]
+    assert forwarded(forward_proxy, origin) == 3
+
+
+def test_napix_with_an_authenticated_proxy_shows_its_credentials_nowhere(
+        authenticated_proxy, origin):
+    # Right credentials, in the environment, with every debug line.
+    env = {"HTTP_PROXY": authenticated_proxy.url_with_credentials}
+    done = napix("request", origin.host, "GET", "/x", "-vv", env=env)
+    assert done.returncode == 0, done.stderr
+    outputs = [done.stdout, done.stderr]
+    # None: a ProxyError naming the proxy, exit 1.
+    done = napix("request", origin.host, "GET", "/x", "-vv", "--proxy", authenticated_proxy.url)
+    assert done.returncode == 1
+    assert (f"root cause: the proxy {authenticated_proxy.url} answered 407 Proxy "
+            "Authentication Required") in done.stderr
+    assert "Traceback" not in done.stderr
+    outputs += [done.stdout, done.stderr]
+    # Wrong ones, in a probe.
+    wrong = authenticated_proxy.url_with_credentials.replace(PASSWORD, PASSWORD[::-1])
+    done = napix("probe", origin.host, "/x", "-vv", "--proxy", wrong)
+    assert done.returncode == 1
+    outputs += [done.stdout, done.stderr]
+    text = "\n".join(outputs)
+    for secret in SECRETS + (PASSWORD[::-1],):
+        assert secret not in text
+    assert "Proxy-Authorization" not in origin.requests[0].headers
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--proxy", "http://127.0.0.1:1", "--no-proxy"], "either --proxy or --no-proxy"),
+    (["--proxy", "socks5://ops:s3cr3t@127.0.0.1:1080"], "SOCKS proxies are not supported"),
+    (["--proxy", "http://ops:s3cr3t@127.0.0.1:1/x"], "'http://***@127.0.0.1:1/x'"),
+    (["--cert-key", "key.pem"], "--cert-key needs --cert"),
+    (["--cert", "/nonexistent/client.pem"], "cert: no file at '/nonexistent/client.pem'"),
+])
+@pytest.mark.parametrize("command", [["request", "127.0.0.1:1", "GET", "/"],
+                                     ["probe", "127.0.0.1:1", "/"]])
+def test_napix_refuses_bad_proxy_and_cert_options_with_exit_2(command, argv, message):
+    done = napix(*command, *argv)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "s3cr3t" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_napix_refuses_a_bad_proxy_in_the_environment_with_exit_2():
+    done = napix("request", "https://127.0.0.1:1", "GET", "/",
+                 env={"https_proxy": "ftp://ops:s3cr3t@127.0.0.1:21"})
+    assert done.returncode == 2
+    assert "the proxy in https_proxy 'ftp://***@127.0.0.1:21'" in done.stderr
+    assert "s3cr3t" not in done.stderr
