@@ -2,11 +2,15 @@
 ``cert=(CERT, KEY)``, against nginx (``ssl_verify_client on``) and a gevent
 WSGI server that requires a certificate, all with trustme certificates."""
 
+import json
 import os
 import re
 import ssl
+import sys
+from pathlib import Path
 
 import gevent.ssl
+import gevent.subprocess
 import pytest
 import trustme
 from gevent.pywsgi import WSGIServer
@@ -249,3 +253,48 @@ def test_a_certificate_is_checked_even_for_an_http_host(files, tmp_path):
         other_key = str(tmp_path / "other.key")
         trustme.CA().issue_cert("x").private_key_pem.write_to_path(other_key)
         Client("127.0.0.1:1", cert=(files["client"], other_key))
+
+
+# -- the napix command: --cert and --cert-key -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+# The command has no option for a CA bundle: it verifies against the bundle
+# requests uses, which this runner points at the test CA.
+RUN_NAPIX = ("import sys, requests.utils; requests.utils.DEFAULT_CA_BUNDLE_PATH = sys.argv[1]; "
+             "from napixclient.cli import main; sys.exit(main(sys.argv[2:]))")
+
+
+def napix_trusting(ca_bundle, *args):
+    environ = {name: value for name, value in os.environ.items()
+               if not name.startswith("NAPIX_")
+               and name.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    environ["PYTHONPATH"] = str(ROOT)
+    return gevent.subprocess.run([sys.executable, "-c", RUN_NAPIX, ca_bundle, *args],
+                                 capture_output=True, text=True, env=environ, timeout=30,
+                                 cwd=str(ROOT))
+
+
+def test_napix_presents_the_client_certificate_given_with_cert_and_cert_key(
+        nginx_mtls, files):
+    done = napix_trusting(files["ca"], "request", nginx_mtls.host, "GET", "/who",
+                          "--cert", files["client"], "--cert-key", files["client_key"])
+    assert done.returncode == 0, done.stderr
+    assert presented(done.stdout)
+    done = napix_trusting(files["ca"], "probe", nginx_mtls.host, "/who", "--json",
+                          "--cert", files["client_both"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == 200
+    # Without, nginx refuses.
+    done = napix_trusting(files["ca"], "request", nginx_mtls.host, "GET", "/who")
+    assert done.returncode == 1
+    assert "-> 400" in done.stderr and "No required SSL certificate was sent" in done.stderr
+
+
+def test_napix_refuses_a_key_that_does_not_match_with_exit_2(files, tmp_path):
+    other_key = str(tmp_path / "other.key")
+    trustme.CA().issue_cert("x").private_key_pem.write_to_path(other_key)
+    done = napix_trusting(files["ca"], "request", "https://127.0.0.1:1", "GET", "/",
+                          "--cert", files["client"], "--cert-key", other_key)
+    assert done.returncode == 2
+    assert "the key does not match the certificate" in done.stderr
+    assert KEY_MARK not in done.stderr and "Traceback" not in done.stderr
