@@ -101,9 +101,9 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Out
     except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
         raise UsageError(str(error)) from None
     _LOG.debug("auth: %s", credentials.source)
-    _LOG.debug("connection: %s; %s", connection.source,
-               f"through the proxy {client.proxy}" if client.proxy else "direct")
-    _LOG.debug("sending %s %s%s", call.method, client.base_url, args.path)
+    route = (f"through the proxy {client.proxy}" if client.proxy else "directly")
+    _LOG.debug("sending %s %s%s %s (%s)", call.method, client.base_url, args.path, route,
+               connection.source)
     with client:
         try:
             response = client.send(call)
@@ -141,11 +141,10 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
     condition = None if args.first_where is None else compile_condition(args.first_where)
     _LOG.debug("auth: %s", credentials.source)
-    _LOG.debug("probing %d hosts for GET %s", len(hosts), path)
 
     started = time.monotonic()
     connection: Connection = args.connection
-    _LOG.debug("connection: %s", connection.source)
+    _LOG.debug("probing %d hosts for GET %s (%s)", len(hosts), path, connection.source)
     try:
         pool = ClientPool(credentials.authenticator, simultaneous=args.simultaneous,
                           timeout=args.timeout, **connection.options)
