@@ -41,6 +41,7 @@ import os
 import socket
 import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
@@ -266,6 +267,47 @@ def _environment_variable(key: str) -> str:
     return lower if os.environ.get(lower) else lower.upper()
 
 
+# The variables that decide the environment's proxies (REQUEST_METHOD: under
+# CGI, HTTP_PROXY may come from a request's Proxy header, and is ignored).
+_ENVIRONMENT = tuple(name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+                     for name in (base, base.upper())) + ("REQUEST_METHOD",)
+_environment_cache: List[Any] = [None, {}]  # [the variables' values, their proxies]
+
+
+def _environment_proxies() -> Dict[str, str]:
+    """:func:`urllib.request.getproxies_environment` (what requests'
+    ``get_environ_proxies`` returns), read again only when one of the
+    variables that decide it changed: reading it scans the whole
+    environment, and a pool makes a client per host."""
+    values = tuple(os.environ.get(name) for name in _ENVIRONMENT)
+    if values != _environment_cache[0]:
+        found = {} if not any(values[:-1]) else urllib.request.getproxies_environment()
+        _environment_cache[:] = [values, found]
+    return _environment_cache[1]  # type: ignore[no-any-return]
+
+
+def _bypassed(url: str, no_proxy: Optional[str]) -> bool:
+    """Whether ``no_proxy`` exempts ``url``'s host from the environment's
+    proxies, as :func:`requests.utils.should_bypass_proxies` decides: an
+    IPv4 address in a CIDR range of the list (requests' own rule), or a
+    name, a domain suffix, a ``host:port`` or ``*`` as
+    :func:`urllib.request.proxy_bypass_environment` matches them (given the
+    list, it does not scan the environment again)."""
+    if not no_proxy:
+        return False
+    parts = urlsplit(url)
+    hostname = parts.hostname
+    if hostname is None:
+        return True
+    if requests.utils.is_ipv4_address(hostname) and any(
+            requests.utils.is_valid_cidr(entry)
+            and requests.utils.address_in_network(hostname, entry)
+            for entry in no_proxy.replace(" ", "").split(",")):
+        return True
+    host = f"{hostname}:{parts.port}" if parts.port else hostname
+    return bool(urllib.request.proxy_bypass_environment(host, {"no": no_proxy}))
+
+
 def choose_proxy(url: str, proxies: Any = None, trust_env: bool = True) -> Optional[Proxy]:
     """The proxy requests to ``url`` go through, chosen as requests chooses it.
 
@@ -275,10 +317,12 @@ def choose_proxy(url: str, proxies: Any = None, trust_env: bool = True) -> Optio
     host is in ``no_proxy``/``NO_PROXY`` (or ``proxies["no_proxy"]``):
     names, domain suffixes, ``host:port``, IP addresses and CIDR ranges,
     ``*`` for all. Then the most precise key wins: ``"scheme://host"``,
-    ``"scheme"``, ``"all://host"``, ``"all"``. This is
-    :func:`requests.utils.get_environ_proxies` and
-    :func:`requests.utils.select_proxy`, so the same environment routes a
-    request the same way in requests and here.
+    ``"scheme"``, ``"all://host"``, ``"all"``. This is what requests'
+    ``get_environ_proxies`` and :func:`requests.utils.select_proxy` decide
+    (the tests compare the two), so the same environment routes a request
+    the same way in requests and here; the environment is read with the
+    standard library's functions that requests calls, once for as long as
+    its proxy variables stay the same.
 
     :param url: the origin, ``scheme://host[:port]``.
     :param proxies: as :func:`check_proxies` takes it.
@@ -290,9 +334,11 @@ def choose_proxy(url: str, proxies: Any = None, trust_env: bool = True) -> Optio
     explicit = check_proxies(proxies)
     chosen: Dict[str, Optional[str]] = dict(explicit)
     if trust_env:
-        environ = requests.utils.get_environ_proxies(url, no_proxy=explicit.get("no_proxy"))
-        for key, value in environ.items():
-            chosen.setdefault(key, value)
+        environ = _environment_proxies()
+        no_proxy = explicit.get("no_proxy")
+        if environ and not _bypassed(url, environ.get("no") if no_proxy is None else no_proxy):
+            for key, value in environ.items():
+                chosen.setdefault(key, value)
     selected = requests.utils.select_proxy(url, chosen)  # type: ignore[arg-type]
     if not selected:
         return None

@@ -564,6 +564,37 @@ def test_choose_proxy_prefers_the_most_precise_key_as_requests_does():
     assert choose_proxy("https://napix.example", {}, False) is None
 
 
+ENVIRONMENTS = [
+    {"HTTP_PROXY": "http://p1:3128"},
+    {"http_proxy": "http://lower:3128", "HTTP_PROXY": "http://upper:3128"},
+    {"HTTPS_PROXY": "https://p2:3129"},
+    {"ALL_PROXY": "p3:8080"},
+    {"HTTP_PROXY": "http://p1:3128", "HTTPS_PROXY": "http://p2:1", "NO_PROXY": "napix.example"},
+    {"ALL_PROXY": "http://p3:1", "no_proxy": ".napix.example"},
+    {"ALL_PROXY": "http://p3:1", "NO_PROXY": "napix.example:8002, other.example"},
+    {"ALL_PROXY": "http://p3:1", "NO_PROXY": "10.0.0.0/8"},
+    {"ALL_PROXY": "http://p3:1", "NO_PROXY": "127.0.0.1,::1"},
+    {"ALL_PROXY": "http://p3:1", "NO_PROXY": "*"},
+    {"HTTP_PROXY": "http://p1:3128", "REQUEST_METHOD": "GET"},
+    {"NO_PROXY": "napix.example"},
+]
+URLS = ["http://napix.example/", "http://napix.example:8002/", "https://hv-1.napix.example/",
+        "http://10.1.2.3:8002/", "http://127.0.0.1:8002/", "https://[::1]:8443/",
+        "http://other.example/", "https://napix.example:8002/"]
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_environment_routes_each_host_as_requests_routes_it(environment, monkeypatch):
+    import requests.utils
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    for url in URLS:
+        expected = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        chosen = choose_proxy(url)
+        assert chosen == (None if expected is None else parse_proxy(expected)), url
+
+
 def test_proxies_no_proxy_key_bypasses_the_environment_only(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://env:1")
     assert choose_proxy("http://napix.example", {"no_proxy": "napix.example"}) is None
