@@ -305,7 +305,10 @@ def _bypassed(url: str, no_proxy: Optional[str]) -> bool:
             for entry in no_proxy.replace(" ", "").split(",")):
         return True
     host = f"{hostname}:{parts.port}" if parts.port else hostname
-    return bool(urllib.request.proxy_bypass_environment(host, {"no": no_proxy}))
+    # What urllib.request.proxy_bypass is on Unix but macOS, and the part of
+    # it that reads the environment everywhere; typeshed does not list it.
+    return bool(urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+        host, {"no": no_proxy}))
 
 
 def choose_proxy(url: str, proxies: Any = None, trust_env: bool = True) -> Optional[Proxy]:
