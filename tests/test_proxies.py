@@ -324,7 +324,7 @@ def test_a_407_to_connect_is_a_proxy_error_naming_the_proxy_not_the_origin(
                           "Required to CONNECT")
 
 
-def test_wrong_proxy_credentials_are_a_407_that_shows_none_of_them(
+def test_wrong_proxy_credentials_are_a_proxy_error_that_shows_none_of_them(
         authenticated_proxy, tls_origin, ca_bundle):
     wrong = authenticated_proxy.url_with_credentials.replace(PASSWORD, "wr0ng-pa55")
     with Client(tls_origin, timeout=5, verify=ca_bundle, proxies={"https": wrong}) as client:
