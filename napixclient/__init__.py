@@ -8,7 +8,12 @@ hosts), :class:`Response`, and the exception tree rooted at
 __version__ = "0.1.0"
 
 from napixclient.client import Client  # noqa: E402
-from napixclient.exceptions import ConnectionError, HTTPError, Timeout  # noqa: E402
+from napixclient.exceptions import (  # noqa: E402
+    ConnectionError,
+    HTTPError,
+    ProxyError,
+    Timeout,
+)
 from napixclient.pool import ClientPool  # noqa: E402
 from napixclient.response import RequestRecord, Response  # noqa: E402
 
@@ -17,6 +22,7 @@ __all__ = [
     "ClientPool",
     "ConnectionError",
     "HTTPError",
+    "ProxyError",
     "RequestRecord",
     "Response",
     "Timeout",

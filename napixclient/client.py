@@ -35,8 +35,8 @@ from napixclient.connections import (
     Lease,
     TraceHook,
 )
-from napixclient.dialing import Origin, Verify, check_verify
-from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
+from napixclient.dialing import Cert, Origin, Verify, check_cert, check_verify, choose_proxy
+from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, ProxyError, Timeout
 from napixclient.failures import ConnectionBroken, TransportFailure
 from napixclient.http11 import (
     Answer,
@@ -284,13 +284,37 @@ class Client:
         ``max_connections``, ``keepalive_expiry`` and ``trace`` are the
         manager's and may not be given. ``None`` (the default): the client
         makes its own and closes it with itself.
+    :param proxies: the proxies to go through, as requests takes them: a
+        mapping from ``"http"``, ``"https"``, ``"all"``, ``"scheme://host"``
+        or ``"all://host"`` to a proxy URL (``http://[user:password@]host[:port]``,
+        or ``https://...`` for a proxy reached over TLS), or to ``None`` for
+        none; ``"no_proxy"`` may list hosts that skip the environment's
+        proxies. ``None`` (the default): none but the environment's.
+        Plain ``http`` goes through the proxy with the request target in
+        absolute form; ``https`` through a ``CONNECT`` tunnel, the origin's
+        certificate verified against ``verify``. Credentials in the URL are
+        sent as ``Proxy-Authorization`` and shown nowhere. See
+        :func:`~napixclient.dialing.choose_proxy` and :doc:`/proxies`.
+    :param trust_env: whether the environment's proxies apply (``bool``,
+        default ``True``): ``http_proxy``, ``https_proxy``, ``all_proxy``
+        and ``no_proxy``, in lower or upper case, read once, here, as
+        requests reads them. The route of the host is decided once per
+        client.
+    :param cert: a client certificate for servers that ask for one (mutual
+        TLS), as requests takes it: the path of a PEM file holding the
+        certificate and its unencrypted key, or a ``(certificate path, key
+        path)`` pair; ``None`` (the default) for none. See :doc:`/tls`.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
         bad ``max_body_size``, bad headers, bad ``retries`` or
         ``retry_backoff`` (or both a ``Retry`` and ``retry_backoff``), a bad
         ``max_connections``, ``keepalive_expiry`` or ``trace``, or one of
-        them given with ``connections``.
-    :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
+        them given with ``connections``; bad ``proxies`` or ``trust_env``, a
+        malformed proxy URL (from the environment too: the message names the
+        variable; a SOCKS proxy is refused); a ``cert`` of another type, or
+        one that does not load (a key that does not match, an encrypted key).
+    :raises FileNotFoundError: if ``verify`` names a CA bundle that does not
+        exist, or ``cert`` a file that does not exist.
 
     Redirects are not followed: a 3xx comes back as a :class:`Response`,
     since a signature is bound to one host and path.
@@ -317,6 +341,9 @@ class Client:
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
         trace: Optional[TraceHook] = None,
         connections: Optional[ConnectionManager] = None,
+        proxies: Optional[Mapping[str, Optional[str]]] = None,
+        trust_env: bool = True,
+        cert: Optional[Cert] = None,
     ) -> None:
         if transport is not None:
             warnings.warn("Client(transport=...) is now Client(parser=...)",
@@ -375,9 +402,17 @@ class Client:
         self._quoted_prefix = quote_target(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
         self._parser = http_parser(DEFAULT_PARSER if parser is None else parser)
+        if not isinstance(trust_env, bool):
+            raise ValueError(f"trust_env must be True or False, got {trust_env!r}")
+        # The route is chosen once, here: the proxy (or none) is part of the
+        # origin, so connections through it are never mixed with direct ones.
+        proxy = choose_proxy(f"{scheme}://{self.host}/", proxies, trust_env)
+        #: The proxy requests go through, ``"scheme://host:port"`` (never
+        #: its credentials), or ``None`` for a direct connection.
+        self.proxy: Optional[str] = None if proxy is None else str(proxy)
         self._origin = Origin(scheme, name,
                               port if port is not None else (443 if scheme == "https" else 80),
-                              check_verify(verify))
+                              check_verify(verify), check_cert(cert), proxy)
         if connections is None:
             self._manager = ConnectionManager(max_connections, keepalive_expiry, trace)
             self._owns_manager = True
@@ -390,8 +425,11 @@ class Client:
         else:
             self._manager = connections
             self._owns_manager = False
-        if scheme == "https":
-            # Built (and so checked) now, once per TLS configuration.
+        # Built (and so checked) now, once per TLS configuration; a client
+        # certificate is checked even for http, where it is not used.
+        if scheme == "https" or self._origin.cert is not None:
+            self._manager.dialer.context(self._origin.verify, self._origin.cert)
+        if proxy is not None and proxy.scheme == "https":
             self._manager.dialer.context(self._origin.verify)
         self._closed = False
 
@@ -748,7 +786,7 @@ class Client:
 
 
 _ERROR_CLASSES = {"ConnectionError": ConnectionError, "Timeout": Timeout,
-                  "BodyTooLarge": BodyTooLarge}
+                  "BodyTooLarge": BodyTooLarge, "ProxyError": ProxyError}
 
 
 def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPError:

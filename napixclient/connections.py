@@ -5,9 +5,10 @@ and shared by all of its :class:`~napixclient.Client` objects (a lone
 ``Client`` makes its own). Nothing else opens a socket. It caps:
 
 * ``simultaneous``, per origin: the most requests running at once to one
-  origin (scheme, host, port), and so the most connections open to it;
+  origin (scheme, host, port), and so the most connections open to it
+  (through a proxy or not: a proxy is only a way of reaching the origin);
 * ``max_connections``, in total: the most sockets open at once, idle
-  kept-alive ones included. The default follows the process's soft limit
+  kept-alive ones included, those to proxies too. The default follows the process's soft limit
   on open files (:func:`default_max_connections`), so that a probe of
   thousands of hosts never fails for want of a file descriptor.
 
@@ -19,7 +20,8 @@ the least recently used one is closed to make room rather than waiting.
 The wait for a lease is not part of a request's timeout.
 
 On its lease a request sends and reads over an idle connection to its
-origin, or dials a new one (:mod:`napixclient.dialing`); the answer is read
+origin, or dials a new one (:mod:`napixclient.dialing`), directly or
+through the origin's proxy; the answer is read
 by a parser of :mod:`napixclient.http11`. A connection goes back to the
 idle list only when its answer was read whole and both sides keep it alive;
 one that failed, timed out or was interrupted (a ``gevent.Timeout``, a
@@ -42,7 +44,11 @@ event                        further keys
 ============================ =================================================
 ``request.queued``           the request waits for a place under a cap
 ``connection.reused``        ``idle`` (seconds the connection was idle)
-``connection.opened``        ``address`` (the peer), ``seconds`` (to connect)
+``connection.opened``        ``address`` (the peer: the proxy, when there is
+                             one), ``seconds`` (to connect, through the
+                             proxy's tunnel and TLS included), and ``proxy``
+                             (``"scheme://host:port"``, no credentials) when
+                             the connection goes through a proxy
 ``connection.tls``           ``version`` (e.g. ``"TLSv1.3"``), ``seconds``
 ``request.sent``             ``bytes``
 ``response.headers``         ``status``: the status line and the fields were
@@ -60,7 +66,8 @@ event                        further keys
 ============================ =================================================
 
 The DEBUG log lines of this module are written from the same events. No
-event holds a key, token or signature: requests are named by their record.
+event holds a key, token, signature or proxy credential: requests are named
+by their record, proxies by ``scheme://host:port``.
 An exception raised by ``trace`` is logged and otherwise ignored.
 """
 
@@ -70,6 +77,7 @@ import itertools
 import logging
 import select
 import socket
+import ssl
 import time
 from collections import OrderedDict, deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -77,9 +85,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import gevent
 import gevent.event
 
-from napixclient.dialing import Dialer, Origin
+from napixclient.dialing import Dialer, Origin, status_text, tls_reason
 from napixclient.failures import (
     ConnectionBroken,
+    ProxyFailed,
     ReadTimedOut,
     TransportFailure,
 )
@@ -496,7 +505,14 @@ class ConnectionManager:
 
         :param method: upper case (it tells the parser whether a body follows,
             and the retry policy whether the request may be repeated).
-        :param data: the request as it goes on the wire: head and body.
+        :param data: the request as it goes to the origin: head and body,
+            the request target in origin form (``/path?query``). Through a
+            proxy that forwards it (an ``http`` origin with a proxy), the
+            request line is rewritten in absolute form (``GET
+            http://host:port/path HTTP/1.1``, RFC 9112 section 3.2.2) and
+            ``Proxy-Authorization`` added after it when the proxy has
+            credentials; the fields, ``Host`` and a signature over them are
+            sent as they are.
         :param record: the secret-free record, for events.
         :param parser: the :class:`~napixclient.http11.Parser` to read with.
         :param timeout: ``(connect, read)`` seconds; ``read`` bounds each
@@ -506,14 +522,21 @@ class ConnectionManager:
             only the single retry of a stale kept-alive connection).
         :returns: the :class:`~napixclient.http11.Answer`.
         :raises napixclient.failures.TransportFailure: a subclass, the last
-            failure, when it is not retried.
+            failure, when it is not retried; :class:`~napixclient.failures.ProxyFailed`
+            for a 407 from a proxy that forwards requests.
         """
         policy = _NO_RETRY if retry is None else retry
         origin = lease.origin
+        if origin.forwarded:
+            data = _absolute_form(data, origin)
         while True:
             try:
-                return self._once(lease, method, data, record, parser, timeout,
-                                  max_body_size)
+                answer = self._once(lease, method, data, record, parser, timeout,
+                                    max_body_size)
+                if answer.status == 407 and origin.forwarded:
+                    raise ProxyFailed(f"the proxy {origin.proxy} answered "
+                                      f"{status_text(407)}", origin.proxy, status=407)
+                return answer
             except TransportFailure as failure:
                 following = policy.after(method, failure)
                 tracing = self.tracing()
@@ -544,8 +567,9 @@ class ConnectionManager:
         sock, address = self.dialer.dial(origin, connect_timeout)
         connection = lease.connection = Connection(sock, origin, next(self._numbers))
         if tracing:
+            via = {} if origin.proxy is None else {"proxy": str(origin.proxy)}
             self.emit("connection.opened", origin, record, connection, address=address,
-                      seconds=time.monotonic() - started)
+                      seconds=time.monotonic() - started, **via)
             if origin.scheme == "https":
                 self.emit("connection.tls", origin, record, connection,
                           version=sock.version())
@@ -631,6 +655,22 @@ def _send(sock: Any, data: bytes) -> Optional[ConnectionBroken]:
     return None
 
 
+def _absolute_form(data: bytes, origin: Origin) -> bytes:
+    """``data`` with its request target in absolute form, and the
+    ``Proxy-Authorization`` field after the request line when the proxy has
+    credentials: the request as a proxy that forwards it reads it (RFC 9112,
+    section 3.2.2). The rest is sent as it is: ``Host`` and the signature
+    stay the origin's, over the origin-form path."""
+    assert origin.proxy is not None
+    space = data.index(b" ") + 1
+    end = data.index(b"\r\n") + 2
+    line = data[:space] + f"{origin.scheme}://{origin.authority}".encode("ascii") \
+        + data[space:end]
+    if origin.proxy.authorization is not None:
+        line += f"Proxy-Authorization: {origin.proxy.authorization}\r\n".encode("ascii")
+    return line + data[end:]
+
+
 def _stale() -> ConnectionBroken:
     """The failure of a kept-alive connection closed before the answer began."""
     return ConnectionBroken(BROKE + "the server closed the kept-alive connection before "
@@ -638,6 +678,10 @@ def _stale() -> ConnectionBroken:
 
 
 def _reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLError):
+        # A TLS alert after the handshake: in TLS 1.3, a server refuses the
+        # client's certificate (or its absence) when the answer is read.
+        return tls_reason(error)
     return error.strerror.lower() if error.strerror else type(error).__name__
 
 
@@ -660,7 +704,8 @@ def _describe(event: str, info: Dict[str, Any]) -> str:
     if event == "connection.closed":
         return f"Closed connection {conn}to {origin} ({info['reason']})"
     if event == "connection.opened":
-        return (f"Opened connection {conn}to {origin} in "
+        via = f" through the proxy {info['proxy']}" if "proxy" in info else ""
+        return (f"Opened connection {conn}to {origin}{via} in "
                 f"{info['seconds'] * 1000:.1f} ms for {what}")
     extras = ", ".join(f"{key}={value}" for key, value in info.items()
                        if key not in ("time", "origin", "request", "connection"))

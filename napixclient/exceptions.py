@@ -38,6 +38,7 @@ __all__ = [
     "BodyTooLarge",
     "ConnectionError",
     "HTTPError",
+    "ProxyError",
     "Timeout",
 ]
 
@@ -212,7 +213,18 @@ def _rebuild(cls: type, request: RequestRecord, status: Optional[int],
 
 class ConnectionError(HTTPError):
     """No answer came: the connection was refused, reset or dropped, the name
-    did not resolve, or TLS failed. ``status`` is ``None``."""
+    did not resolve, or TLS failed. ``status`` is ``None`` (but for a
+    :class:`ProxyError`, the proxy's status when it answered)."""
+
+
+class ProxyError(ConnectionError):
+    """The proxy would not carry the request: it could not be reached, its
+    TLS failed, or it refused (a 407 when it wants credentials, a 502 to
+    ``CONNECT`` when it could not reach the origin). ``status`` is the
+    proxy's status when it answered (``407``), else ``None``; the text
+    names the proxy (never its credentials), for example ``the proxy
+    http://127.0.0.1:3128 answered 407 Proxy Authentication Required to
+    CONNECT``. As requests' ``ProxyError``, a :class:`ConnectionError`."""
 
 
 class Timeout(HTTPError):

@@ -23,6 +23,8 @@ __all__ = [
     "ConnectionBroken",
     "MalformedAnswer",
     "NameNotResolved",
+    "ProxyFailed",
+    "ProxyUnreachable",
     "ReadTimedOut",
     "TLSFailed",
     "TransportFailure",
@@ -35,8 +37,8 @@ class TransportFailure(Exception):
     :param message: what happened, for a person, secret-free (``str``).
     :ivar message: the same.
     :cvar error_class: the name of the :class:`~napixclient.HTTPError`
-        subclass this failure becomes: ``"ConnectionError"``, ``"Timeout"``
-        or ``"BodyTooLarge"``.
+        subclass this failure becomes: ``"ConnectionError"``, ``"Timeout"``,
+        ``"BodyTooLarge"`` or ``"ProxyError"``.
     :cvar before_sending: ``True`` when the request cannot have reached the
         server (so repeating it, whatever its method, cannot act twice).
     """
@@ -77,6 +79,40 @@ class TLSFailed(TransportFailure):
     """The TLS handshake failed, or the server's certificate was refused."""
 
     before_sending = True
+
+
+class ProxyFailed(TransportFailure):
+    """The proxy would not carry the request to the origin: it answered
+    ``CONNECT`` with a status other than 2xx (a 407 for want of credentials,
+    a 403, a 502 when it could not reach the origin...), or a forwarded
+    plain-http request with 407 Proxy Authentication Required (an answer
+    only a proxy gives, RFC 9110 section 15.5.8); or it did not answer
+    ``CONNECT`` in HTTP; or TLS with an https proxy failed. The message
+    names the proxy, without its credentials: ``the proxy
+    http://127.0.0.1:3128 answered 407 Proxy Authentication Required to
+    CONNECT``. Becomes a :class:`~napixclient.exceptions.ProxyError`.
+
+    :param message: as for :class:`TransportFailure`.
+    :param proxy: the proxy, shown as ``str(proxy)``
+        (:class:`~napixclient.dialing.Proxy` prints no credentials).
+    :param status: the proxy's answer's status (``int``), or ``None``.
+    :ivar proxy: ``"scheme://host:port"`` of the proxy (``str``).
+    :ivar status: the same status.
+    """
+
+    error_class = "ProxyError"
+    before_sending = True
+
+    def __init__(self, message: str, proxy: object, *, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.proxy = str(proxy)
+        self.status = status
+
+
+class ProxyUnreachable(ProxyFailed, ConnectFailed):
+    """The proxy could not be reached: its name did not resolve, or it
+    refused the connection. A :class:`ConnectFailed` too, so that
+    ``retries`` retries it as it retries an origin that cannot be reached."""
 
 
 class ReadTimedOut(TransportFailure):

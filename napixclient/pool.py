@@ -68,7 +68,10 @@ class ClientPool:
         every request of the pool (see :mod:`napixclient.connections`).
     :param client_options: further keyword arguments for each
         :class:`~napixclient.Client` (``max_body_size``, ``headers``,
-        ``retries``, ``retry_backoff``, ``parser``).
+        ``retries``, ``retry_backoff``, ``parser``; ``proxies``,
+        ``trust_env`` and ``cert``, for which see :doc:`/proxies` and
+        :doc:`/tls`: each host's route is chosen when its client is made,
+        and the pool builds one TLS context per ``(verify, cert)``).
     :raises ValueError: at once, for an authenticator of another kind,
         ``simultaneous < 1``, a bad timeout, a bad ``max_connections``,
         ``keepalive_expiry`` or ``trace``, or a bad client option.

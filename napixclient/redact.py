@@ -15,6 +15,9 @@ replaced by :data:`MASK`; none of them raises on ordinary text.
   whose values :func:`redact_secret_parameters` and the
   :class:`SecretParameterFilter` on urllib3's loggers mask wherever they
   appear;
+* :func:`redact_url_credentials` masks the credentials of every URL in a
+  text (``http://user:password@proxy:3128`` reads
+  ``http://***@proxy:3128``): a proxy's, above all;
 * :func:`redact_signatures` masks every HMAC-SHA256 signature (64
   hexadecimal digits, PROTOCOL.md section 1), whose key is unknown to the
   caller: for log lines, where a masked checksum costs less than a leaked
@@ -40,6 +43,7 @@ __all__ = [
     "redact_secret_parameters",
     "redact_secrets",
     "redact_signatures",
+    "redact_url_credentials",
     "register_secret_parameters",
 ]
 
@@ -49,6 +53,10 @@ MASK = "***"
 # Exactly 64 hexadecimal digits, not part of a longer run of them.
 _SIGNATURE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
 _ESCAPE = re.compile(r"%[0-9A-F]{2}")
+# A URL's scheme and "//", then its user information up to the last "@"
+# before the end of the authority (a password may hold a raw "@", which
+# urlsplit also reads up to the last one).
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s\"'<>]*@")
 
 
 def _forms(secret: str) -> List[str]:
@@ -118,6 +126,29 @@ def redact_signatures(text: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return _SIGNATURE.sub(MASK, text)
+
+
+def redact_url_credentials(text: str) -> str:
+    """Return ``text`` with the user information (``user:password@``) of
+    every URL in it replaced by ``***@``: ``http://***@proxy:3128``.
+
+    A URL is a scheme and ``://``; what stands before the last ``@`` of
+    its authority (up to the first ``/``, ``?``, ``#``, white space or
+    quote) is masked, so a password holding a raw ``@`` is masked whole.
+
+    :param text: the text to show (``str``): a URL, a message, a log line.
+    :returns: the masked text (``str``).
+    :raises TypeError: if ``text`` is not a ``str``.
+
+    >>> from napixclient.redact import redact_url_credentials
+    >>> redact_url_credentials("proxy http://ops:s3cr@t@127.0.0.1:3128 refused")
+    'proxy http://***@127.0.0.1:3128 refused'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if "@" not in text:
+        return text
+    return _USERINFO.sub(rf"\1{MASK}@", text)
 
 
 def redact_parameters(text: str, names: Iterable[str]) -> str:

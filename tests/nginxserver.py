@@ -15,11 +15,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import pytest
 
-__all__ = ["FILES", "NginxServer", "find_nginx", "nginx_fixture"]
+__all__ = ["FILES", "NginxServer", "NginxTLS", "find_nginx", "nginx_fixture"]
 
 #: How long nginx may take to start listening (s).
 START_LIMIT = 10.0
@@ -41,10 +41,21 @@ http {{
     default_type text/plain;
 {directives}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
         root {root}/html;
+{server}
     }}
 }}
+"""
+
+_TLS = """\
+        ssl_certificate {certificate};
+        ssl_certificate_key {key};
+"""
+
+_CLIENT_CERTIFICATES = """\
+        ssl_client_certificate {client_ca};
+        ssl_verify_client on;
 """
 
 
@@ -59,6 +70,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class NginxTLS(NamedTuple):
+    """TLS for :class:`NginxServer`: the paths of its ``certificate`` (PEM,
+    with its chain) and ``key``, and ``client_ca``, a CA bundle whose
+    certificates clients must present (``ssl_verify_client on``: mutual
+    TLS), or ``None``."""
+
+    certificate: str
+    key: str
+    client_ca: Optional[str] = None
+
+
 class NginxServer:
     """nginx serving ``files`` from a temporary folder on 127.0.0.1.
 
@@ -66,10 +88,14 @@ class NginxServer:
     :param files: path under the document root -> content (``bytes``).
     :param directives: more directives for the ``http`` block (``str``),
         such as ``"gzip on;"``.
+    :param tls: :class:`NginxTLS` to serve https, or ``None`` for http.
+    :param server: more directives for its ``server`` block (``str``), such
+        as ``location = /who { return 200 "$ssl_client_s_dn"; }``.
     :raises FileNotFoundError: when nginx is not installed.
     """
 
-    def __init__(self, folder: Path, files: Dict[str, bytes], directives: str = "") -> None:
+    def __init__(self, folder: Path, files: Dict[str, bytes], directives: str = "",
+                 tls: Optional[NginxTLS] = None, server: str = "") -> None:
         executable = find_nginx()
         if executable is None:
             raise FileNotFoundError("nginx is not installed")
@@ -83,12 +109,26 @@ class NginxServer:
             path.write_bytes(content)
         self.port = _free_port()
         self.directives = directives
+        self.tls = tls
+        self._server = server
         self._process: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:<port>``, for :class:`~napixclient.Client`."""
-        return f"127.0.0.1:{self.port}"
+        """``127.0.0.1:<port>``, for :class:`~napixclient.Client`; with TLS,
+        ``https://127.0.0.1:<port>``."""
+        host = f"127.0.0.1:{self.port}"
+        return host if self.tls is None else f"https://{host}"
+
+    def _config(self) -> str:
+        server = self._server
+        if self.tls is not None:
+            server = _TLS.format(certificate=self.tls.certificate, key=self.tls.key) + server
+            if self.tls.client_ca is not None:
+                server = _CLIENT_CERTIFICATES.format(client_ca=self.tls.client_ca) + server
+        return _CONFIG.format(root=self.root, port=self.port, server=server,
+                              ssl="" if self.tls is None else " ssl",
+                              directives=self.directives)
 
     def start(self) -> "NginxServer":
         """Run nginx and wait (at most :data:`START_LIMIT` s) until it listens.
@@ -96,8 +136,7 @@ class NginxServer:
         :raises RuntimeError: with nginx's own words when it did not start.
         """
         config = self.root / "nginx.conf"
-        config.write_text(_CONFIG.format(root=self.root, port=self.port,
-                                         directives=self.directives))
+        config.write_text(self._config())
         self._process = subprocess.Popen(
             [self.executable, "-p", str(self.root), "-c", str(config), "-e", "stderr"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

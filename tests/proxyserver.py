@@ -1,7 +1,8 @@
 """A real forward proxy on loopback for tests: tinyproxy, run from a test.
 
 Use the ``forward_proxy`` fixture (bring it into a test module with
-``forward_proxy = proxyserver.forward_proxy``), or the context manager
+``forward_proxy = proxyserver.forward_proxy``), ``authenticated_proxy`` for
+one that asks for credentials, or the context manager
 :func:`running_tinyproxy` with a folder of your own::
 
     def test_through_a_proxy(forward_proxy, napix_server):
@@ -29,7 +30,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
+from urllib.parse import quote
 
 import gevent
 import gevent.pool
@@ -53,7 +55,14 @@ ViaProxyName "{via}"
 LogFile "{log}"
 LogLevel Info
 PidFile "{pid}"
-"""
+{auth}"""
+
+#: The credentials of the ``authenticated_proxy`` fixture's proxy
+#: (tinyproxy's ``BasicAuth`` takes letters, digits, ``-``, ``.`` and ``_``
+#: only): words that occur nowhere else, so that a test can look for them in
+#: any output.
+PROXY_USER = "napix-proxy-user"
+PROXY_PASSWORD = "pr0xy-s3cret-9f2c"
 
 
 def tinyproxy_path() -> Optional[str]:
@@ -76,15 +85,27 @@ class ForwardProxy:
     :param log_path: its log file (``pathlib.Path``).
     """
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path,
+                 credentials: Optional[Tuple[str, str]] = None) -> None:
         self.host = "127.0.0.1"
         self.port = port
         self.log_path = log_path
+        #: ``(user, password)`` it asks for (``BasicAuth``), or ``None``.
+        self.credentials = credentials
 
     @property
     def url(self) -> str:
         """The proxy's URL for ``proxies=`` (``str``), ``http://127.0.0.1:PORT``."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def url_with_credentials(self) -> str:
+        """``http://user:password@127.0.0.1:PORT``, percent-encoded (``str``);
+        :attr:`url` when it asks for none."""
+        if self.credentials is None:
+            return self.url
+        user, password = (quote(part, safe="") for part in self.credentials)
+        return f"http://{user}:{password}@{self.host}:{self.port}"
 
     def log(self) -> str:
         """Everything the proxy logged so far (``str``): a line per
@@ -124,16 +145,18 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=5)
 
 
-def _start(program: str, folder: Path) -> tuple[subprocess.Popen, ForwardProxy]:
+def _start(program: str, folder: Path, credentials: Optional[Tuple[str, str]] = None,
+           ) -> tuple[subprocess.Popen, ForwardProxy]:
     """Start tinyproxy on a free port; a few tries, since another program may
     take the port between the probe and tinyproxy's bind."""
     failures = []
+    auth = "" if credentials is None else f"BasicAuth {credentials[0]} {credentials[1]}\n"
     for attempt in range(3):
         port = _free_port()
         config = folder / "tinyproxy.conf"
         log = folder / "tinyproxy.log"
         config.write_text(_CONFIG.format(port=port, via=VIA_NAME, log=log,
-                                         pid=folder / "tinyproxy.pid"))
+                                         pid=folder / "tinyproxy.pid", auth=auth))
         # -d: stay in the foreground, so terminate() ends it.
         process = subprocess.Popen([program, "-d", "-c", str(config)],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -141,7 +164,7 @@ def _start(program: str, folder: Path) -> tuple[subprocess.Popen, ForwardProxy]:
         deadline = time.monotonic() + START_TIMEOUT
         while process.poll() is None and time.monotonic() < deadline:
             if _accepts(port):
-                return process, ForwardProxy(port, log)
+                return process, ForwardProxy(port, log, credentials)
             time.sleep(0.05)
         _stop(process)
         output = process.stdout.read().decode(errors="replace") if process.stdout else ""
@@ -151,11 +174,16 @@ def _start(program: str, folder: Path) -> tuple[subprocess.Popen, ForwardProxy]:
 
 
 @contextlib.contextmanager
-def running_tinyproxy(folder: Path) -> Iterator[ForwardProxy]:
+def running_tinyproxy(folder: Path, credentials: Optional[Tuple[str, str]] = None,
+                      ) -> Iterator[ForwardProxy]:
     """Run tinyproxy on 127.0.0.1 until the block ends.
 
     :param folder: an existing folder (``pathlib.Path``) for its
         configuration, log and pid file.
+    :param credentials: ``(user, password)`` it then asks for with ``407
+        Proxy Authentication Required`` (tinyproxy's ``BasicAuth``), to
+        ``CONNECT`` and to forwarded requests alike; ``None``: it asks for
+        none.
     :returns: the :class:`ForwardProxy`.
     :raises RuntimeError: if tinyproxy is installed but does not start
         (three tries, with its output).
@@ -164,7 +192,7 @@ def running_tinyproxy(folder: Path) -> Iterator[ForwardProxy]:
     program = tinyproxy_path()
     if program is None:
         raise FileNotFoundError("tinyproxy is not installed (apt-get install tinyproxy)")
-    process, proxy = _start(program, Path(folder))
+    process, proxy = _start(program, Path(folder), credentials)
     try:
         yield proxy
     finally:
@@ -183,6 +211,20 @@ def forward_proxy(tmp_path: Path) -> Iterator[ForwardProxy]:
     folder = tmp_path / "tinyproxy"
     folder.mkdir()
     with running_tinyproxy(folder) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def authenticated_proxy(tmp_path: Path) -> Iterator[ForwardProxy]:
+    """A :class:`ForwardProxy` (tinyproxy) that asks for
+    :data:`PROXY_USER` and :data:`PROXY_PASSWORD`; skipped as
+    ``forward_proxy`` is."""
+    if tinyproxy_path() is None:
+        pytest.skip("tinyproxy is not installed: apt-get install tinyproxy "
+                    "(.ci/run installs it)")
+    folder = tmp_path / "tinyproxy-auth"
+    folder.mkdir()
+    with running_tinyproxy(folder, (PROXY_USER, PROXY_PASSWORD)) as proxy:
         yield proxy
 
 

@@ -216,7 +216,7 @@ def test_forty_https_hosts_with_one_verify_setting_build_one_tls_context(tmp_pat
     built = []
     real = napixclient.dialing.ssl_context
     monkeypatch.setattr(napixclient.dialing, "ssl_context",
-                        lambda verify=True: built.append(verify) or real(verify))
+                        lambda verify=True, cert=None: built.append(verify) or real(verify, cert))
     try:
         for server in servers:
             server.start()

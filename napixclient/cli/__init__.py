@@ -4,9 +4,16 @@
 
     napix request HOST METHOD PATH [--data JSON] [--header K:V ...]
                   [--login L --key K | --token T] [--timeout S]
+                  [--proxy URL | --no-proxy] [--cert PEM [--cert-key PEM]]
     napix probe HOST... PATH [--hosts-file F] [--simultaneous N] [--timeout S]
                 [--json] [--first-where EXPR] [--sort arrival|host]
+                [--proxy URL | --no-proxy] [--cert PEM [--cert-key PEM]]
     napix demo [-v]
+
+Proxies come from the environment (``http_proxy``, ``https_proxy``,
+``all_proxy``, ``no_proxy``), as requests reads them, unless ``--proxy``
+names one for every host or ``--no-proxy`` connects directly; a proxy's
+password is masked like a key in whatever the command prints.
 
 Credentials come from ``--login``/``--key`` or ``--token``, else from the
 environment (``NAPIX_LOGIN`` and ``NAPIX_KEY``, or ``NAPIX_TOKEN``). They are
@@ -35,6 +42,7 @@ The command runs its requests in the main greenlet and in a
 
 from napixclient.cli.arguments import (
     NO_CREDENTIALS_HINT,
+    Connection,
     Credentials,
     UsageError,
     host_argument,
@@ -42,6 +50,7 @@ from napixclient.cli.arguments import (
     parse_data,
     parse_header,
     read_hosts_file,
+    resolve_connection,
     resolve_credentials,
 )
 from napixclient.cli.command import (
@@ -64,6 +73,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "NO_CREDENTIALS_HINT",
+    "Connection",
     "Credentials",
     "ExpressionError",
     "ProbeRow",
@@ -77,6 +87,7 @@ __all__ = [
     "parse_header",
     "raise_open_files_limit",
     "read_hosts_file",
+    "resolve_connection",
     "resolve_credentials",
     "summarize",
 ]

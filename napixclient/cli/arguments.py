@@ -1,9 +1,11 @@
 """What the ``napix`` command line says: credentials, hosts, headers,
-``--data``, and the :class:`UsageError` for what is wrong with it."""
+``--data``, proxies and client certificates, and the :class:`UsageError`
+for what is wrong with it."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
 import json
 import math
@@ -19,9 +21,11 @@ from typing import (
     Optional,
     Tuple,
 )
+from urllib.parse import unquote, urlsplit
 
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.client import parse_host
+from napixclient.redact import redact_url_credentials
 
 ENV_LOGIN = "NAPIX_LOGIN"
 
@@ -104,6 +108,97 @@ def resolve_credentials(login: Optional[str], key: Optional[str], token: Optiona
         return Credentials(TokenIdentifier(env_token), f"token from {ENV_TOKEN}",
                            (env_token,))
     return Credentials(None, "none (no --login/--key, --token or NAPIX_* variables)")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How the command reaches hosts: the proxy and client certificate
+    options, as keyword arguments for :class:`~napixclient.Client` and
+    :class:`~napixclient.ClientPool`.
+
+    :ivar options: ``proxies``, ``trust_env`` and ``cert`` when given
+        (``dict``).
+    :ivar source: a credential-free description for ``-v``, such as
+        ``"proxy http://***@127.0.0.1:3128 from --proxy"``.
+    :ivar secrets: the proxy passwords (and their ``Basic`` form), for
+        redaction only.
+    """
+
+    options: Dict[str, Any] = field(default_factory=dict)
+    source: str = "proxies from the environment"
+    secrets: Tuple[str, ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        return f"Connection({self.source!r})"
+
+
+#: The variables the environment's proxies come from, as requests reads them.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+def resolve_connection(proxy: Optional[str], no_proxy: bool, cert: Optional[str],
+                       cert_key: Optional[str], environ: Mapping[str, str]) -> Connection:
+    """The ``--proxy``, ``--no-proxy``, ``--cert`` and ``--cert-key`` options.
+
+    Without ``--proxy`` or ``--no-proxy``, the environment's proxies apply
+    (``http_proxy``, ``https_proxy``, ``all_proxy``, ``no_proxy``, lower or
+    upper case), as requests and curl read them. ``--proxy URL`` sends
+    every request through ``URL``, http and https hosts alike, whatever the
+    environment says; ``--no-proxy`` connects directly, ignoring it.
+
+    :param proxy: ``--proxy`` (``str``) or ``None``.
+    :param no_proxy: ``--no-proxy`` (``bool``).
+    :param cert: ``--cert``: a PEM file holding the client certificate, and
+        its key unless ``cert_key`` is given; or ``None``.
+    :param cert_key: ``--cert-key``: the key's PEM file, or ``None``.
+    :param environ: the environment (``os.environ``), for the passwords of
+        its proxies, which are masked in whatever the command prints.
+    :returns: :class:`Connection`.
+    :raises UsageError: for ``--proxy`` with ``--no-proxy``, or
+        ``--cert-key`` without ``--cert``.
+    """
+    if proxy is not None and no_proxy:
+        raise UsageError("use either --proxy or --no-proxy, not both")
+    if cert_key is not None and cert is None:
+        raise UsageError("--cert-key needs --cert (the certificate it is the key of)")
+    options: Dict[str, Any] = {}
+    if proxy is not None:
+        options["proxies"] = {"http": proxy, "https": proxy}
+        source = f"proxy {redact_url_credentials(proxy)} from --proxy"
+        urls = [proxy]
+    elif no_proxy:
+        options["trust_env"] = False
+        source = "no proxy (--no-proxy)"
+        urls = []
+    else:
+        urls = [value for name, value in environ.items()
+                if name.lower() in PROXY_VARIABLES[:3] and value]
+        source = ("proxies from the environment" if urls
+                  else "no proxy (none in the environment)")
+    if cert is not None:
+        options["cert"] = cert if cert_key is None else (cert, cert_key)
+    return Connection(options, source, _proxy_secrets(urls))
+
+
+def _proxy_secrets(urls: Iterable[str]) -> Tuple[str, ...]:
+    """The passwords in proxy URLs, decoded and as ``Proxy-Authorization``
+    carries them, so that nothing the command prints shows them."""
+    secrets: List[str] = []
+    for url in urls:
+        try:
+            parts = urlsplit(url if "://" in url else "http://" + url)
+            user, password = parts.username, parts.password
+        except ValueError:
+            continue
+        if password:
+            plain = f"{unquote(user or '')}:{unquote(password)}"
+            secrets += [unquote(password), password]
+            for encoding in ("utf-8", "latin-1"):
+                try:
+                    secrets.append(base64.b64encode(plain.encode(encoding)).decode("ascii"))
+                except UnicodeEncodeError:
+                    pass
+    return tuple(secrets)
 
 
 def seconds(text: str) -> float:

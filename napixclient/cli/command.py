@@ -4,6 +4,7 @@ statuses, and :func:`main`, which runs them."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from rich.text import Text
 from napixclient import __version__
 from napixclient.cli.arguments import (
     NO_CREDENTIALS_HINT,
+    Connection,
     Credentials,
     UsageError,
     host_argument,
@@ -34,6 +36,7 @@ from napixclient.cli.arguments import (
     parse_header,
     positive_int,
     read_hosts_file,
+    resolve_connection,
     resolve_credentials,
     seconds,
 )
@@ -90,14 +93,17 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Out
         body = parse_data(args.data)
         if not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "application/json"
+    connection: Connection = args.connection
     try:
         client = Client(host_argument(args.host), credentials.authenticator, simultaneous=1,
-                        timeout=args.timeout)
+                        timeout=args.timeout, **connection.options)
         call = client.prepare(args.method, args.path, body, headers)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
         raise UsageError(str(error)) from None
     _LOG.debug("auth: %s", credentials.source)
-    _LOG.debug("sending %s %s%s", call.method, client.base_url, args.path)
+    route = (f"through the proxy {client.proxy}" if client.proxy else "directly")
+    _LOG.debug("sending %s %s%s %s (%s)", call.method, client.base_url, args.path, route,
+               connection.source)
     with client:
         try:
             response = client.send(call)
@@ -135,13 +141,16 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
     condition = None if args.first_where is None else compile_condition(args.first_where)
     _LOG.debug("auth: %s", credentials.source)
-    _LOG.debug("probing %d hosts for GET %s", len(hosts), path)
 
     started = time.monotonic()
+    connection: Connection = args.connection
+    _LOG.debug("probing %d hosts for GET %s (%s)", len(hosts), path, connection.source)
     try:
         pool = ClientPool(credentials.authenticator, simultaneous=args.simultaneous,
-                          timeout=args.timeout)
-    except ValueError as error:
+                          timeout=args.timeout, **connection.options)
+        for host in hosts:
+            pool.client(host)  # the route of each host, checked now
+    except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
         raise UsageError(str(error)) from None
     # Each request is bounded by --timeout once its turn under
     # --simultaneous comes; this deadline only catches what the client did
@@ -220,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--login", help="login for the signed protocol")
     group.add_argument("--key", help="secret key for the signed protocol")
     group.add_argument("--token", help="token for the token protocol (?token=...)")
+    reach = argparse.ArgumentParser(add_help=False)
+    group = reach.add_argument_group(
+        "proxy and client certificate", "default: the proxies of the environment "
+        "(http_proxy, https_proxy, all_proxy, no_proxy), as requests and curl read them")
+    group.add_argument("--proxy", metavar="URL",
+                       help="send every request through this proxy, http and https hosts "
+                            "alike: http://[USER:PASSWORD@]HOST:PORT or https://...")
+    group.add_argument("--no-proxy", action="store_true",
+                       help="connect directly, ignoring the proxy variables")
+    group.add_argument("--cert", metavar="PEM",
+                       help="client certificate for hosts that ask for one (mutual TLS): "
+                            "a PEM file with the certificate and, when no --cert-key "
+                            "is given, its key")
+    group.add_argument("--cert-key", metavar="PEM",
+                       help="the client certificate's private key (unencrypted PEM)")
 
     parser = argparse.ArgumentParser(
         prog="napix", description="Call Napix HTTP hosts: one request, a probe of many "
@@ -230,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     request = commands.add_parser(
-        "request", parents=[common, auth], help="send one request and print the body",
+        "request", parents=[common, auth, reach], help="send one request and print the body",
         description="Send one request; print the decoded body (JSON pretty-printed). "
         "Exit 0 on 2xx/3xx; 1 on a failure, the error chain printed hop by hop on "
         "stderr; 2 on bad usage.")
@@ -249,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     request.set_defaults(run=_cmd_request, parser=request)
 
     probe = commands.add_parser(
-        "probe", parents=[common, auth], help="GET one path on many hosts at once",
+        "probe", parents=[common, auth, reach], help="GET one path on many hosts at once",
         usage="napix probe [options] HOST... PATH\n       "
               "napix probe [options] --hosts-file F [HOST...] PATH",
         description="GET PATH on every host at once; print a table (or JSON lines) "
@@ -366,8 +390,13 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     if args.command != "demo":
         try:
             credentials = resolve_credentials(args.login, args.key, args.token, os.environ)
+            args.connection = resolve_connection(args.proxy, args.no_proxy, args.cert,
+                                                 args.cert_key, os.environ)
         except (UsageError, ValueError) as error:
             _usage_error(sub, str(error))
+        # A proxy's password is masked like a key in whatever is printed.
+        credentials = dataclasses.replace(
+            credentials, secrets=credentials.secrets + args.connection.secrets)
     output = Output(sys.stdout, sys.stderr)
     setup_logging(args.verbose, credentials.secrets, output.log)
     if raised:
