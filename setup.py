@@ -43,6 +43,8 @@ setup(
         ],
         # Client(transport="geventhttpclient"): a C parser for answers.
         "fast": ["geventhttpclient>=2.6,<3"],
+        # napixclient.fleet: probes spread over Celery workers, Redis broker.
+        "fleet": ["celery[redis]>=5.3", "redis>=4.5"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],
