@@ -350,6 +350,22 @@ def test_worker_main_refuses_a_login_without_a_key(monkeypatch, capsys):
     assert "NAPIX_LOGIN is set but NAPIX_KEY is not" in capsys.readouterr().err
 
 
+def test_a_worker_whose_broker_is_down_exits_within_seconds():
+    pytest.importorskip("celery", reason="the fleet extra is not installed")
+    port = free_port()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from napixclient.fleet import worker_main; "
+         "sys.exit(worker_main(sys.argv[1:]))", "--broker",
+         f"redis://:sekret@127.0.0.1:{port}/0", "-n", "dead@%h"],
+        env=dict(os.environ, PYTHONPATH=CHECKOUT, NAPIX_LOGIN="root", NAPIX_KEY=WORKER_KEY),
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert time.monotonic() - started < 15
+    assert f"broker redis://:***@127.0.0.1:{port}/0" in done.stderr
+    assert "sekret" not in done.stderr and WORKER_KEY not in done.stderr
+
+
 def test_worker_command_runs_celery_with_the_gevent_pool():
     import argparse
 
