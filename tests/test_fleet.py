@@ -350,13 +350,12 @@ def test_worker_main_refuses_a_login_without_a_key(monkeypatch, capsys):
     assert "NAPIX_LOGIN is set but NAPIX_KEY is not" in capsys.readouterr().err
 
 
-def test_a_worker_whose_broker_is_down_exits_within_seconds():
+def test_napix_worker_whose_broker_is_down_exits_within_seconds():
     pytest.importorskip("celery", reason="the fleet extra is not installed")
     port = free_port()
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from napixclient.fleet import worker_main; "
-         "sys.exit(worker_main(sys.argv[1:]))", "--broker",
+        [sys.executable, "-m", "napixclient", "worker", "--broker",
          f"redis://:sekret@127.0.0.1:{port}/0", "-n", "dead@%h"],
         env=dict(os.environ, PYTHONPATH=CHECKOUT, NAPIX_LOGIN="root", NAPIX_KEY=WORKER_KEY),
         capture_output=True, text=True, timeout=60)
@@ -447,6 +446,62 @@ def test_a_probe_of_2000_hosts_gives_the_rows_of_a_local_probe(
     assert {row.worker.split("@")[0] for row in rows} == {"w1", "w2"}
     assert probe.shard_size == 250 and probe.shards == 8 and probe.left == 0
     assert elapsed < 30
+
+
+def napix(*args, env=None, timeout=120):
+    """Run the napix command; return the CompletedProcess (text)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(env or {}, PYTHONPATH=CHECKOUT)
+    return subprocess.run([sys.executable, "-m", "napixclient", *args], env=environ,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_napix_probe_with_broker_prints_what_a_local_probe_prints(
+        live_fleet, backend, tmp_path):
+    hosts_file = tmp_path / "fleet.txt"
+    hosts_file.write_text("\n".join(hosts_of(backend)[:300]) + "\n")
+    local = napix("probe", "--json", "--hosts-file", str(hosts_file), "/t/cli/0")
+    remote = napix("probe", "--json", "--broker", live_fleet.url, "--hosts-file",
+                   str(hosts_file), "/t/cli/0")
+    assert local.returncode == remote.returncode == 0, remote.stderr
+
+    def rows(done):
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        for line in lines:
+            del line["latency_ms"]
+        return sorted(lines, key=lambda line: line["host"])
+
+    assert rows(remote) == rows(local) and len(rows(local)) == 300
+    assert remote.stderr.startswith("300 hosts: 300 ok, 0 failed, 0 timed out in ")
+
+
+def test_napix_probe_with_broker_and_first_where_exits_0_at_the_match(
+        live_fleet, backend, tmp_path):
+    hosts = hosts_of(backend)[:300]
+    hosts_file = tmp_path / "fleet.txt"
+    hosts_file.write_text("\n".join(hosts) + "\n")
+    done = napix("probe", "--broker", live_fleet.url, "--hosts-file", str(hosts_file),
+                 "--first-where", f"body['port'] == {backend.ports[40]}", "/t/cliw/0")
+    assert done.returncode == 0, done.stderr
+    assert f"first match: {hosts[40]} (" in done.stdout
+
+
+def test_napix_probe_with_an_unreachable_broker_exits_1_with_one_line():
+    pytest.importorskip("celery", reason="the fleet extra is not installed")
+    port = free_port()
+    done = napix("probe", "--broker", f"redis://:sekret@127.0.0.1:{port}/0",
+                 "127.0.0.1:1", "/", timeout=30)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(f"napix: cannot reach the broker redis://:***@127.0.0.1:{port}")
+    assert "Traceback" not in done.stderr and "sekret" not in done.stderr
+
+
+def test_napix_probe_with_broker_refuses_credential_flags():
+    done = napix("probe", "--broker", "redis://127.0.0.1:1/0", "--token", "t0k",
+                 "127.0.0.1:1", "/")
+    assert done.returncode == 2
+    assert "--login, --key and --token are not sent" in done.stderr
+    assert "t0k" not in done.stderr
 
 
 def test_first_where_stops_at_the_match_and_revokes_the_shards_not_started(
