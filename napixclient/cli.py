@@ -629,7 +629,15 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials,
             print(redact(line, credentials.secrets), file=out, flush=True)
 
     with pool, _progress(len(hosts), err) as advance:
-        rows, left = _probe(pool, hosts, path, condition, deadline, emit, advance)
+        if args.broker:
+            from napixclient.fleet import FleetError
+            try:
+                rows, left = _probe_fleet(args, hosts, path, condition, emit, advance)
+            except FleetError as error:
+                print(f"napix: {error}", file=err)
+                return EXIT_FAILED
+        else:
+            rows, left = _probe(pool, hosts, path, condition, deadline, emit, advance)
     elapsed = time.monotonic() - started
 
     if not args.json:
@@ -705,6 +713,30 @@ def _probe(pool: ClientPool, hosts: List[str], path: str,
             rows.append(row)
             emit(row)
     return rows, left
+
+
+def _probe_fleet(args: argparse.Namespace, hosts: List[str], path: str,
+                 condition: Optional[Callable[[Mapping[str, Any]], bool]],
+                 emit: Callable[[Any], None],
+                 advance: Callable[[], None]) -> Tuple[List[Any], int]:
+    """``--broker``: the same probe spread over the fleet's workers
+    (:func:`napixclient.fleet.probe`); its rows print like :class:`ProbeRow`."""
+    from napixclient import fleet
+
+    if args.login or args.key or args.token:
+        raise UsageError("--broker: the workers sign with NAPIX_LOGIN/NAPIX_KEY or "
+                         "NAPIX_TOKEN from their own environment; --login, --key and "
+                         "--token are not sent")
+    rows = []
+    with fleet.probe(hosts, path, broker=args.broker, first_where=condition,
+                     timeout=args.timeout, simultaneous=args.simultaneous,
+                     body=args.json) as probe:
+        for row in probe:
+            rows.append(row)
+            if row.answered:
+                advance()
+            emit(row)
+    return rows, probe.left
 
 
 def _print_table(rows: List[ProbeRow], sort: str, out: TextIO,
@@ -788,6 +820,13 @@ def _cmd_demo(args: argparse.Namespace, credentials: Credentials,
     return run_demo(out, verbose=args.verbose)
 
 
+def _cmd_worker(args: argparse.Namespace, credentials: Credentials,
+                out: TextIO, err: TextIO) -> int:
+    from napixclient.fleet import run_worker
+
+    return run_worker(args, err)
+
+
 # -- the parser ------------------------------------------------------------
 
 
@@ -852,6 +891,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "status, body, host); the rest is cancelled")
     probe.add_argument("--sort", choices=("arrival", "host"), default="arrival",
                        help="table order (default: arrival)")
+    probe.add_argument("--broker", metavar="URL",
+                       help="spread the probe over the fleet's workers on this Celery "
+                            "broker, e.g. redis://127.0.0.1:6379/0 (they sign with "
+                            "their own credentials; see napix worker)")
     probe.set_defaults(run=_cmd_probe, parser=probe)
 
     demo = commands.add_parser(
@@ -859,6 +902,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start Napix servers on 127.0.0.1 and show the three uses of "
         "napixclient end to end: orchestration, capacity probing, error chains.")
     demo.set_defaults(run=_cmd_demo, parser=demo)
+
+    from napixclient.fleet import add_worker_arguments
+
+    worker = commands.add_parser(
+        "worker", parents=[common], help="run a fleet worker for probe --broker",
+        description="Run a fleet worker: celery -A napixclient.fleet worker -P gevent. "
+        "It signs with NAPIX_LOGIN and NAPIX_KEY, or NAPIX_TOKEN, from its own "
+        "environment. Needs the fleet extra (celery[redis], redis).")
+    add_worker_arguments(worker)
+    worker.set_defaults(run=_cmd_worker, parser=worker)
     return parser
 
 
@@ -876,7 +929,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     sub: argparse.ArgumentParser = args.parser
     credentials = Credentials(None, "none")
-    if args.command != "demo":
+    if args.command not in ("demo", "worker"):
         try:
             credentials = resolve_credentials(args.login, args.key, args.token, os.environ)
         except (UsageError, ValueError) as error:
