@@ -6,11 +6,14 @@ never in CI.
     python benchmarks/fleet_w5.py                       # a few minutes on 2 cores
     python benchmarks/fleet_w5.py --hosts 2000 --workers 1,2     # a quick look
 
-Everything listens on 127.0.0.1 and is started and stopped here: a
-redis-server, the delay backends of benchmarks/backends.py (several
-processes, one port per host), and for each fleet size that many workers
-(``celery -A napixclient.fleet worker -P gevent -c 4``). Nobody signs (the
-backends check nothing), as in the other workloads.
+Everything listens on loopback and is started and stopped here: a
+redis-server on 127.0.0.1; delay backends (several processes answering
+``GET /delay/<ms>`` after ``<ms>`` ms, like benchmarks/backends.py), one
+port per host, on 1,000 ports of each of 127.0.1.1, 127.0.1.2... (20,000
+listening ports would not fit in the ephemeral range of 127.0.0.1 beside
+the client's own); and for each fleet size that many workers (``celery -A
+napixclient.fleet worker -P gevent -c 4``). Nobody signs (the backends check
+nothing), as in the other workloads.
 
 For each configuration it reports the makespan of the command (``napix probe
 --json``, with ``--broker`` for the fleet: from start to exit, Python's start
@@ -42,13 +45,89 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from backends import DelayServer, raise_fd_limit  # noqa: E402
+from backends import raise_fd_limit  # noqa: E402
 
 from napixclient import fleet  # noqa: E402
 
 #: The longest one command may run (seconds) before it is killed.
 DEADLINE_S = 300.0
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+#: Ports per loopback address of the backends, from BASE_PORT up.
+PORTS_PER_ADDRESS = 1000
+BASE_PORT = 21000
+_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+         b"Content-Length: %d\r\n\r\n")
+
+
+def serve(addresses: List[str], ports: int) -> None:
+    """Child process: listen on ``ports`` ports of each address and answer
+    ``GET /delay/<ms>`` after ``<ms>`` ms with a small JSON document;
+    print "ready" once listening, stop when standard input closes."""
+    import asyncio
+
+    raise_fd_limit()
+
+    class Delay(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buffer = b""
+            transport.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while b"\r\n\r\n" in self.buffer:
+                head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+                target = head.split(b" ", 2)[1]
+                try:
+                    delay_ms = int(target.rsplit(b"/", 1)[1])
+                except ValueError:
+                    delay_ms = 0
+                loop.call_later(delay_ms / 1000.0, self.answer, delay_ms)
+
+        def answer(self, delay_ms: int) -> None:
+            if not self.transport.is_closing():
+                body = b'{"status": "ok", "delay_ms": %d}' % delay_ms
+                self.transport.write(_HEAD % len(body) + body)
+
+    async def main() -> None:
+        servers = [await loop.create_server(Delay, address, BASE_PORT + offset, backlog=1024)
+                   for address in addresses for offset in range(ports)]
+        print("ready", flush=True)
+        closed = asyncio.Event()
+        loop.add_reader(0, lambda: None if os.read(0, 4096) else closed.set())
+        await closed.wait()
+        for server in servers:
+            server.close()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+
+
+def start_backends(hosts: int, processes: int, env: Dict[str, str]
+                   ) -> "tuple[List[subprocess.Popen], List[str]]":
+    """``hosts`` ports over 127.0.1.1, 127.0.1.2... split among ``processes``
+    children; returns the children and the hosts."""
+    addresses = [f"127.0.1.{n}" for n in range(1, -(-hosts // PORTS_PER_ADDRESS) + 1)]
+    children = []
+    share = -(-len(addresses) // processes)
+    for number in range(processes):
+        mine = addresses[number * share:(number + 1) * share]
+        if mine:
+            children.append(subprocess.Popen(
+                [sys.executable, __file__, "--serve", ",".join(mine),
+                 str(PORTS_PER_ADDRESS)], env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True))
+    for child in children:
+        if child.stdout.readline().strip() != "ready":
+            for other in children:
+                stop(other)
+            raise RuntimeError("a backend did not start (ports taken?)")
+    names = [f"{address}:{BASE_PORT + offset}" for address in addresses
+             for offset in range(PORTS_PER_ADDRESS)]
+    return children, names[:hosts]
 
 
 def free_port() -> int:
@@ -66,6 +145,8 @@ def cpu_seconds(pid: int) -> float:
 
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
+        if process.stdin is not None:
+            process.stdin.close()  # the backends stop at end of input
         process.terminate()
         try:
             process.wait(15)
@@ -205,7 +286,7 @@ def main(argv: List[str]) -> int:
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backends: List[DelayServer] = []
+    backends: List[subprocess.Popen] = []
     results: Dict[str, Any] = {"hosts": args.hosts, "delay_ms": args.delay_ms,
                                "backends": args.backends, "concurrency": args.concurrency,
                                "machine": machine(), "command": " ".join(
@@ -213,10 +294,7 @@ def main(argv: List[str]) -> int:
                                "runs": {}}
     started = time.monotonic()
     try:
-        per = -(-args.hosts // args.backends)
-        for number in range(args.backends):
-            backends.append(DelayServer(min(per, args.hosts - number * per)).start())
-        hosts = [f"127.0.0.1:{p}" for backend in backends for p in backend.ports]
+        backends, hosts = start_backends(args.hosts, args.backends, env)
         hosts_file = os.path.join(work, "hosts.txt")
         with open(hosts_file, "w") as handle:
             handle.write("\n".join(hosts) + "\n")
@@ -242,7 +320,7 @@ def main(argv: List[str]) -> int:
                     stop(worker)
     finally:
         for backend in backends:
-            backend.stop()
+            stop(backend)
         stop(redis)
         results["total_s"] = time.monotonic() - started
     print(table(results))
@@ -280,4 +358,7 @@ def table(results: Dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2].split(","), int(sys.argv[3]))
+    else:
+        sys.exit(main(sys.argv[1:]))
