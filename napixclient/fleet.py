@@ -868,6 +868,10 @@ class Probe:
             waiting = [result for task_id, result in self._results.items()
                        if task_id not in self._answered
                        and self._shard_of[task_id] in self._open]
+            if not waiting:  # every copy of the open shards was revoked
+                time.sleep(min(CHECK_INTERVAL, left))
+                self._check_overdue()
+                continue
             try:
                 for task_id, meta in ResultSet(waiting, app=self._app).iter_native(
                         timeout=min(CHECK_INTERVAL, left), interval=0.25):

@@ -564,18 +564,23 @@ def test_workers_sign_with_their_own_credentials_and_mask_them_in_rows(
     assert echo.body == {"said": "my key is ***"}
 
 
-def test_a_shard_lost_by_the_broker_is_sent_again_once_overdue(
-        live_fleet, backend, no_caller_credentials):
+@pytest.mark.parametrize("fate", ["lost", "revoked"])
+def test_a_shard_lost_or_revoked_is_sent_again_once_overdue(
+        live_fleet, backend, no_caller_credentials, fate):
     hosts = hosts_of(backend)[:50]
     control = live_fleet.app.control
     control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
     try:
-        probe = fleet.probe(hosts, "/t/lost/0", broker=live_fleet.url, shard_size=10,
+        probe = fleet.probe(hosts, f"/t/{fate}/0", broker=live_fleet.url, shard_size=10,
                             timeout=1.0)
-        # What a worker killed between BRPOP and its bookkeeping does: the
-        # message is gone from the queue and recorded nowhere.
-        assert live_fleet.client.lrem(fleet.QUEUE, 1, live_fleet.client.lindex(
-            fleet.QUEUE, 0)) == 1
+        redis = live_fleet.client
+        if fate == "lost":
+            # What a worker killed between BRPOP and its bookkeeping does:
+            # the message is gone from the queue and recorded nowhere.
+            assert redis.lrem(fleet.QUEUE, 1, redis.lindex(fleet.QUEUE, 0)) == 1
+        else:
+            # Revoked by someone else: its only copy is discarded.
+            control.revoke(json.loads(redis.lindex(fleet.QUEUE, 0))["headers"]["id"])
     finally:
         control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
     started = time.monotonic()
