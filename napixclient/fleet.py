@@ -67,12 +67,20 @@ from napixclient.cli import ProbeRow, UsageError, redact, resolve_credentials
 from napixclient.client import parse_host
 
 __all__ = [
+    "CHECK_INTERVAL",
     "CONNECT_TIMEOUT",
     "DEFAULT_BROKER",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "DISCOVERY_TIMEOUT",
+    "ENV_BROKER",
+    "ENV_VISIBILITY_TIMEOUT",
+    "FD_HEADROOM",
+    "MAX_RESENDS",
+    "MIN_SHARD",
     "QUEUE",
+    "SHARDS_PER_SLOT",
+    "TASK_NAME",
     "FleetError",
     "FleetRow",
     "Probe",
@@ -123,6 +131,12 @@ SHARDS_PER_SLOT = 2
 #: The smallest shard chosen by :func:`shard_size_for`: below it, broker round
 #: trips cost more than the requests.
 MIN_SHARD = 25
+
+#: Seconds between two looks at the broker's queue while rows are awaited
+#: (see :class:`Probe`).
+CHECK_INTERVAL = 1.0
+#: How many times one overdue shard is sent again.
+MAX_RESENDS = 2
 
 _RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                  "interval_max": 0.5}
@@ -197,6 +211,8 @@ class FleetRow:
         an answer below 400.
     :ivar latency: seconds (``float``) from sending to the result, or ``None``.
     :ivar outcome: ``"ok"``, ``"failed"``, ``"timed out"`` or ``"cancelled"``.
+    :ivar summary_text: what :meth:`summary` returns (``str``).
+    :ivar label: what :meth:`status_label` returns (``str``).
     :ivar body: the decoded body when asked for (``body=True`` or
         ``first_where``) and it is JSON or text; for an error, the body of
         the error's answer; else ``None``.
@@ -741,12 +757,6 @@ def probe(hosts: Sequence[str], path: str, *, broker: Optional[str] = None,
                "body": bool(body or first_where is not None)}
     return Probe(app, hosts, path, size, shards, options, first_where, deadline, overdue,
                  workers)
-
-
-#: Seconds between two looks at the broker's queue while rows are awaited.
-CHECK_INTERVAL = 1.0
-#: How many times one shard is sent again when overdue.
-MAX_RESENDS = 2
 
 
 class Probe:
