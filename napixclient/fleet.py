@@ -23,8 +23,9 @@ through ``rpc://``); each shard is acknowledged late (``acks_late``), so a
 worker killed in the middle of a shard leaves it in the broker, which hands
 it to another worker once its visibility timeout has passed; the rows are
 deduplicated by their position in the host list on the caller's side, so
-every host given yields exactly one row; ``first_where`` revokes the shards
-not yet started.
+every host given yields exactly one row; a shard lost outright, which
+kombu's Redis transport allows, is sent again by the caller once overdue
+(see :class:`Probe`); ``first_where`` revokes the shards not yet started.
 
 Credentials never travel in task messages, which whoever reads the broker
 can read: a worker signs with the credentials of its own environment
@@ -116,9 +117,10 @@ CONNECT_TIMEOUT = 3.0
 #: Seconds the caller waits for workers to report their size.
 DISCOVERY_TIMEOUT = 1.0
 #: Seconds a shard may stay unacknowledged in a worker before the broker
-#: hands it to another one (Redis ``visibility_timeout``). A shard that runs
-#: longer than this is run twice (its rows are kept once): keep it above the
-#: longest shard, about ``timeout`` seconds plus two.
+#: hands it to another one (Redis ``visibility_timeout``), counted from when
+#: the worker takes it; a worker holds one more shard than it runs per slot.
+#: A shard unacknowledged longer than this is run twice (its rows are kept
+#: once): keep it above twice the longest shard, 2 x (``timeout`` + 3) s.
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 #: ``-c`` of ``napix worker``: shards run at once by one worker process.
 DEFAULT_CONCURRENCY = 4
@@ -1014,8 +1016,8 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None,
                         help="seconds before a shard of a lost worker goes to another "
                              f"(default: {ENV_VISIBILITY_TIMEOUT}, else "
-                             f"{DEFAULT_VISIBILITY_TIMEOUT:g}); keep it above the "
-                             "longest shard")
+                             f"{DEFAULT_VISIBILITY_TIMEOUT:g}); keep it above twice the "
+                             "longest shard, 2 x (probe --timeout + 3)")
     parser.add_argument("-n", "--hostname", metavar="NAME",
                         help="the worker's node name, e.g. w1@%%h (default: celery@%%h); "
                              "each worker on a machine needs its own")
