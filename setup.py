@@ -19,7 +19,9 @@ setup(
     license="BSD-3-Clause",
     packages=find_packages(include=["napixclient", "napixclient.*"]),
     package_data={"napixclient": ["py.typed"]},
-    python_requires=">=3.9",
+    # The versions gevent ships wheels for: on 3.9 pip builds it from source
+    # (minutes), and 3.9 is past its end of life.
+    python_requires=">=3.10",
     install_requires=[
         "gevent>=22.10",
         "requests>=2.28",
@@ -33,6 +35,7 @@ setup(
             "hypothesis>=6",
             "trustme>=1.0",
             "flask>=2.2",
+            "gunicorn>=21",
             "ruff>=0.4",
             "mypy>=1.5",
             "types-requests",
@@ -55,6 +58,11 @@ setup(
     classifiers=[
         "Framework :: Pytest",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Internet :: WWW/HTTP",
     ],
 )

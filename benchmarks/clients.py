@@ -8,17 +8,23 @@ reach another client and so that peak RSS is one client's own::
 
 It prints one JSON line with its measurements. Every client implements:
 
-* ``fanout(bases, path, per_host, cap, timeout)``: ``per_host`` GETs of
-  ``path`` on each base URL, all submitted at once, at most ``cap`` at a time
-  per host; returns one ``(status, decoded JSON or None)`` or an exception
-  per request;
+* ``fanout(bases, path, per_host, cap, timeout, library_defaults=False)``:
+  ``per_host`` GETs of ``path`` on each base URL, all submitted at once, at
+  most ``cap`` at a time per host; returns one ``(status, decoded JSON or
+  None)`` or an exception per request. With ``library_defaults`` (W4), a
+  client whose library caps the total of connections by default keeps that
+  default (aiohttp's 100, httpx's 100) instead of having it lifted;
 * ``sequential(base, path, count, warmup, timeout)``: ``warmup`` then
   ``count`` GETs one after the other on one client (one keep-alive
   connection); returns the seconds each of the last ``count`` took and the
   CPU seconds they used.
 
 Imports happen inside the functions, so that only the client under test is
-loaded.
+loaded. The child raises its soft limit of open files to the hard limit,
+unless the spec gives ``nofile_soft`` (W4): run.py has then set that soft
+limit before the child started, and it is kept. ``impl`` in the spec names
+the functions to run when ``client`` is a label (``napixclient@88df591``:
+the napixclient functions, with an older napixclient first on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import os
 import resource
 import sys
 import time
+import warnings
+from collections import Counter
 from typing import Any, Callable, Dict, List, Tuple
 
 Outcome = Any  # (status, body) or an exception
@@ -59,7 +67,8 @@ def _sync_sequential(one: OneRequest, count: int, warmup: int) -> Tuple[List[flo
 
 # -- napixclient -------------------------------------------------------------
 
-def napixclient_fanout(bases, path, per_host, cap, timeout):
+def napixclient_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    # Always the defaults: max_connections follows the soft RLIMIT_NOFILE.
     from napixclient import ClientPool
 
     with ClientPool(simultaneous=cap, timeout=timeout) as pool:
@@ -79,11 +88,11 @@ def napixclient_sequential(base, path, count, warmup, timeout):
         return _sync_sequential(one, count, warmup)
 
 
-def napixclient_fast_fanout(bases, path, per_host, cap, timeout):
-    """napixclient with the optional geventhttpclient transport (the fast extra)."""
+def napixclient_fast_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient with the optional geventhttpclient parser (the fast extra)."""
     from napixclient import ClientPool
 
-    with ClientPool(simultaneous=cap, timeout=timeout, transport="geventhttpclient") as pool:
+    with ClientPool(simultaneous=cap, timeout=timeout, parser="geventhttpclient") as pool:
         for base in _order(bases, per_host):
             pool.request(base, "GET", path)
         results = pool.wait(timeout=timeout * 4)
@@ -93,7 +102,7 @@ def napixclient_fast_fanout(bases, path, per_host, cap, timeout):
 def napixclient_fast_sequential(base, path, count, warmup, timeout):
     from napixclient import Client
 
-    with Client(base, timeout=timeout, transport="geventhttpclient") as client:
+    with Client(base, timeout=timeout, parser="geventhttpclient") as client:
         def one():
             response = client.get(path)
             return response.status, response.body
@@ -118,14 +127,17 @@ async def _timed_sequence(one, count, warmup):
 
 # -- aiohttp -----------------------------------------------------------------
 
-def aiohttp_fanout(bases, path, per_host, cap, timeout):
+def aiohttp_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
     import asyncio
 
     import aiohttp
 
     async def main():
-        # limit=0: no cap on the total, only per host, like the others.
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=cap)
+        # limit=0: no cap on the total, only per host, like the others. With
+        # library_defaults, the connector a user gets without asking
+        # (TCPConnector(): at most 100 connections in use, no per-host cap).
+        connector = None if library_defaults else aiohttp.TCPConnector(
+            limit=0, limit_per_host=cap)
         async with aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             async def one(url):
@@ -154,15 +166,17 @@ def aiohttp_sequential(base, path, count, warmup, timeout):
 
 # -- httpx -------------------------------------------------------------------
 
-def httpx_fanout(bases, path, per_host, cap, timeout):
+def httpx_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
     import asyncio
 
     import httpx
 
     async def main():
         # httpx has no per-host limit: a semaphore per host, as its users do.
+        # Its default total (100 connections) is lifted unless library_defaults.
         semaphores = {base: asyncio.Semaphore(cap) for base in bases}
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        limits = httpx.Limits() if library_defaults else httpx.Limits(
+            max_connections=None, max_keepalive_connections=None)
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
             async def one(base):
                 async with semaphores[base]:
@@ -189,7 +203,7 @@ def httpx_sequential(base, path, count, warmup, timeout):
 
 # -- geventhttpclient --------------------------------------------------------
 
-def geventhttpclient_fanout(bases, path, per_host, cap, timeout):
+def geventhttpclient_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
     import gevent
     from geventhttpclient import HTTPClient
 
@@ -247,14 +261,14 @@ def _blocking_sessions(bases, cap):
     return sessions
 
 
-def grequests_fanout(bases, path, per_host, cap, timeout):
+def grequests_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
     import grequests  # monkey-patches everything on import
 
     sessions = _blocking_sessions(bases, cap)
     pending = [grequests.get(base + path, session=sessions[base], timeout=timeout)
                for base in _order(bases, per_host)]
     outcomes: List[Outcome] = []
-    for request, response in zip(pending, grequests.map(pending)):
+    for request, response in zip(pending, grequests.map(pending), strict=True):
         if response is None:
             outcomes.append(request.exception or RuntimeError("no response"))
         else:
@@ -276,7 +290,7 @@ def grequests_sequential(base, path, count, warmup, timeout):
 
 # -- gevent + requests, monkey-patched, a semaphore per host ------------------
 
-def gevent_requests_fanout(bases, path, per_host, cap, timeout):
+def gevent_requests_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
     from gevent import monkey
 
     monkey.patch_all()
@@ -319,7 +333,7 @@ def gevent_requests_sequential(base, path, count, warmup, timeout):
 
 # -- requests + ThreadPoolExecutor -------------------------------------------
 
-def requests_threads_fanout(bases, path, per_host, cap, timeout):
+def requests_threads_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
     from concurrent.futures import ThreadPoolExecutor, wait
 
     sessions = _blocking_sessions(bases, cap)
@@ -353,15 +367,16 @@ CLIENTS = ["napixclient", "napixclient_fast", "aiohttp", "geventhttpclient", "gr
 # -- the child process -------------------------------------------------------
 
 def _fds() -> Tuple[int, int]:
-    """(open file descriptors, of which sockets) of this process."""
+    """(open file descriptors, of which sockets) of this process; the one
+    ``listdir`` used to list them, closed by then, is not counted."""
     total = sockets = 0
     for name in os.listdir("/proc/self/fd"):
-        total += 1
         try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                sockets += 1
+            target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
-            pass
+            continue
+        total += 1
+        sockets += target.startswith("socket:")
     return total, sockets
 
 
@@ -369,7 +384,10 @@ def _summarise(outcomes: List[Outcome]) -> Dict[str, Any]:
     ok = sum(1 for o in outcomes if isinstance(o, tuple) and o[0] == 200
              and isinstance(o[1], dict))
     errors = [o for o in outcomes if not (isinstance(o, tuple) and o[0] == 200)]
+    kinds = Counter(f"status {o[0]}" if isinstance(o, tuple) else type(o).__name__
+                    for o in errors)
     return {"ok": ok, "errors": len(outcomes) - ok,
+            "error_kinds": dict(kinds.most_common(3)),
             "error_sample": repr(errors[0])[:200] if errors else None}
 
 
@@ -377,30 +395,53 @@ def main(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Run one measurement described by ``spec``; return what was measured."""
     from backends import raise_fd_limit
 
-    raise_fd_limit()
+    if spec.get("nofile_soft") is None:
+        raise_fd_limit()
     module = sys.modules[__name__]
     name = spec["client"]
-    result: Dict[str, Any] = {"client": name, "mode": spec["mode"]}
+    impl = spec.get("impl", name)
+    result: Dict[str, Any] = {"client": name, "mode": spec["mode"],
+                              "nofile_soft": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+    if impl.startswith("napixclient"):
+        import napixclient
+
+        # Which checkout ran: run.py checks it for the "before" client.
+        result["napixclient_from"] = os.path.dirname(os.path.abspath(napixclient.__file__))
     timeout = spec["timeout"]
-    if spec["mode"] in ("cpu", "single"):
-        sequential = getattr(module, f"{name}_sequential")
-        durations, cpu = sequential(spec["bases"][0], spec["path"], spec["count"],
-                                    spec["warmup"], timeout)
-        durations.sort()
-        result["median_latency_s"] = durations[len(durations) // 2]
-        result["cpu_per_request_s"] = cpu / len(durations)
-    if spec["mode"] in ("fanout", "single"):
-        fanout = getattr(module, f"{name}_fanout")
-        fds, sockets = _fds()
-        result["baseline_fds"], result["baseline_sockets"] = fds, sockets
-        bases, per_host = spec["bases"], spec["per_host"]
-        started = time.perf_counter()
-        cpu = time.process_time()
-        outcomes = fanout(bases, spec["fan_path"], per_host, spec["cap"], timeout)
-        result["makespan_s"] = time.perf_counter() - started
-        result["fanout_cpu_s"] = time.process_time() - cpu
-        result["requests"] = len(bases) * per_host
-        result.update(_summarise(list(outcomes)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default", DeprecationWarning)
+        if spec["mode"] in ("cpu", "single"):
+            sequential = getattr(module, f"{impl}_sequential")
+            durations, cpu = sequential(spec["bases"][0], spec["path"], spec["count"],
+                                        spec["warmup"], timeout)
+            durations.sort()
+            result["median_latency_s"] = durations[len(durations) // 2]
+            result["cpu_per_request_s"] = cpu / len(durations)
+        if spec["mode"] in ("fanout", "single"):
+            fanout = getattr(module, f"{impl}_fanout")
+            fds, sockets = _fds()
+            result["baseline_fds"], result["baseline_sockets"] = fds, sockets
+            bases, per_host = spec["bases"], spec["per_host"]
+            started = time.perf_counter()
+            cpu = time.process_time()
+            outcomes = fanout(bases, spec["fan_path"], per_host, spec["cap"], timeout,
+                              library_defaults=spec.get("library_defaults", False))
+            result["makespan_s"] = time.perf_counter() - started
+            result["fanout_cpu_s"] = time.process_time() - cpu
+            result["requests"] = len(bases) * per_host
+            result.update(_summarise(list(outcomes)))
+            # Descriptors opened during the fan-out that are not sockets (the
+            # gevent hub's epoll and eventfd, created at its first use); none
+            # is left to list them when a client still holds every one.
+            try:
+                fds, sockets = _fds()
+                result["end_other_fds"] = fds - sockets
+            except OSError:
+                pass
+    deprecations = sorted({f"{w.category.__name__}: {w.message}"[:160] for w in caught
+                           if issubclass(w.category, DeprecationWarning)})
+    if deprecations:
+        result["deprecations"] = deprecations[:3]
     result["maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result
 

@@ -16,6 +16,14 @@ Workloads (see BENCHMARKS.md):
   open at once.
 * CPU: GETs one after the other on one keep-alive connection to nginx; CPU
   microseconds per request.
+* W4 many hosts, few files: 3,000 hosts x 1 GET answered after 20 ms, in a
+  client process whose soft RLIMIT_NOFILE is 1,024 (the hard limit as it
+  was), each library with its default limits; answers received, errors,
+  makespan, peak RSS, most sockets open at once.
+
+``--before PATH`` adds napixclient as it was in another checkout (``git
+worktree add --detach PATH COMMIT``), run with PATH first on PYTHONPATH and
+named ``napixclient@COMMIT`` in the tables.
 
 Each (client, workload, run) is its own process (benchmarks/clients.py), so
 gevent monkey-patching cannot leak from one client to another and RSS is per
@@ -29,12 +37,13 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -43,9 +52,11 @@ sys.path.insert(0, HERE)
 from backends import DelayServer, Nginx, raise_fd_limit  # noqa: E402
 from clients import CLIENTS  # noqa: E402
 
-WORKLOADS = ["W1", "W2", "W3", "CPU"]
+WORKLOADS = ["W1", "W2", "W3", "CPU", "W4"]
 #: The longest one child may run before it is killed (seconds), by workload.
-CHILD_DEADLINE_S = {"W1": 180.0, "W2": 60.0, "W3": 120.0, "CPU": 120.0}
+CHILD_DEADLINE_S = {"W1": 180.0, "W2": 60.0, "W3": 120.0, "CPU": 120.0, "W4": 120.0}
+#: W4's soft limit of open files in the client's process: the common default.
+W4_NOFILE_SOFT = 1024
 BASELINE = "aiohttp"
 START_MARK = "<!-- benchmark-table:start -->"
 END_MARK = "<!-- benchmark-table:end -->"
@@ -72,14 +83,27 @@ class FdSampler(threading.Thread):
             self.stopped.wait(self.interval)
 
 
-def run_child(spec: Dict[str, Any], deadline_s: float) -> Dict[str, Any]:
-    """Run one measurement in its own process; return its result, with
-    ``peak_sockets`` added, ``{"failed": reason}``, or ``{"killed": seconds}``
-    when it ran longer than ``deadline_s``."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + HERE)
+def lower_soft_nofile(soft: int) -> Callable[[], None]:
+    """A ``preexec_fn`` setting the child's soft ``RLIMIT_NOFILE`` to ``soft``
+    (``int``), its hard limit left as it was."""
+    def preexec() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return preexec
+
+
+def run_child(spec: Dict[str, Any], deadline_s: float, checkout: str = ROOT) -> Dict[str, Any]:
+    """Run one measurement in its own process, with ``checkout``'s napixclient
+    first on PYTHONPATH; return its result, with ``peak_sockets`` added,
+    ``{"failed": reason}``, or ``{"killed": seconds}`` when it ran longer
+    than ``deadline_s``. ``spec["nofile_soft"]``, when given, is the child's
+    soft limit of open files, set before it starts."""
+    env = dict(os.environ, PYTHONPATH=checkout + os.pathsep + HERE)
+    soft = spec.get("nofile_soft")
     process = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "clients.py"), json.dumps(spec)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        preexec_fn=None if soft is None else lower_soft_nofile(soft))
     sampler = FdSampler(process.pid, deadline_s)
     sampler.start()
     try:
@@ -94,16 +118,24 @@ def run_child(spec: Dict[str, Any], deadline_s: float) -> Dict[str, Any]:
     if process.returncode != 0:
         return {"failed": (err.strip().splitlines() or ["?"])[-1][:300]}
     result: Dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    where = result.get("napixclient_from")
+    expected = os.path.join(os.path.abspath(checkout), "napixclient")
+    if where is not None and os.path.realpath(where) != os.path.realpath(expected):
+        return {"failed": f"napixclient was imported from {where}, not {expected}"}
+    if soft is not None and result.get("nofile_soft") != soft:
+        return {"failed": f"soft RLIMIT_NOFILE was {result.get('nofile_soft')}, not {soft}"}
     if "baseline_fds" in result:
-        # Descriptors other than sockets stay put during a fan-out.
-        others = result["baseline_fds"] - result["baseline_sockets"]
+        # Descriptors other than sockets: those open before the fan-out, or
+        # after it when it opened more (an event loop's), whichever is more.
+        others = max(result["baseline_fds"] - result["baseline_sockets"],
+                     result.get("end_other_fds", 0))
         result["peak_sockets"] = max(0, sampler.peak - others)
     return result
 
 
-def specs(workload: str, client: str, nginx: Optional[Nginx], delay: Optional[DelayServer],
-          args: argparse.Namespace) -> Dict[str, Any]:
-    base = {"client": client, "timeout": 60.0}
+def specs(workload: str, client: str, impl: str, nginx: Optional[Nginx],
+          delay: Optional[DelayServer], args: argparse.Namespace) -> Dict[str, Any]:
+    base = {"client": client, "impl": impl, "timeout": 60.0}
     if workload == "W1":
         assert nginx is not None
         bases = [f"http://127.0.0.1:{p}" for p in nginx.ports]
@@ -118,6 +150,11 @@ def specs(workload: str, client: str, nginx: Optional[Nginx], delay: Optional[De
         assert delay is not None
         bases = [f"http://127.0.0.1:{p}" for p in delay.ports[:args.w3_hosts]]
         return dict(base, mode="fanout", bases=bases, fan_path="/delay/20", per_host=10, cap=2)
+    if workload == "W4":
+        assert delay is not None
+        bases = [f"http://127.0.0.1:{p}" for p in delay.ports[:args.w4_hosts]]
+        return dict(base, mode="fanout", bases=bases, fan_path="/delay/20", per_host=1, cap=2,
+                    nofile_soft=args.w4_nofile, library_defaults=True)
     assert nginx is not None
     return dict(base, mode="cpu", bases=[f"http://127.0.0.1:{nginx.ports[0]}"], path="/json",
                 count=args.cpu_requests, warmup=200)
@@ -136,7 +173,15 @@ METRICS = {
     "w3_rss": ("W3", "W3 peak RSS MB", lambda r: r["maxrss_bytes"] / 2**20, "{:.0f}", False),
     "w3_sockets": ("W3", "W3 peak sockets", lambda r: r["peak_sockets"], "{:.0f}", False),
     "cpu_us": ("CPU", "CPU us/req", lambda r: r["cpu_per_request_s"] * 1e6, "{:.0f}", False),
+    # W4 reports failed requests as such: losing them is what it measures.
+    "w4_answers": ("W4", "W4 answers", lambda r: r["ok"], "{:,.0f}", True),
+    "w4_errors": ("W4", "W4 errors", lambda r: r["errors"], "{:,.0f}", False),
+    "w4_makespan": ("W4", "W4 makespan ms", lambda r: r["makespan_s"] * 1e3, "{:,.0f}", False),
+    "w4_rss": ("W4", "W4 peak RSS MB", lambda r: r["maxrss_bytes"] / 2**20, "{:.0f}", False),
+    "w4_sockets": ("W4", "W4 peak sockets", lambda r: r["peak_sockets"], "{:.0f}", False),
 }
+#: Workloads whose runs count requests that failed rather than being FAILED.
+COUNTS_ERRORS = {"W4"}
 
 
 Cell = Union[float, str]
@@ -145,8 +190,8 @@ Cell = Union[float, str]
 def summarise(raw: Dict[str, Dict[str, List[Dict[str, Any]]]], clients: List[str]
               ) -> Dict[str, Dict[str, Cell]]:
     """The median of each metric over the runs, per client; a text instead
-    when a run failed, lost requests or was killed (shown as such, never
-    averaged away)."""
+    when a run failed, lost requests (except in :data:`COUNTS_ERRORS`, which
+    report them) or was killed (shown as such, never averaged away)."""
     table: Dict[str, Dict[str, Cell]] = {}
     for client in clients:
         row: Dict[str, Cell] = {}
@@ -157,7 +202,8 @@ def summarise(raw: Dict[str, Dict[str, List[Dict[str, Any]]]], clients: List[str
             killed = [r["killed"] for r in runs if "killed" in r]
             if killed:
                 row[key] = f"killed > {max(killed):g} s"
-            elif any("failed" in r or r.get("errors") for r in runs):
+            elif any("failed" in r or (r.get("errors") and workload not in COUNTS_ERRORS)
+                     for r in runs):
                 row[key] = "FAILED"
             else:
                 row[key] = statistics.median(get(r) for r in runs)
@@ -165,11 +211,17 @@ def summarise(raw: Dict[str, Dict[str, List[Dict[str, Any]]]], clients: List[str
     return table
 
 
-def render(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
-    keys = [k for k in METRICS if any(k in table[c] for c in clients)]
+def render(table: Dict[str, Dict[str, Cell]], clients: List[str], keys: List[str]) -> str:
+    """A Markdown table of ``keys`` (of :data:`METRICS`) by client; empty when
+    no client has any of them."""
+    keys = [k for k in keys if any(k in table[c] for c in clients)]
+    if not keys:
+        return ""
     header = ["client"] + [METRICS[k][1] for k in keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for client in clients:
+        if not any(key in table[client] for key in keys):
+            continue
         cells = [client]
         for key in keys:
             value = table[client].get(key, "n/a")
@@ -179,14 +231,17 @@ def render(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
 
 
 def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
-    """napixclient against each peer: > 1 means napixclient is better."""
+    """napixclient against each peer, and against its "before" checkout
+    (``napixclient@...``): > 1 means napixclient is better."""
     keys = ["w1_rps", "w2_makespan", "w3_makespan", "w3_rss", "cpu_us"]
     keys = [k for k in keys if k in table.get("napixclient", {})]
+    if not keys:
+        return ""
     header = ["napixclient vs"] + [METRICS[k][1] for k in keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ours = table["napixclient"]
     for client in clients:
-        if client.startswith("napixclient"):
+        if client.startswith("napixclient") and "@" not in client:
             continue
         cells = [client]
         for key in keys:
@@ -225,6 +280,22 @@ def machine() -> str:
             f"{nginx.replace('nginx version: ', '')}")
 
 
+def before_commit(path: str) -> str:
+    """The short commit of the napixclient checkout at ``path``.
+
+    :raises ValueError: when ``path`` holds no napixclient package or is not
+        a git checkout.
+    """
+    if not os.path.isfile(os.path.join(path, "napixclient", "__init__.py")):
+        raise ValueError(f"--before {path}: no napixclient/__init__.py there")
+    try:
+        done = subprocess.run(["git", "-C", path, "rev-parse", "--short=7", "HEAD"],
+                              capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise ValueError(f"--before {path}: not a git checkout ({error})") from None
+    return done.stdout.strip()
+
+
 def write_table(path: str, text: str) -> None:
     """Replace the text between the markers in ``path`` (or append it)."""
     block = f"{START_MARK}\n{text}\n{END_MARK}"
@@ -245,7 +316,13 @@ def main() -> int:
     parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS)
     parser.add_argument("--w1-requests", type=int, default=10_000)
     parser.add_argument("--w3-hosts", type=int, default=1000)
+    parser.add_argument("--w4-hosts", type=int, default=3000)
+    parser.add_argument("--w4-nofile", type=int, default=W4_NOFILE_SOFT,
+                        help="W4: the client process's soft RLIMIT_NOFILE")
     parser.add_argument("--cpu-requests", type=int, default=3000)
+    parser.add_argument("--before", metavar="PATH",
+                        help="also run napixclient from this checkout (e.g. git worktree "
+                             "add --detach PATH 88df591), named napixclient@COMMIT")
     parser.add_argument("--nginx-workers", type=int, default=1,
                         help="nginx worker processes (1 leaves a core to the client)")
     parser.add_argument("--json", metavar="PATH", help="also save every raw result there")
@@ -255,9 +332,28 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be >= 1")
-    raise_fd_limit()
+    for flag in ("w1_requests", "w3_hosts", "w4_hosts", "w4_nofile", "cpu_requests"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    clients = list(args.clients)
+    impls = {client: client for client in clients}
+    checkouts = {client: ROOT for client in clients}
+    if args.before:
+        try:
+            label = "napixclient@" + before_commit(args.before)
+        except ValueError as error:
+            parser.error(str(error))
+        # Next to napixclient in the tables (first when napixclient is not run).
+        at = clients.index("napixclient") + 1 if "napixclient" in clients else 0
+        clients.insert(at, label)
+        impls[label] = "napixclient"
+        checkouts[label] = os.path.abspath(args.before)
+    hard = raise_fd_limit()
+    if "W4" in args.workloads and args.w4_nofile > hard:
+        parser.error(f"--w4-nofile {args.w4_nofile} is above the hard limit {hard}")
     needs_nginx = {"W1", "CPU"} & set(args.workloads)
-    needs_delay = {"W2", "W3"} & set(args.workloads)
+    hosts = {"W2": 20, "W3": args.w3_hosts, "W4": args.w4_hosts}
+    needs_delay = max((hosts[w] for w in args.workloads if w in hosts), default=0)
     nginx = delay = None
     raw: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     started = time.time()
@@ -265,34 +361,48 @@ def main() -> int:
         if needs_nginx:
             nginx = Nginx(20, workers=args.nginx_workers).start()
         if needs_delay:
-            delay = DelayServer(max(20, args.w3_hosts) if "W3" in args.workloads else 20)
+            delay = DelayServer(max(20, needs_delay))
             delay.start()
         for run in range(args.runs):
-            order = args.clients[run % len(args.clients):] + args.clients[:run % len(args.clients)]
+            order = clients[run % len(clients):] + clients[:run % len(clients)]
             for workload in args.workloads:
                 for client in order:
-                    result = run_child(specs(workload, client, nginx, delay, args),
-                                       CHILD_DEADLINE_S[workload])
+                    result = run_child(specs(workload, client, impls[client], nginx, delay, args),
+                                       CHILD_DEADLINE_S[workload], checkouts[client])
                     raw.setdefault(workload, {}).setdefault(client, []).append(result)
                     brief = {k: (round(v, 4) if isinstance(v, float) else v)
                              for k, v in result.items()
-                             if k not in ("client", "mode", "baseline_fds", "baseline_sockets")}
+                             if k not in ("client", "mode", "baseline_fds", "baseline_sockets",
+                                          "end_other_fds", "napixclient_from")}
                     print(f"run {run + 1}/{args.runs} {workload} {client}: {brief}", flush=True)
     finally:
         if nginx is not None:
             nginx.stop()
         if delay is not None:
             delay.stop()
-    table = summarise(raw, args.clients)
+    table = summarise(raw, clients)
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
-    text = "\n\n".join([
+    w4 = [k for k in METRICS if METRICS[k][0] == "W4"]
+    parts = [
         f"Medians of {args.runs} runs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{time.time() - started:.0f} s in all.  \n"
         f"Command: `{command.strip()}`  \nMachine: {machine()}",
-        render(table, args.clients),
-        "napixclient against each peer (> 1.00x: napixclient is better):",
-        render_ratios(table, args.clients) if "napixclient" in args.clients else "",
-    ])
+        render(table, clients, [k for k in METRICS if k not in w4]),
+    ]
+    ratios = render_ratios(table, clients) if "napixclient" in clients else ""
+    if ratios and len(clients) > 1:
+        parts += ["napixclient against each peer (> 1.00x: napixclient is better):", ratios]
+    if "W4" in args.workloads:
+        parts += [f"W4: {args.w4_hosts:,} hosts x 1 GET answered after 20 ms, client's soft "
+                  f"RLIMIT_NOFILE {args.w4_nofile:,}, each library's default limits "
+                  f"(answers out of {args.w4_hosts:,}):",
+                  render(table, clients, w4)]
+    text = "\n\n".join(part for part in parts if part)
+    for workload, by_client in raw.items():
+        for client, runs in by_client.items():
+            seen = sorted({d for r in runs for d in r.get("deprecations", [])})
+            if seen:
+                print(f"warning: {workload} {client} raised {'; '.join(seen)}", file=sys.stderr)
     print("\n" + text)
     if args.json:
         with open(args.json, "w") as handle:

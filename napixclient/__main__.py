@@ -2,7 +2,11 @@
 
 import sys
 
-from napixclient.cli import main
+try:
+    from napixclient.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command was still loading
+    print("napix: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,52 +1,57 @@
 """Client: requests to one Napix host.
 
-A :class:`Client` validates and builds each request, runs the authenticator
-on a :class:`requests.PreparedRequest`, and sends it over its keep-alive
-connections (:mod:`napixclient.connections`, gevent sockets from
-:mod:`napixclient.transport`) under a gevent semaphore that caps how many
-requests run at once. It reads the answer into a
-:class:`~napixclient.Response`, or raises an :class:`~napixclient.HTTPError`.
+A :class:`Client` validates and builds each request (with
+:mod:`napixclient.http11`), runs the authenticator, and sends it over the
+keep-alive connections of its
+:class:`~napixclient.connections.ConnectionManager` (its own, or its pool's),
+which caps how many requests run at once per origin and in total. It reads
+the answer into a :class:`~napixclient.Response`, or raises an
+:class:`~napixclient.HTTPError`; transport failures
+(:mod:`napixclient.failures`) become its subclasses by one table.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import re
 import time
+import warnings
 from collections.abc import Mapping
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
 import gevent.lock
 import requests
 from requests.structures import CaseInsensitiveDict
-from requests.utils import requote_uri
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from napixclient import __version__
 from napixclient.authenticators import Authenticator, coerce_authenticator
-from napixclient.connections import BodyLimitExceeded, HostConnections
-from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
-from napixclient.response import RequestRecord, Response
-from napixclient.transport import (
-    IDEMPOTENT_METHODS,
-    CooperativeRetry,
-    Verify,
-    is_stale,
-    register_secret_parameters,
+from napixclient.connections import (
+    DEFAULT_KEEPALIVE_EXPIRY,
+    ConnectionManager,
+    Lease,
+    TraceHook,
 )
+from napixclient.dialing import Origin, Verify, check_verify
+from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
+from napixclient.failures import ConnectionBroken, TransportFailure
+from napixclient.http11 import (
+    check_fields,
+    check_headers,
+    check_method,
+    encode_body,
+    field_block,
+    merge_fields,
+    quote_target,
+    request_bytes,
+)
+from napixclient.http11 import (
+    parser as http_parser,
+)
+from napixclient.redact import MASK, register_secret_parameters
+from napixclient.response import RequestRecord, Response
+from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
@@ -55,22 +60,15 @@ _log = logging.getLogger(__name__)
 #: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
 TimeoutSpec = Union[float, Tuple[float, float]]
 
-#: The response reader a :class:`Client` uses when ``transport`` is not given
-#: (see :mod:`napixclient.connections`).
-DEFAULT_TRANSPORT = "http.client"
+#: The parser a :class:`Client` uses when ``parser`` is not given (see
+#: :mod:`napixclient.http11`).
+DEFAULT_PARSER = "http.client"
 
 #: The default ``max_body_size``: 64 MiB.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 # Matched with fullmatch: "$" would let a trailing "\n" through.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
-_FORBIDDEN_IN_HEADER_VALUE = re.compile(r"[\r\n\x00]")
-# A path made only of these is left as is by requote_uri (no "%" to check).
-_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!#$&'()*+,/:;=?@\[\]]*")
-# http.client sends "Content-Length: 0" for these when there is no body.
-_METHODS_EXPECTING_BODY = frozenset(["POST", "PUT", "PATCH"])
-_REDACTED = "***"
 
 
 def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
@@ -157,79 +155,6 @@ def _socket_timeouts(timeout: TimeoutSpec) -> Tuple[Tuple[float, float], float]:
     return (timeout, timeout), timeout
 
 
-def _field_lines(headers: Mapping[str, Any]) -> str:
-    """``Name: value\r\n`` for each header an authenticator left on the
-    request, checked as :func:`_check_headers` checks the caller's.
-
-    :raises ValueError: for a name that is not a token or a value with CR,
-        LF or NUL (never quoting the value, which may be a secret).
-    """
-    lines = []
-    for name, value in headers.items():
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        elif not isinstance(value, str):
-            value = str(value)
-        if (not isinstance(name, str) or not _TOKEN.fullmatch(name)
-                or _FORBIDDEN_IN_HEADER_VALUE.search(value)):
-            raise ValueError(f"the authenticator set header {name!r} to a value that is "
-                             "not a valid field (CR, LF or NUL, or a bad name)")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines)
-
-
-def _wire(method: str, target: str, fields: str, body: Optional[bytes],
-          has_length: bool) -> bytes:
-    """The request as it goes on the wire (RFC 9112): request line, fields,
-    ``Content-Length`` when it is not among them, blank line, body."""
-    if has_length:
-        length = ""
-    elif body is not None:
-        length = f"Content-Length: {len(body)}\r\n"
-    elif method in _METHODS_EXPECTING_BODY:
-        length = "Content-Length: 0\r\n"
-    else:
-        length = ""
-    head = f"{method} {target} HTTP/1.1\r\n{fields}{length}\r\n".encode("latin-1")
-    return head + body if body else head
-
-
-def _encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
-    if body is None:
-        return None, None
-    if isinstance(body, (dict, list)):
-        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
-                "application/json")
-    if isinstance(body, str):
-        return body.encode("utf-8"), None
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return bytes(body), None
-    raise ValueError(f"body must be a dict, list, str, bytes or None, "
-                     f"got {type(body).__name__}")
-
-
-def _check_headers(headers: Any) -> dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise ValueError(f"headers must be a mapping of str to str, "
-                         f"got {type(headers).__name__}")
-    checked = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-            raise ValueError(f"header name {name!r} is not a valid token "
-                             "(no spaces, CR, LF or separators)")
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if not isinstance(value, str):
-            raise ValueError(f"header {name!r}: the value must be a str, "
-                             f"got {type(value).__name__}")
-        if _FORBIDDEN_IN_HEADER_VALUE.search(value):
-            raise ValueError(f"header {name!r}: the value contains CR, LF or NUL")
-        checked[name] = value
-    return checked
-
-
 class PreparedCall:
     """A request validated and built, ready to be signed and sent.
 
@@ -283,14 +208,15 @@ class Client:
         taking a :class:`requests.PreparedRequest` (any
         :class:`requests.auth.AuthBase`), a mapping ``{"login": ..., "key": ...}``,
         or ``None`` to send requests unauthenticated.
-    :param simultaneous: the most requests running at once on this client, and
-        so the most connections open to the host (``int`` >= 1). Further
-        requests wait their turn in a gevent semaphore.
+    :param simultaneous: the most requests running at once to the host's
+        origin, and so the most connections open to it (``int`` >= 1).
+        Further requests wait their turn, in submission order.
     :param timeout: seconds (``float`` > 0) or a ``(connect, read)`` pair. The
         connect phase, and each wait for data, is bounded by it; so is the
         whole exchange, by the float, or by ``connect + read`` for a pair, so a
         server that trickles its answer cannot hold a request for longer.
-        The wait for a turn under ``simultaneous`` is not counted.
+        The wait for a turn (under ``simultaneous`` or ``max_connections``)
+        is not counted.
     :param verify: ``True`` verifies TLS certificates against the CA bundle
         requests uses; a path names a CA bundle file or directory; ``False``
         verifies nothing.
@@ -308,21 +234,36 @@ class Client:
         connection that the server closed before answering is retried once
         on a fresh connection, for idempotent methods only. Retries happen
         within the request's timeout. The policy of
-        :class:`~napixclient.transport.CooperativeRetry`, applied by
-        :meth:`napixclient.connections.HostConnections.exchange`.
+        :class:`~napixclient.retry.RetryPolicy`, applied by
+        :meth:`napixclient.connections.ConnectionManager.exchange`.
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`.
-    :param transport: how answers are parsed: ``"http.client"`` (the
+    :param parser: how answers are parsed: ``"http.client"`` (the
         standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
-        (a C parser, less CPU per request; needs the ``fast`` extra, ``pip
-        install 'napixclient[fast]'``); ``None`` (the default) means
-        :data:`DEFAULT_TRANSPORT`. Both serve every feature of this class;
-        see :mod:`napixclient.connections`.
+        (llhttp, in C: less CPU per request; needs the ``fast`` extra, from a
+        checkout ``pip install '.[fast]'``); ``None`` (the default) means
+        :data:`DEFAULT_PARSER`. Both serve every feature of this class; see
+        :mod:`napixclient.http11`.
+    :param transport: the old name of ``parser``; it still works, with a
+        :class:`DeprecationWarning`.
+    :param max_connections: the most sockets this client keeps open, idle
+        ones included (``int`` >= 1); ``None`` derives it from the soft limit
+        on open files (:func:`~napixclient.connections.default_max_connections`).
+    :param keepalive_expiry: seconds (``float`` > 0, default 5) an idle
+        connection is kept alive before it is closed.
+    :param trace: a callable ``trace(event, info)`` receiving the connection
+        layer's events (see :mod:`napixclient.connections`), or ``None``.
+    :param connections: a :class:`~napixclient.connections.ConnectionManager`
+        to share (a :class:`~napixclient.ClientPool` passes its own); then
+        ``max_connections``, ``keepalive_expiry`` and ``trace`` are the
+        manager's and may not be given. ``None`` (the default): the client
+        makes its own and closes it with itself.
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
-        bad ``max_body_size``, bad headers, or bad ``retries`` or
-        ``retry_backoff``.
+        bad ``max_body_size``, bad headers, bad ``retries`` or
+        ``retry_backoff``, a bad ``max_connections``, ``keepalive_expiry`` or
+        ``trace``, or one of them given with ``connections``.
     :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
 
     Redirects are not followed: a 3xx comes back as a :class:`Response`,
@@ -344,8 +285,18 @@ class Client:
         headers: Optional[Mapping[str, str]] = None,
         retries: int = 0,
         retry_backoff: float = 0.0,
+        parser: Optional[str] = None,
         transport: Optional[str] = None,
+        max_connections: Optional[int] = None,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        trace: Optional[TraceHook] = None,
+        connections: Optional[ConnectionManager] = None,
     ) -> None:
+        if transport is not None:
+            warnings.warn("Client(transport=...) is now Client(parser=...)",
+                          DeprecationWarning, stacklevel=2)
+            if parser is None:
+                parser = transport
         scheme, name, port, prefix = parse_host(host)
         self.authenticator: Optional[Authenticator] = (
             None if authenticator is None else coerce_authenticator(authenticator)
@@ -358,15 +309,10 @@ class Client:
                 or max_body_size < 1):
             raise ValueError(f"max_body_size must be a number of bytes >= 1, "
                              f"got {max_body_size!r}")
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        if (not isinstance(retry_backoff, (int, float)) or isinstance(retry_backoff, bool)
-                or not 0 <= retry_backoff < float("inf")):
-            raise ValueError(f"retry_backoff must be seconds >= 0, got {retry_backoff!r}")
+        # One immutable policy serves every request (after() returns new ones).
+        self._retry = RetryPolicy(retries, retry_backoff)
         self.retries = retries
-        self.retry_backoff = float(retry_backoff)
-        # One immutable policy serves every request (increment() returns copies).
-        self._retry = CooperativeRetry.policy(retries, self.retry_backoff)
+        self.retry_backoff = self._retry.backoff_factor
         register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
         self.simultaneous = simultaneous
         self.max_body_size = max_body_size
@@ -376,28 +322,44 @@ class Client:
         #: ``scheme://host[/prefix]``, with no trailing ``/``.
         self.base_url = f"{scheme}://{self.host}{prefix}"
         self._prefix = prefix
-        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict({
+        # One field per name: the client's headers replace the defaults
+        # whatever the case of their names (a request's replace both).
+        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(merge_fields({
             "Host": self.host,
             "User-Agent": f"napixclient/{__version__}",
             "Accept": "application/json",
             "Accept-Encoding": "identity",
-        })
-        self._headers.update(_check_headers(headers))
-        self._headers["Host"] = self.host
+        }, check_headers(headers)))
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix, the socket timeouts of the default timeout.
-        self._fields = "".join(f"{k}: {v}\r\n" for k, v in self._headers.items())
+        self._fields = field_block(self._headers)
         self._fields_have_length = "Content-Length" in self._headers
-        self._quoted_prefix = requote_uri(prefix)
+        self._quoted_prefix = quote_target(prefix)
         self._timeouts = _socket_timeouts(self.timeout)
-        self._semaphore = gevent.lock.BoundedSemaphore(simultaneous)
-        self._connections = HostConnections(
-            scheme, name, port, maxsize=simultaneous, verify=verify,
-            read=DEFAULT_TRANSPORT if transport is None else transport)
+        self._parser = http_parser(DEFAULT_PARSER if parser is None else parser)
+        self._origin = Origin(scheme, name,
+                              port if port is not None else (443 if scheme == "https" else 80),
+                              check_verify(verify))
+        if connections is None:
+            self._manager = ConnectionManager(max_connections, keepalive_expiry, trace)
+            self._owns_manager = True
+        elif not isinstance(connections, ConnectionManager):
+            raise ValueError(f"connections must be a ConnectionManager, got {connections!r}")
+        elif (max_connections is not None or trace is not None
+              or keepalive_expiry != DEFAULT_KEEPALIVE_EXPIRY):
+            raise ValueError("max_connections, keepalive_expiry and trace belong to the "
+                             "shared ConnectionManager given as connections=")
+        else:
+            self._manager = connections
+            self._owns_manager = False
+        if scheme == "https":
+            # Built (and so checked) now, once per TLS configuration.
+            self._manager.dialer.context(self._origin.verify)
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<Client {self.base_url} simultaneous={self.simultaneous}>"
+        state = " closed" if self._closed else ""
+        return f"<Client {self.base_url} simultaneous={self.simultaneous}{state}>"
 
     # -- building ---------------------------------------------------------
 
@@ -417,32 +379,31 @@ class Client:
 
         :returns: a :class:`PreparedCall` for :meth:`send`.
         :raises ValueError: naming the argument, for a method that is not an
-            HTTP token, a URL with white space or control characters, a body
-            of another type, bad headers or a bad timeout.
+            HTTP token, a URL holding CR, LF, NUL or a ``#`` fragment (see
+            :func:`~napixclient.http11.quote_target`), a body of another type
+            or that is not JSON, bad headers or a bad timeout.
         :raises RuntimeError: if the client is closed.
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
-            raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
+        method = check_method(method)
         if not isinstance(url, str):
             raise ValueError(f"url must be a str path such as '/vm-ip/', "
                              f"got {type(url).__name__}")
-        if any(c in url for c in "\r\n\t\x00 ") or "#" in url:
-            raise ValueError(f"url {url!r} contains white space, a control character or "
-                             "a fragment; percent-encode it")
         if "://" in url.split("?", 1)[0]:
             raise ValueError(f"url {url!r} must be a path on {self.host}, "
                              "not an absolute URL")
         path = url if url.startswith("/") else "/" + url
-        target = self._quoted_prefix + (path if _PLAIN_TARGET.fullmatch(path)
-                                        else requote_uri(path))
+        try:
+            target = self._quoted_prefix + quote_target(path)
+        except ValueError as error:
+            raise ValueError(f"url {url!r}: {error}") from None
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
             query = urlencode(list(pairs), doseq=True)
             target += ("&" if "?" in target else "?") + query
-        payload, content_type = _encode_body(body)
-        extra = _check_headers(headers) if headers else {}
+        payload, content_type = encode_body(body)
+        extra = check_headers(headers) if headers else {}
         if (content_type and "Content-Type" not in self._headers
                 and not any(name.lower() == "content-type" for name in extra)):
             extra["Content-Type"] = content_type
@@ -476,7 +437,7 @@ class Client:
         parts = urlsplit(sent_url)
         sent_target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         pairs = parse_qsl(parts.query, keep_blank_values=True)
-        redacted = [(n, _REDACTED if (n not in before or n in secret) else v)
+        redacted = [(n, MASK if (n not in before or n in secret) else v)
                     for n, v in pairs]
         query = urlencode(redacted, safe="*")
         target = (parts.path or "/") + ("?" + query if query else "")
@@ -489,11 +450,12 @@ class Client:
             fields = self._fields
             has_length = self._fields_have_length
             if call.extra_headers:
-                fields += "".join(f"{k}: {v}\r\n" for k, v in call.extra_headers.items())
-                has_length = has_length or any(
-                    k.lower() == "content-length" for k in call.extra_headers)
+                # One field per name: this request's replace the client's.
+                merged = merge_fields(call.base_headers, call.extra_headers)
+                fields = field_block(merged)
+                has_length = any(name.lower() == "content-length" for name in merged)
             record = RequestRecord(call.method, self.host, call.url, call.target)
-            return call.method, _wire(call.method, call.target, fields, call.body,
+            return call.method, request_bytes(call.method, call.target, fields, call.body,
                                       has_length), record
         prepared = self._authenticate(call)
         record, target = self._record(call, str(prepared.url))
@@ -501,13 +463,13 @@ class Client:
         body = prepared.body
         if isinstance(body, str):
             body = body.encode("utf-8")
-        data = _wire(method, target, _field_lines(prepared.headers), body,
+        data = request_bytes(method, target, field_block(check_fields(prepared.headers)), body,
                      "Content-Length" in prepared.headers)
         return method, data, record
 
     def send(self, call: PreparedCall) -> Response:
         """Sign and send a prepared request, waiting for a turn under
-        ``simultaneous``; read the whole answer.
+        ``simultaneous`` and ``max_connections``; read the whole answer.
 
         :param call: from :meth:`prepare`.
         :returns: the :class:`Response` when the status is below 400.
@@ -520,48 +482,62 @@ class Client:
         :raises ValueError: if the authenticator set a header that is not a
             valid HTTP field.
         """
-        with self._semaphore:
-            if self._closed:
-                raise RuntimeError(f"{self!r} is closed")
-            method, data, record = self._build(call)
-            timeouts, deadline = (self._timeouts if call.timeout is self.timeout
-                                  else _socket_timeouts(call.timeout))
-            guard = gevent.Timeout(deadline)
-            guard.start()
-            started = time.monotonic()
-            try:
-                return self._exchange(method, data, record, timeouts, started)
-            except gevent.Timeout as fired:
-                if fired is not guard:
-                    raise
-                raise Timeout(record, remote_error=(
-                    f"the exchange took longer than {deadline:g} s")) from None
-            finally:
-                guard.close()
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        lease = self._manager.acquire(self._origin, self.simultaneous, _record_of(call))
+        try:
+            return self.send_on(lease, call)
+        finally:
+            lease.release()
 
-    def _exchange(self, method: str, data: bytes, record: RequestRecord,
+    def reserve(self, call: PreparedCall, grant: Callable[[Lease], None]) -> None:
+        """Ask for a turn for ``call`` without waiting: ``grant(lease)`` is
+        called when it comes (at once if it is free), in the greenlet that
+        freed it, so it must not block; then :meth:`send_on` sends the call.
+
+        :raises RuntimeError: if the client is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        self._manager.reserve(self._origin, self.simultaneous, grant, _record_of(call))
+
+    def send_on(self, lease: Lease, call: PreparedCall) -> Response:
+        """Sign and send ``call`` on a lease got from :meth:`reserve`, and
+        read the whole answer; the caller releases the lease.
+
+        :returns: and :raises: as :meth:`send`.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        method, data, record = self._build(call)
+        timeouts, deadline = (self._timeouts if call.timeout is self.timeout
+                              else _socket_timeouts(call.timeout))
+        guard = gevent.Timeout(deadline)
+        guard.start()
+        started = time.monotonic()
+        try:
+            return self._exchange(lease, method, data, record, timeouts, started)
+        except gevent.Timeout as fired:
+            if fired is not guard:
+                raise
+            raise Timeout(record, remote_error=(
+                f"the exchange took longer than {deadline:g} s")) from None
+        finally:
+            guard.close()
+
+    def _exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
                   timeouts: Tuple[float, float], started: float) -> Response:
         failure: Optional[HTTPError] = None
         try:
-            answer = self._connections.exchange(
-                method, record.path, data, timeout=timeouts,
+            answer = self._manager.exchange(
+                lease, method, data, record, parser=self._parser, timeout=timeouts,
                 max_body_size=self.max_body_size, retry=self._retry)
-        except Urllib3Error as error:
-            failure = _transport_error(error, record)
-        except BodyLimitExceeded as exceeded:
-            failure = BodyTooLarge(record, status=exceeded.status, remote_error=(
-                f"the body has more than max_body_size ({self.max_body_size} bytes)"
-                if exceeded.length is None else
-                f"the body has {exceeded.length} bytes, more than max_body_size "
-                f"({self.max_body_size} bytes)"))
+        except TransportFailure as transport_failure:
+            failure = _failure_error(transport_failure, record)
         if failure is not None:
             # Raised out of the except block, so that no __context__ keeps
-            # the transport's error, whose text may hold the URL and its token.
+            # the failure's cause, whose text may hold the URL and its token.
             raise failure
-        # One line per exchange at DEBUG, as urllib3 logs them; the record's
-        # path has its secret parameters as ***.
-        _log.debug('%s "%s %s HTTP/1.1" %s %s', self.base_url, method, record.path,
-                   answer.status, len(answer.content))
         response = Response(answer.status, answer.reason, answer.headers, answer.content,
                             time.monotonic() - started, record)
         if response.status >= 400:
@@ -633,7 +609,8 @@ class Client:
         """Close every connection to the host; later requests raise
         :class:`RuntimeError`. Closing twice is harmless."""
         self._closed = True
-        self._connections.close()
+        if self._owns_manager:
+            self._manager.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -642,67 +619,20 @@ class Client:
         self.close()
 
 
-def _describe(error: BaseException) -> str:
-    """A short, secret-free description of a transport failure."""
-    cause: Optional[BaseException] = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror.lower()
-        cause = cause.__cause__ or cause.__context__
-        if cause is error:
-            break
-    return type(error).__name__
+_ERROR_CLASSES = {"ConnectionError": ConnectionError, "Timeout": Timeout,
+                  "BodyTooLarge": BodyTooLarge}
 
 
-def _transport_error(error: Urllib3Error, record: RequestRecord) -> HTTPError:
-    # Never str() a MaxRetryError: its text holds the URL, token included.
-    if isinstance(error, MaxRetryError) and isinstance(error.reason, Urllib3Error):
-        error = error.reason
-    # Order matters: urllib3 makes NewConnectionError a ConnectTimeoutError.
-    if isinstance(error, NameResolutionError):
-        return ConnectionError(record, remote_error="the host name did not resolve")
-    if isinstance(error, NewConnectionError):
-        return ConnectionError(record, remote_error=f"could not connect: {_describe(error)}")
-    if isinstance(error, ConnectTimeoutError):
-        return Timeout(record, remote_error="timed out while connecting")
-    if isinstance(error, ReadTimeoutError):
-        return Timeout(record, remote_error="timed out while reading the answer")
-    if isinstance(error, SSLError):
-        return ConnectionError(record, remote_error=f"TLS failed: {_tls_reason(error)}")
-    if isinstance(error, ProtocolError):
-        unsafe = ("; not retried, since a {} may not be repeated".format(record.method)
-                  if is_stale(error) and record.method not in IDEMPOTENT_METHODS else "")
-        return ConnectionError(record, remote_error=(
-            f"the connection broke during the exchange: {_protocol_reason(error)}{unsafe}"))
-    return ConnectionError(record, remote_error=f"transport failure: {type(error).__name__}")
+def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPError:
+    """The :class:`HTTPError` that stands for a transport failure."""
+    text = failure.message
+    if (isinstance(failure, ConnectionBroken) and failure.stale
+            and record.method not in IDEMPOTENT_METHODS):
+        text += f"; not retried, since a {record.method} may not be repeated"
+    status = getattr(failure, "status", None)
+    return _ERROR_CLASSES[failure.error_class](record, status=status, remote_error=text)
 
 
-def _tls_reason(error: SSLError) -> str:
-    for arg in error.args:
-        reason = getattr(arg, "reason", None)
-        detail = getattr(arg, "verify_message", None)
-        if reason or detail:
-            return ", ".join(str(part) for part in (reason, detail) if part)
-    return "handshake or certificate verification failed"
-
-
-def _protocol_reason(error: ProtocolError) -> str:
-    # Only counts and class names: the far side's bytes (a status line that
-    # is not HTTP) are not repeated.
-    for arg in error.args[1:]:
-        if isinstance(arg, http.client.RemoteDisconnected):
-            return "the server closed the connection without answering"
-        if isinstance(arg, OSError) and arg.strerror:
-            return arg.strerror.lower()
-        if isinstance(arg, http.client.IncompleteRead):
-            if isinstance(arg.expected, int):
-                return (f"the body ended after {len(arg.partial)} bytes, "
-                        f"{arg.expected} fewer than announced")
-            return ("the body ended early, or its chunked encoding is malformed, "
-                    f"after {len(arg.partial)} bytes")
-        if isinstance(arg, http.client.BadStatusLine):
-            return "the answer is not HTTP (BadStatusLine)"
-        if isinstance(arg, BaseException):
-            return type(arg).__name__
-    return type(error).__name__
-
+def _record_of(call: PreparedCall) -> RequestRecord:
+    """The record of ``call`` before it is signed."""
+    return RequestRecord(call.method, call.url.split("/", 3)[2], call.url, call.target)

@@ -1,442 +1,663 @@
-"""Keep-alive connections to one host, and the HTTP/1.1 exchange over them.
+"""The connection manager: every socket a pool opens, keeps and closes.
 
-:class:`~napixclient.Client` sends each request through a
-:class:`HostConnections`: it takes an idle connection (or opens one with
-urllib3's cooperative connection classes, so connecting, TLS and its
-verification are urllib3's), writes the request head it was given in one
-``sendall``, and reads the answer with a response reader:
+A :class:`ConnectionManager` is owned by a :class:`~napixclient.ClientPool`
+and shared by all of its :class:`~napixclient.Client` objects (a lone
+``Client`` makes its own). Nothing else opens a socket. It caps:
 
-* ``"http.client"`` (the default): the standard library's
-  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses;
-* ``"geventhttpclient"`` (the ``fast`` extra): geventhttpclient's response
-  class, whose parser is C (llhttp), for the lowest CPU per request.
+* ``simultaneous``, per origin: the most requests running at once to one
+  origin (scheme, host, port), and so the most connections open to it;
+* ``max_connections``, in total: the most sockets open at once, idle
+  kept-alive ones included. The default follows the process's soft limit
+  on open files (:func:`default_max_connections`), so that a probe of
+  thousands of hosts never fails for want of a file descriptor.
 
-Both serve every feature (TLS, chunked bodies, timeouts, ``max_body_size``,
-retries); :data:`READERS` lists them.
+A request first takes a :class:`Lease` (a place under both caps) with
+:meth:`ConnectionManager.acquire` or :meth:`ConnectionManager.reserve`;
+requests beyond a cap wait their turn, in submission order for each origin.
+When the total cap is reached and an idle connection exists to any origin,
+the least recently used one is closed to make room rather than waiting.
+The wait for a lease is not part of a request's timeout.
 
-Going below :meth:`urllib3.HTTPConnectionPool.urlopen` saves most of the
-per-request cost measured in BENCHMARKS.md (urlopen's retries object, its
-timeout objects, its header validation and its response wrapper). The
-retry policy, a :class:`~napixclient.transport.CooperativeRetry`, is driven
-here as urlopen drives it: ``increment()`` after a failure, ``sleep()``
-before the next attempt.
+On its lease a request sends and reads over an idle connection to its
+origin, or dials a new one (:mod:`napixclient.dialing`); the answer is read
+by a parser of :mod:`napixclient.http11`. A connection goes back to the
+idle list only when its answer was read whole and both sides keep it alive;
+one that failed, timed out or was interrupted (a ``gevent.Timeout``, a
+killed greenlet) is closed, so a half-read connection never serves another
+request. An idle connection is closed after ``keepalive_expiry`` seconds.
 
-Failures are raised as urllib3's exceptions (``NewConnectionError``,
-``ConnectTimeoutError``, ``ReadTimeoutError``, ``ProtocolError``,
-``SSLError``, ``MaxRetryError``), as :meth:`~urllib3.HTTPConnectionPool.urlopen`
-would, or as :class:`BodyLimitExceeded`.
+Failures are :mod:`napixclient.failures`, translated where they happen.
+
+Trace events
+------------
+A ``trace`` callable, ``trace(event, info)``, receives named events as they
+happen; ``info`` is a ``dict`` with ``"time"`` (:func:`time.monotonic`
+seconds), ``"origin"`` (``"scheme://host:port"``), ``"request"`` (the
+secret-free :class:`~napixclient.RequestRecord`, or ``None`` for events of
+an idle connection) and ``"connection"`` (a number naming the connection
+within the manager, when there is one), plus:
+
+============================ =================================================
+event                        further keys
+============================ =================================================
+``request.queued``           the request waits for a place under a cap
+``connection.reused``        ``idle`` (seconds the connection was idle)
+``connection.opened``        ``address`` (the peer), ``seconds`` (to connect)
+``connection.tls``           ``version`` (e.g. ``"TLSv1.3"``), ``seconds``
+``request.sent``             ``bytes``
+``response.headers``         ``status``: the status line and the fields were
+                             read (for small answers, the first byte)
+``response.done``            ``status``, ``bytes`` (of body), ``reusable``
+``request.retry``            ``failure`` (its text), ``wait`` (seconds)
+``request.failed``           ``failure`` (its text), ``error_class``
+``connection.closed``        ``reason``: ``"expired"``, ``"evicted"`` (to make
+                             room under ``max_connections``), ``"not
+                             reusable"`` (the server closed it or asked to),
+                             ``"failed"``, ``"dropped while idle"``,
+                             ``"closed"`` (the manager was closed)
+============================ =================================================
+
+The DEBUG log lines of this module are written from the same events. No
+event holds a key, token or signature: requests are named by their record.
+An exception raised by ``trace`` is logged and otherwise ignored.
 """
 
 from __future__ import annotations
 
-import http.client
+import itertools
 import logging
+import select
 import socket
-import ssl
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type
+import time
+from collections import OrderedDict, deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
+import gevent
+import gevent.event
+
+from napixclient.dialing import Dialer, Origin
+from napixclient.failures import (
+    ConnectionBroken,
+    ReadTimedOut,
+    TransportFailure,
 )
-from urllib3.util.ssl_match_hostname import CertificateError
+from napixclient.http11 import BROKE, Answer, Parser
+from napixclient.response import RequestRecord
+from napixclient.retry import RetryPolicy
 
-from napixclient.transport import (
-    CooperativeHTTPConnection,
-    CooperativeHTTPSConnection,
-    CooperativeRetry,
-    StaleConnectionError,
-    Verify,
-    tls_connection_kwargs,
-)
+__all__ = [
+    "DEFAULT_KEEPALIVE_EXPIRY",
+    "Connection",
+    "ConnectionManager",
+    "Lease",
+    "TraceHook",
+    "default_max_connections",
+]
 
-__all__ = ["READERS", "Answer", "BodyLimitExceeded", "HostConnections", "available_transports",
-           "reader"]
-
-_READ_CHUNK = 256 * 1024
-_BROKEN = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 _log = logging.getLogger(__name__)
+
+#: ``trace(event, info)``: see the module's documentation.
+TraceHook = Callable[[str, Dict[str, Any]], None]
+
+#: Seconds an idle connection is kept: 5 s, as httpx does, and below the
+#: idle timeouts of the common servers but gunicorn's (2 s), whose early
+#: closes the single stale-connection retry covers.
+DEFAULT_KEEPALIVE_EXPIRY = 5.0
+
 # Retries nothing but the single stale kept-alive connection.
-_NO_RETRY = CooperativeRetry.policy()
+_NO_RETRY = RetryPolicy()
 
 
-class BodyLimitExceeded(Exception):
-    """The answer's body is larger than ``max_body_size``.
+def default_max_connections() -> int:
+    """The default ``max_connections``: the soft limit on open files
+    (``RLIMIT_NOFILE``) less a headroom of a quarter of it (at least 32) for
+    the rest of the program (its files, logs, listening sockets), and at
+    least 8. With the common soft limit of 1,024 that is 768.
 
-    :ivar length: the announced ``Content-Length`` (``int``), or ``None``
-        when the body had no length and grew past the limit.
-    :ivar status: the answer's status (``int``).
+    Read when a manager is made, so a program (or the ``napix`` command)
+    that raised its limit first gets a larger default. Where the limit
+    cannot be read (no :mod:`resource` module), 768.
     """
-
-    def __init__(self, length: Optional[int], status: int) -> None:
-        super().__init__(length, status)
-        self.length = length
-        self.status = status
-
-
-class Answer(NamedTuple):
-    """What came back: ``status`` (``int``), ``reason`` (``str``), ``headers``
-    (case-insensitive; repeated fields joined with ``", "``), ``content``
-    (the whole body, ``bytes``)."""
-
-    status: int
-    reason: str
-    headers: CaseInsensitiveDict[str]
-    content: bytes
-
-
-# -- response readers ----------------------------------------------------------
-#
-# A reader reads an answer in two steps, so that a failure before its head
-# (a stale kept-alive connection) can be told from one in its body:
-# ``begin(sock, method)`` reads the status line and fields and returns the
-# reader's response object; ``finish(response, max_body_size)`` reads the
-# body and returns the Answer and whether the connection may carry another
-# request. Both raise socket.timeout, OSError, a parse error (listed in
-# _PARSE_ERRORS) or, for finish, BodyLimitExceeded.
-
-
-class Reader(NamedTuple):
-    """A response reader: its two steps (see above)."""
-
-    begin: Callable[[Any, str], Any]
-    finish: Callable[[Any, int], Tuple[Answer, bool]]
-
-
-def _join_fields(fields: Any) -> CaseInsensitiveDict[str]:
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
-    for name, value in fields:
-        previous = headers.get(name)
-        headers[name] = value if previous is None else f"{previous}, {value}"
-    return headers
-
-
-def _read_limited(read: Callable[[int], bytes], max_body_size: int, status: int) -> bytes:
-    chunks: List[bytes] = []
-    total = 0
-    while True:
-        chunk = read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > max_body_size:
-            raise BodyLimitExceeded(None, status)
-        chunks.append(chunk)
-
-
-def _check_framing(message: Any) -> None:
-    """Refuse ambiguous framing, as RFC 9112 (section 6.3, rules 3 and 5)
-    advises and as geventhttpclient's parser does, where http.client alone
-    would guess: ``Transfer-Encoding`` with ``Content-Length``, a repeated
-    ``Content-Length``, or one that is not a non-negative number.
-
-    :raises http.client.HTTPException: for such an answer.
-    """
-    lengths = message.get_all("Content-Length") or ()
-    if lengths and (len(lengths) > 1 or "Transfer-Encoding" in message
-                    or not (lengths[0].strip().isascii() and lengths[0].strip().isdigit())):
-        raise http.client.HTTPException("ambiguous or invalid Content-Length")
-
-
-def _begin_http_client(sock: Any, method: str) -> http.client.HTTPResponse:
-    response = http.client.HTTPResponse(sock, method=method)
     try:
-        response.begin()
-        _check_framing(response.msg)
-    except BaseException:
-        response.close()
-        raise
-    return response
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        soft = 1024
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft < 0 or soft > 1 << 20:
+        soft = 1 << 20
+    return max(8, soft - max(32, soft // 4))
 
 
-def _finish_http_client(response: http.client.HTTPResponse,
-                        max_body_size: int) -> Tuple[Answer, bool]:
+def _dropped(sock: Any) -> bool:
+    """Whether an idle socket is readable: the server closed it, or sent
+    bytes nobody asked for; either way it cannot carry a request."""
     try:
-        length = response.length
-        if length is not None and length > max_body_size:
-            raise BodyLimitExceeded(length, response.status)
-        content = (response.read() if length is not None
-                   else _read_limited(response.read, max_body_size, response.status))
-        headers = _join_fields(response.msg.items())
-        return (Answer(response.status, response.reason or "", headers, content),
-                not response.will_close)
-    finally:
-        response.close()
+        if getattr(sock, "pending", None) is not None and sock.pending():
+            return True
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
-#: :class:`http.client.HTTPResponse`, the parser urllib3 uses (RFC 9112:
-#: ``Content-Length``, chunked or close-delimited bodies, no body for HEAD,
-#: 1xx, 204 and 304).
-HTTP_CLIENT = Reader(_begin_http_client, _finish_http_client)
+class Connection:
+    """One socket to one origin, kept alive between requests.
 
-# What a reader raises for a broken answer, besides what it maps to
-# http.client's exceptions (geventhttpclient's HTTPParseError is an
-# http.client.HTTPException too).
-_READ_ERRORS: Tuple[Type[BaseException], ...] = (OSError, http.client.HTTPException)
-
-
-def _incomplete(response: Any) -> http.client.IncompleteRead:
-    """What http.client raises for a body cut short or badly chunked."""
-    partial = bytes(response._body_buffer)
-    length = response.content_length
-    return http.client.IncompleteRead(
-        partial, None if length is None else max(0, length - len(partial)))
-
-
-def _load_gevent() -> Reader:
-    """geventhttpclient's reader, imported on first use (the ``fast`` extra),
-    so that importing napixclient never imports geventhttpclient.
-
-    :raises ImportError: when geventhttpclient is not installed.
-    """
-    from geventhttpclient.response import (
-        HTTPConnectionClosed,
-        HTTPParseError,
-        HTTPSocketResponse,
-    )
-
-    def begin(sock: Any, method: str) -> Any:
-        # The constructor reads and parses until the end of the fields; its
-        # errors are told apart as http.client's would be, so that a failure
-        # reads the same whatever the transport.
-        response = HTTPSocketResponse.__new__(HTTPSocketResponse)
-        try:
-            HTTPSocketResponse.__init__(response, sock, method=method)
-        except HTTPConnectionClosed as error:
-            # Closed or reset before a byte of the answer: a stale connection.
-            raise http.client.RemoteDisconnected(str(error)) from error
-        except HTTPParseError as error:
-            if response.headers_complete:  # the body's first bytes were malformed
-                raise _incomplete(response) from error
-            if response.status_message is None:
-                raise http.client.BadStatusLine("not HTTP") from error
-            raise http.client.HTTPException("malformed header") from error
-        return response
-
-    def finish(response: Any, max_body_size: int) -> Tuple[Answer, bool]:
-        try:
-            length = response.content_length
-            if length is not None and length > max_body_size:
-                raise BodyLimitExceeded(length, response.status_code)
-            try:
-                content = (response.read() if length is not None else
-                           _read_limited(response.read, max_body_size, response.status_code))
-            except HTTPParseError as error:
-                raise _incomplete(response) from error
-            if not response.message_complete:
-                raise http.client.IncompleteRead(content, None if length is None
-                                                 else max(0, length - len(content)))
-            headers = _join_fields(response.items())
-            return (Answer(response.status_code, response.status_message or "", headers,
-                           content), response.should_keep_alive())
-        finally:
-            # The socket is ours: geventhttpclient's release() would not reuse it.
-            response._sock = None
-
-    return Reader(begin, finish)
-
-
-#: The response readers loaded so far, by the name :class:`~napixclient.Client`
-#: takes; see :func:`available_transports` for all that can load.
-READERS: Dict[str, Reader] = {"http.client": HTTP_CLIENT}
-#: Optional readers: name -> (loader, the extra that installs it).
-_OPTIONAL: Dict[str, Tuple[Callable[[], Reader], str]] = {
-    "geventhttpclient": (_load_gevent, "fast"),
-}
-
-
-def reader(name: str) -> Reader:
-    """Return the response reader called ``name``, loading an optional one
-    on first use.
-
-    :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
-        the ``fast`` extra (geventhttpclient) is not installed.
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"transport must be a str such as 'http.client', got {name!r}")
-    if name not in READERS and name in _OPTIONAL:
-        load, extra = _OPTIONAL[name]
-        try:
-            READERS[name] = load()
-        except ImportError:
-            raise ValueError(f"transport {name!r} needs the {extra} extra: "
-                             f"pip install 'napixclient[{extra}]'") from None
-    if name not in READERS:
-        names = sorted(set(READERS) | set(_OPTIONAL))
-        raise ValueError(f"transport must be one of {names}, got {name!r}")
-    return READERS[name]
-
-
-def available_transports() -> List[str]:
-    """The names of the transports that can be used here (``http.client``,
-    and ``geventhttpclient`` when the ``fast`` extra is installed), sorted."""
-    names = []
-    for name in sorted(set(READERS) | set(_OPTIONAL)):
-        try:
-            reader(name)
-        except ValueError:
-            continue
-        names.append(name)
-    return names
-
-
-# -- connections ---------------------------------------------------------------
-
-class HostConnections:
-    """Keep-alive connections to one destination, and requests over them.
-
-    Not a pool of its own: the caller runs at most ``maxsize`` exchanges at
-    once (a gevent semaphore), so an idle list is enough. A connection goes
-    back to it only after an answer was read whole and the server did not
-    ask to close; one that failed, timed out or was interrupted (a
-    ``gevent.Timeout``, a killed greenlet) is closed, so a half-read
-    connection never serves another request.
-
-    :param scheme: ``"http"`` or ``"https"``.
-    :param host: the host name or IP address (no brackets for IPv6).
-    :param port: the TCP port, or ``None`` for the scheme's default.
-    :param maxsize: the most idle connections kept (``int`` >= 1).
-    :param verify: TLS verification (see :func:`~napixclient.transport.ssl_context`).
-    :param read: a response reader, by name (see :data:`READERS`).
-    :raises ValueError: for another scheme or an unknown reader.
+    :ivar number: names it within its manager (``int``), for trace events.
+    :ivar origin: the :class:`~napixclient.dialing.Origin`.
+    :ivar requests: how many requests it carried (``int``).
+    :ivar idle_since: :func:`time.monotonic` when it last went idle.
     """
 
-    def __init__(self, scheme: str, host: str, port: Optional[int], *, maxsize: int,
-                 verify: Verify = True, read: str = "http.client") -> None:
-        self._read = reader(read)
-        if scheme == "http":
-            self._connection_class: Any = CooperativeHTTPConnection
-            self._connection_kwargs: Dict[str, Any] = {}
-        elif scheme == "https":
-            self._connection_class = CooperativeHTTPSConnection
-            self._connection_kwargs = tls_connection_kwargs(verify)
-        else:
-            raise ValueError(f"scheme must be 'http' or 'https', not {scheme!r}")
-        self.host = host
-        self.port = port if port is not None else (443 if scheme == "https" else 80)
-        self.maxsize = maxsize
-        self._idle: List[Any] = []
+    __slots__ = ("sock", "origin", "number", "requests", "idle_since")
+
+    def __init__(self, sock: Any, origin: Origin, number: int) -> None:
+        self.sock = sock
+        self.origin = origin
+        self.number = number
+        self.requests = 0
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        """Close the socket (harmless twice)."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Connection #{self.number} {self.origin}>"
+
+
+class _OriginState:
+    """What the manager keeps per origin."""
+
+    __slots__ = ("origin", "limit", "active", "idle", "waiting", "blocked")
+
+    def __init__(self, origin: Origin, limit: int) -> None:
+        self.origin = origin
+        self.limit = limit
+        self.active = 0                      # leases held
+        self.idle: List[Connection] = []     # most recently used last
+        self.waiting: Deque["_Ticket"] = deque()
+        self.blocked = False                 # in the manager's blocked queue
+
+
+class _Ticket:
+    """A request waiting for a lease: ``grant`` is called with it."""
+
+    __slots__ = ("grant", "cancelled")
+
+    def __init__(self, grant: Callable[["Lease"], None]) -> None:
+        self.grant = grant
+        self.cancelled = False
+
+
+class Lease:
+    """A place under the caps, held by one request from its start to its end.
+
+    Holds at most one connection at a time (a retry closes one and dials
+    another under the same lease). Release it exactly once, with
+    :meth:`release`, whatever happened.
+    """
+
+    __slots__ = ("_manager", "_state", "connection", "_released")
+
+    def __init__(self, manager: "ConnectionManager", state: _OriginState,
+                 connection: Optional[Connection]) -> None:
+        self._manager = manager
+        self._state = state
+        self.connection = connection
+        self._released = False
+
+    @property
+    def origin(self) -> Origin:
+        """The :class:`~napixclient.dialing.Origin` this lease is for."""
+        return self._state.origin
+
+    def release(self) -> None:
+        """Give the place back. The connection the lease still holds (one
+        whose last answer was read whole and may be kept alive) goes idle;
+        a failed one was closed already. A second call does nothing."""
+        if self._released:
+            return
+        self._released = True
+        self._manager._release(self)
+
+
+class ConnectionManager:
+    """Opens, keeps and closes the connections of a pool (see the module).
+
+    :param max_connections: the most sockets open at once across all
+        origins, idle ones included (``int`` >= 1), or ``None`` for
+        :func:`default_max_connections`.
+    :param keepalive_expiry: seconds (``float`` > 0) an idle connection is
+        kept before it is closed.
+    :param trace: ``trace(event, info)``, called for each event (see the
+        module), or ``None``.
+    :raises ValueError: for a bad ``max_connections``, ``keepalive_expiry``
+        or ``trace``.
+    """
+
+    def __init__(self, max_connections: Optional[int] = None,
+                 keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+                 trace: Optional[TraceHook] = None) -> None:
+        if max_connections is None:
+            max_connections = default_max_connections()
+        if (not isinstance(max_connections, int) or isinstance(max_connections, bool)
+                or max_connections < 1):
+            raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
+        if (not isinstance(keepalive_expiry, (int, float)) or isinstance(keepalive_expiry, bool)
+                or not 0 < keepalive_expiry < float("inf")):
+            raise ValueError(f"keepalive_expiry must be seconds > 0, got {keepalive_expiry!r}")
+        if trace is not None and not callable(trace):
+            raise ValueError(f"trace must be a callable trace(event, info), got {trace!r}")
+        self.max_connections = max_connections
+        self.keepalive_expiry = float(keepalive_expiry)
+        self.trace = trace
+        self.dialer = Dialer()
+        self._origins: Dict[Origin, _OriginState] = {}
+        # Every idle connection, least recently used first.
+        self._idle: "OrderedDict[Connection, None]" = OrderedDict()
+        # Sockets open, or places granted to dial one: idle + leased.
+        self._open = 0
+        # Origins with waiters that have room under their own cap but found
+        # none under max_connections, in the order they were blocked.
+        self._blocked: Deque[_OriginState] = deque()
+        self._numbers = itertools.count(1)
+        self._reaper: Optional[gevent.Greenlet] = None
         self._closed = False
 
-    def _open(self, connect_timeout: float) -> Any:
-        connection = self._connection_class(self.host, self.port, timeout=connect_timeout,
-                                            **self._connection_kwargs)
-        try:
-            connection.connect()
-        except (ssl.SSLError, CertificateError) as error:
-            connection.close()
-            raise SSLError(error) from error
-        except socket.timeout as error:
-            connection.close()
-            raise ConnectTimeoutError(connection, "TLS handshake timed out") from error
-        except BaseException:
-            connection.close()
-            raise
-        return connection
+    # -- figures ------------------------------------------------------------
 
-    def _checkout(self, connect_timeout: float) -> Tuple[Any, bool]:
-        """A connection, and whether it already carried an answer."""
-        while self._idle:
-            connection = self._idle.pop()
-            # Readable while idle: the server closed it (or sent junk).
-            if connection.is_connected:
-                return connection, True
-            connection.close()
-        return self._open(connect_timeout), False
+    @property
+    def open_connections(self) -> int:
+        """Sockets open now, and places granted to open one (``int``)."""
+        return self._open
 
-    def _checkin(self, connection: Any, reusable: bool) -> None:
-        if reusable and not self._closed and len(self._idle) < self.maxsize:
-            self._idle.append(connection)
-        else:
-            connection.close()
+    @property
+    def idle_connections(self) -> int:
+        """Idle kept-alive connections now (``int``)."""
+        return len(self._idle)
 
-    def _once(self, method: str, target: str, data: bytes, timeout: Tuple[float, float],
-              max_body_size: int) -> Answer:
-        connection, reused = self._checkout(timeout[0])
-        reusable = False
-        head = False
-        try:
-            sock = connection.sock
-            sock.settimeout(timeout[1])
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (f"<ConnectionManager open={self._open} idle={len(self._idle)} "
+                f"max_connections={self.max_connections}{state}>")
+
+    # -- events ---------------------------------------------------------------
+
+    def tracing(self) -> bool:
+        """Whether events are wanted now: a ``trace`` hook, or this module's
+        logger enabled for DEBUG."""
+        return self.trace is not None or _log.isEnabledFor(logging.DEBUG)
+
+    def emit(self, event: str, origin: Origin, request: Optional[RequestRecord],
+             connection: Optional[Connection] = None, **info: Any) -> None:
+        """Send ``event`` to the trace hook and the DEBUG log (see the module)."""
+        info.update(time=time.monotonic(), origin=str(origin), request=request,
+                    connection=None if connection is None else connection.number)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s", _describe(event, info))
+        if self.trace is not None:
             try:
-                sock.sendall(data)
-                response = self._read.begin(sock, method)
-                head = True
-                answer, keep = self._read.finish(response, max_body_size)
-            except socket.timeout as error:
-                raise ReadTimeoutError(None, target,  # type: ignore[arg-type]
-                                       f"Read timed out. (read timeout={timeout[1]})"
-                                       ) from error
-            except _BROKEN as error:
-                if reused and not head:
-                    # The server closed a kept-alive connection as this
-                    # request arrived (the keep-alive race).
-                    raise ProtocolError("Connection aborted.", StaleConnectionError()) from error
-                raise ProtocolError("Connection aborted." if not head else "Connection broken.",
-                                    error) from error
-            except _READ_ERRORS as error:
-                raise ProtocolError("Connection aborted.", error) from error
-            reusable = keep
-            return answer
+                self.trace(event, info)
+            except Exception:
+                _log.warning("the trace hook failed on %s", event, exc_info=True)
+
+    # -- leases -----------------------------------------------------------------
+
+    def _state(self, origin: Origin, limit: int) -> _OriginState:
+        state = self._origins.get(origin)
+        if state is None:
+            state = self._origins[origin] = _OriginState(origin, limit)
+        return state
+
+    def reserve(self, origin: Origin, limit: int, grant: Callable[[Lease], None],
+                request: Optional[RequestRecord] = None) -> Callable[[], None]:
+        """Ask for a lease without waiting: ``grant(lease)`` is called when
+        one is free, at once if one is free now.
+
+        :param origin: where the request goes.
+        :param limit: the origin's cap (``simultaneous``), from the first
+            request to it.
+        :param grant: called with the :class:`Lease`, in the greenlet that
+            freed it (so it must not block: start a greenlet).
+        :param request: for the ``request.queued`` event.
+        :returns: a function that withdraws the request if it is still
+            waiting (a granted lease must be released instead).
+        :raises RuntimeError: if the manager is closed.
+        """
+        if self._closed:
+            raise RuntimeError("the connection manager is closed")
+        state = self._state(origin, limit)
+        ticket = _Ticket(grant)
+        state.waiting.append(ticket)
+        self._serve(state)
+        if state.waiting and state.waiting[-1] is ticket and self.tracing():
+            self.emit("request.queued", origin, request)
+
+        def withdraw() -> None:
+            ticket.cancelled = True
+        return withdraw
+
+    def acquire(self, origin: Origin, limit: int,
+                request: Optional[RequestRecord] = None) -> Lease:
+        """Wait (yielding to the hub) for a lease, in submission order.
+
+        :raises RuntimeError: if the manager is closed, or closes meanwhile.
+        """
+        if self._closed:
+            raise RuntimeError("the connection manager is closed")
+        state = self._state(origin, limit)
+        if not state.waiting:
+            # Nobody waits before this request: no ticket needed.
+            lease = self._grant(state)
+            if lease is not None:
+                return lease
+        result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        withdraw = self.reserve(origin, limit, result.set, request)
+        try:
+            return result.get()  # type: ignore[no-any-return]
+        except BaseException:
+            withdraw()
+            if result.ready() and result.successful():
+                result.value.release()
+            raise
+
+    def _grant(self, state: _OriginState) -> Optional[Lease]:
+        """A lease for ``state``'s origin if both caps allow one now (an
+        idle connection to reuse, or room for a new one), else ``None``;
+        the origin is then queued as blocked on the total cap."""
+        if state.active >= state.limit:
+            return None
+        connection = self._reusable(state)
+        if connection is None:
+            if not self._make_room():
+                if not state.blocked:
+                    state.blocked = True
+                    self._blocked.append(state)
+                return None
+            self._open += 1
+        state.active += 1
+        return Lease(self, state, connection)
+
+    def _serve(self, state: _OriginState) -> None:
+        """Grant what can be granted to ``state``'s waiters, in order."""
+        waiting = state.waiting
+        while waiting:
+            if waiting[0].cancelled:
+                waiting.popleft()
+                continue
+            lease = self._grant(state)
+            if lease is None:
+                return
+            waiting.popleft().grant(lease)
+
+    def _reusable(self, state: _OriginState) -> Optional[Connection]:
+        """An idle connection to ``state``'s origin still fit for a request."""
+        while state.idle:
+            connection = state.idle.pop()
+            del self._idle[connection]
+            if not _dropped(connection.sock):
+                return connection
+            self._close(connection, "dropped while idle")
+        return None
+
+    def _make_room(self) -> bool:
+        """Whether a new socket may be opened, closing the least recently
+        used idle connection (to any origin) when that makes the room."""
+        if self._open < self.max_connections:
+            return True
+        if not self._idle:
+            return False
+        connection, _ = self._idle.popitem(last=False)
+        self._origins[connection.origin].idle.remove(connection)
+        self._close(connection, "evicted")
+        return True
+
+    def _close(self, connection: Connection, reason: str) -> None:
+        """Close an idle connection: its place is free."""
+        self._discard(connection, reason)
+        self._open -= 1
+
+    def _discard(self, connection: Connection, reason: str,
+                 request: Optional[RequestRecord] = None) -> None:
+        """Close a connection; the caller keeps the place count right."""
+        connection.close()
+        if self.tracing():
+            self.emit("connection.closed", connection.origin, request, connection,
+                      reason=reason)
+
+    def _release(self, lease: Lease) -> None:
+        state = lease._state
+        state.active -= 1
+        connection = lease.connection
+        lease.connection = None
+        if connection is None:
+            self._open -= 1
+        elif not self._closed:
+            connection.idle_since = time.monotonic()
+            state.idle.append(connection)
+            self._idle[connection] = None
+            self._watch_expiry()
+        else:
+            self._discard(connection, "closed")
+            self._open -= 1
+        self._serve(state)
+        while self._blocked and (self._open < self.max_connections or self._idle):
+            blocked = self._blocked.popleft()
+            blocked.blocked = False
+            self._serve(blocked)
+
+    # -- expiry -------------------------------------------------------------------
+
+    def _watch_expiry(self) -> None:
+        if self._reaper is None:
+            self._reaper = gevent.spawn(self._expire)
+
+    def _expire(self) -> None:
+        """Close idle connections as they pass ``keepalive_expiry``; end
+        when none is idle."""
+        try:
+            self._expire_idle()
         finally:
-            self._checkin(connection, reusable)
+            self._reaper = None
 
-    def exchange(self, method: str, target: str, data: bytes, *,
-                 timeout: Tuple[float, float], max_body_size: int,
-                 retry: Optional[CooperativeRetry] = None) -> Answer:
-        """Send one request and read its whole answer.
+    def _expire_idle(self) -> None:
+        while self._idle and not self._closed:
+            oldest = next(iter(self._idle))
+            wait = oldest.idle_since + self.keepalive_expiry - time.monotonic()
+            if wait > 0:
+                gevent.sleep(wait)
+                continue
+            self._idle.popitem(last=False)
+            self._origins[oldest.origin].idle.remove(oldest)
+            self._close(oldest, "expired")
+            self._wake_blocked()
 
-        :param method: the method, upper case (it tells the reader whether a
-            body follows, and the retry policy whether it may be repeated).
-        :param target: the request target (for error messages and the retry
-            history).
+    def _wake_blocked(self) -> None:
+        while self._blocked and self._open < self.max_connections:
+            blocked = self._blocked.popleft()
+            blocked.blocked = False
+            self._serve(blocked)
+
+    # -- exchanges ------------------------------------------------------------------
+
+    def exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord, *,
+                 parser: Parser, timeout: Tuple[float, float], max_body_size: int,
+                 retry: Optional[RetryPolicy] = None) -> Answer:
+        """Send one request on ``lease`` and read its whole answer, retrying
+        as ``retry`` says; the lease keeps its connection when it may carry
+        another request (:meth:`Lease.release` then keeps it idle).
+
+        :param method: upper case (it tells the parser whether a body follows,
+            and the retry policy whether the request may be repeated).
         :param data: the request as it goes on the wire: head and body.
+        :param record: the secret-free record, for events.
+        :param parser: the :class:`~napixclient.http11.Parser` to read with.
         :param timeout: ``(connect, read)`` seconds; ``read`` bounds each
             wait for data.
         :param max_body_size: the most bytes of body read.
-        :param retry: which failures are retried, how often, after what
-            backoff: a :class:`~napixclient.transport.CooperativeRetry`
-            (default: ``CooperativeRetry.policy()``, only the single retry of
-            a stale kept-alive connection).
-        :returns: the :class:`Answer`.
-        :raises urllib3.exceptions.HTTPError: a subclass, for a failure
-            (``NewConnectionError``, ``ConnectTimeoutError``,
-            ``ReadTimeoutError``, ``ProtocolError``, ``SSLError``), or
-            ``MaxRetryError`` when the retries ran out (its ``reason`` is the
-            last failure).
-        :raises BodyLimitExceeded: for a body over ``max_body_size``.
-        :raises RuntimeError: once :meth:`close` was called.
+        :param retry: the :class:`~napixclient.retry.RetryPolicy` (default:
+            only the single retry of a stale kept-alive connection).
+        :returns: the :class:`~napixclient.http11.Answer`.
+        :raises napixclient.failures.TransportFailure: a subclass, the last
+            failure, when it is not retried.
         """
-        if retry is None:
-            retry = _NO_RETRY
+        policy = _NO_RETRY if retry is None else retry
+        origin = lease.origin
         while True:
-            if self._closed:
-                raise RuntimeError("the connections are closed")
             try:
-                return self._once(method, target, data, timeout, max_body_size)
-            except (NewConnectionError, ProtocolError) as error:
-                # Raises the error itself, or MaxRetryError, when it is not
-                # to be retried.
-                retry = retry.increment(method, target, error=error,
-                                        _stacktrace=error.__traceback__)
-                # target is the record's path: secret parameters already read ***.
-                _log.debug("Retrying %s %s on a new connection after %s", method, target,
-                           _reason(error))
-            retry.sleep()
+                return self._once(lease, method, data, record, parser, timeout,
+                                  max_body_size)
+            except TransportFailure as failure:
+                following = policy.after(method, failure)
+                tracing = self.tracing()
+                if following is None:
+                    if tracing:
+                        self.emit("request.failed", origin, record, failure=str(failure),
+                                  error_class=failure.error_class)
+                    raise
+                policy = following
+                wait = policy.backoff()
+                if tracing:
+                    self.emit("request.retry", origin, record, failure=str(failure),
+                              wait=wait)
+            if wait > 0:
+                gevent.sleep(wait)
+
+    def _connect(self, lease: Lease, record: RequestRecord, connect_timeout: float,
+                 tracing: bool) -> Tuple[Connection, bool]:
+        """The lease's connection, and whether it already carried an answer."""
+        connection = lease.connection
+        if connection is not None:
+            if tracing:
+                self.emit("connection.reused", connection.origin, record, connection,
+                          idle=time.monotonic() - connection.idle_since)
+            return connection, True
+        origin = lease.origin
+        started = time.monotonic()
+        sock, address = self.dialer.dial(origin, connect_timeout)
+        connection = lease.connection = Connection(sock, origin, next(self._numbers))
+        if tracing:
+            self.emit("connection.opened", origin, record, connection, address=address,
+                      seconds=time.monotonic() - started)
+            if origin.scheme == "https":
+                self.emit("connection.tls", origin, record, connection,
+                          version=sock.version())
+        return connection, False
+
+    def _once(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
+              parser: Parser, timeout: Tuple[float, float], max_body_size: int) -> Answer:
+        tracing = self.tracing()
+        connection, reused = self._connect(lease, record, timeout[0], tracing)
+        sock = connection.sock
+        head = False
+        done = False
+        try:
+            sock.settimeout(timeout[1])
+            try:
+                unsent = _send(sock, data)
+                if tracing:
+                    self.emit("request.sent", lease.origin, record, connection,
+                              bytes=len(data))
+                try:
+                    response = parser.begin(sock, method)
+                except (ConnectionBroken, OSError):
+                    if unsent is not None:
+                        raise unsent from None
+                    raise
+                head = True
+                if tracing:
+                    self.emit("response.headers", lease.origin, record, connection,
+                              status=getattr(response, "status", None)
+                              or getattr(response, "status_code", None))
+                answer, keep = parser.finish(response, max_body_size)
+            except socket.timeout as error:
+                raise ReadTimedOut("timed out while reading the answer") from error
+            except ConnectionBroken as error:
+                if reused and error.before_answer:
+                    raise _stale() from error
+                raise
+            except OSError as error:
+                if reused and not head:
+                    raise _stale() from error
+                raise ConnectionBroken(BROKE + _reason(error), before_answer=not head) from error
+            connection.requests += 1
+            keep = keep and unsent is None
+            if tracing:
+                self.emit("response.done", lease.origin, record, connection,
+                          status=answer.status, bytes=len(answer.content), reusable=keep)
+            done = True
+            if not keep:
+                # The lease keeps its place, and may dial again.
+                lease.connection = None
+                self._discard(connection, "not reusable", record)
+            return answer
+        finally:
+            if not done and lease.connection is connection:
+                lease.connection = None
+                self._discard(connection, "failed", record)
+
+    # -- lifetime ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every idle connection; a connection in use is closed when its
-        exchange ends. Later exchanges raise :class:`RuntimeError`."""
+        """Close every idle connection, and each connection in use when its
+        request ends; later requests raise :class:`RuntimeError`. Closing
+        twice is harmless."""
         self._closed = True
-        idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, OrderedDict()
         for connection in idle:
-            connection.close()
+            self._origins[connection.origin].idle.remove(connection)
+            self._close(connection, "closed")
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.kill(block=False)
 
 
-def _reason(error: BaseException) -> str:
-    cause = error.args[1] if isinstance(error, ProtocolError) else error
-    return type(cause).__name__
+def _send(sock: Any, data: bytes) -> Optional[ConnectionBroken]:
+    """Send ``data``; when the server closes or resets the connection before
+    taking all of it, return that failure instead of raising, so that the
+    answer it may already have sent (an early ``413``) is read, as urllib3
+    does. ``None`` when everything was sent."""
+    try:
+        sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as error:
+        return ConnectionBroken(BROKE + _reason(error), before_answer=True)
+    return None
+
+
+def _stale() -> ConnectionBroken:
+    """The failure of a kept-alive connection closed before the answer began."""
+    return ConnectionBroken(BROKE + "the server closed the kept-alive connection before "
+                            "answering", before_answer=True, stale=True)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror.lower() if error.strerror else type(error).__name__
+
+
+def _describe(event: str, info: Dict[str, Any]) -> str:
+    """One log line for an event (no secret: requests are their records)."""
+    request = info.get("request")
+    what = f"{request.method} {request.path}" if request is not None else ""
+    number = info.get("connection")
+    conn = f"#{number} " if number is not None else ""
+    origin = info["origin"]
+    if event == "response.done":
+        return (f'{origin} "{what} HTTP/1.1" {info["status"]} {info["bytes"]}'
+                + ("" if info["reusable"] else " (connection closed)"))
+    if event == "request.retry":
+        return f"Retrying {what} on a new connection after: {info['failure']}"
+    if event == "request.failed":
+        return f"{what} on {origin} failed: {info['failure']}"
+    if event == "connection.closed":
+        return f"Closed connection {conn}to {origin} ({info['reason']})"
+    if event == "connection.opened":
+        return (f"Opened connection {conn}to {origin} in "
+                f"{info['seconds'] * 1000:.1f} ms for {what}")
+    extras = ", ".join(f"{key}={value}" for key, value in info.items()
+                       if key not in ("time", "origin", "request", "connection"))
+    return f"{event} {conn}{origin} {what} {extras}".rstrip()

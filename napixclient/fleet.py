@@ -46,7 +46,7 @@ import os
 import resource
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import (
     Any,
@@ -63,9 +63,11 @@ from typing import (
 )
 from urllib.parse import urlsplit, urlunsplit
 
-from napixclient import ClientPool, Response, Timeout, __version__
-from napixclient.cli import ProbeRow, UsageError, redact, resolve_credentials
+from napixclient import ClientPool, Response, __version__
+from napixclient.cli import ProbeRow, UsageError, resolve_credentials
+from napixclient.cli.probe import probe_hosts
 from napixclient.client import parse_host
+from napixclient.redact import redact_secrets
 
 __all__ = [
     "CHECK_INTERVAL",
@@ -201,9 +203,10 @@ def shard_size_for(hosts: int, workers: Sequence[WorkerInfo]) -> int:
 class FleetRow:
     """One host's row, as a worker sent it back.
 
-    It reads like the ``napix probe`` command's own row (``host``,
-    ``latency``, ``outcome``, ``match``, :meth:`summary`,
-    :meth:`status_label`, :meth:`as_json`), so the same printer shows both.
+    It reads like the ``napix probe`` command's own row
+    (:class:`napixclient.cli.ProbeRow`: ``host``, ``latency``, ``queued``,
+    ``outcome``, ``match``, :meth:`summary`, :meth:`status_label`,
+    :meth:`as_json`, :meth:`json_line`), so the same printer shows both.
 
     :ivar host: the host as given (``str``).
     :ivar index: its position in the list given to :func:`probe` (``int``).
@@ -211,7 +214,11 @@ class FleetRow:
     :ivar error: the error's class name (``"ConnectionError"``,
         ``"Timeout"``, ``"HTTPError"``...), ``"Cancelled"``, or ``None`` for
         an answer below 400.
-    :ivar latency: seconds (``float``) from sending to the result, or ``None``.
+    :ivar latency: seconds (``float``) the exchange took, from the request's
+        turn to its result, or ``None``.
+    :ivar queued: seconds (``float``) the request waited for its turn on
+        its worker (a host given more than ``simultaneous`` times in one
+        shard), ``0.0`` when sent at once, ``None`` when it never began.
     :ivar outcome: ``"ok"``, ``"failed"``, ``"timed out"`` or ``"cancelled"``.
     :ivar summary_text: what :meth:`summary` returns (``str``).
     :ivar label: what :meth:`status_label` returns (``str``).
@@ -236,6 +243,7 @@ class FleetRow:
     label: str
     body: Any = None
     chain: Optional[str] = None
+    queued: Optional[float] = None
     worker: Optional[str] = None
     answered: bool = True
     match: bool = False
@@ -243,14 +251,16 @@ class FleetRow:
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], worker: Optional[str]) -> "FleetRow":
         """Build a row from the ``dict`` a worker sent (see :func:`run_shard`)."""
-        latency_ms = data.get("latency_ms")
+        latency_ms, queued_ms = data.get("latency_ms"), data.get("queued_ms")
         return cls(
             host=data["host"], index=data["index"], status=data.get("status"),
             error=data.get("error"),
             latency=None if latency_ms is None else latency_ms / 1000.0,
             outcome=data["outcome"], summary_text=data.get("summary", ""),
             label=data.get("label", ""), body=data.get("body"),
-            chain=data.get("chain"), worker=worker, answered=bool(data.get("answered")))
+            chain=data.get("chain"),
+            queued=None if queued_ms is None else queued_ms / 1000.0,
+            worker=worker, answered=bool(data.get("answered")))
 
     @classmethod
     def missing(cls, host: str, index: int, outcome: str) -> "FleetRow":
@@ -271,15 +281,16 @@ class FleetRow:
         return self.label
 
     def as_json(self) -> Dict[str, Any]:
-        """The row as ``napix probe --json`` prints it: the same keys and
-        values as a local probe's row (``host``, ``status``, ``error``,
-        ``latency_ms``, ``outcome``, ``body``, ``summary``, ``chain``,
-        ``match``)."""
+        """The row as ``napix probe --json`` prints it: the keys and values
+        of :meth:`napixclient.cli.ProbeRow.as_json` (``host``, ``status``,
+        ``error``, ``latency_ms``, ``queued_ms``, ``outcome``, ``body``,
+        ``summary``, ``chain``, ``match``)."""
         return {
             "host": self.host,
             "status": self.status,
             "error": self.error,
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 1),
+            "queued_ms": None if self.queued is None else round(self.queued * 1000, 1),
             "outcome": self.outcome,
             "body": self.body if self.error is None else None,
             "summary": self.summary_text,
@@ -287,20 +298,18 @@ class FleetRow:
             "match": self.match,
         }
 
+    #: :meth:`as_json` as one line of JSON, written as the command writes a
+    #: local row's (:meth:`napixclient.cli.ProbeRow.json_line`).
+    json_line = ProbeRow.json_line
+
 
 # -- the worker's side: one shard ------------------------------------------
 
 
-def _outcome(result: Any) -> str:
-    if isinstance(result, Response):
-        return "ok"
-    return "timed out" if isinstance(result, Timeout) else "failed"
-
-
 def _scrub(value: Any, secrets: Sequence[str]) -> Any:
-    """``value`` with every secret replaced by ``***`` in every string of it."""
+    """``value`` with every secret masked in every string of it, keys too."""
     if isinstance(value, str):
-        return redact(value, secrets)
+        return redact_secrets(value, secrets)
     if isinstance(value, list):
         return [_scrub(item, secrets) for item in value]
     if isinstance(value, dict):
@@ -308,28 +317,29 @@ def _scrub(value: Any, secrets: Sequence[str]) -> Any:
     return value
 
 
-def _wire_row(host: str, index: int, result: Any, latency: Optional[float],
-              outcome: str, body: bool) -> Dict[str, Any]:
-    row = ProbeRow(host, result, latency, outcome)
+def _wire_row(row: ProbeRow, index: int, body: bool) -> Dict[str, Any]:
     data = row.as_json()
     del data["match"]
     data["index"] = index
     data["label"] = row.status_label()
-    data["answered"] = result is not None
+    data["answered"] = row.result is not None
     data["body"] = None
+    result = row.result
     if body and result is not None:
         decoded = result.body if isinstance(result, Response) else (
             result.response.body if result.response is not None else None)
         if not isinstance(decoded, bytes):
             data["body"] = decoded
-    return data
+    return _scrub(data, row.secrets)
 
 
 def run_shard(hosts: Sequence[str], path: str, *, start: int = 0, timeout: float = 10.0,
               simultaneous: int = 2, body: bool = False,
               environ: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
     """GET ``path`` on every host of one shard with one
-    :class:`~napixclient.ClientPool`; what a worker runs for each task.
+    :class:`~napixclient.ClientPool`, as a local ``napix probe`` does (the
+    command's own :func:`napixclient.cli.probe.probe_hosts`); what a worker
+    runs for each task.
 
     It runs the same in a monkey-patched process (a ``-P gevent`` worker)
     and in one that is not: the pool opens gevent sockets itself.
@@ -341,15 +351,15 @@ def run_shard(hosts: Sequence[str], path: str, *, start: int = 0, timeout: float
     :param timeout: seconds for each request's whole exchange (``float``).
     :param simultaneous: the most connections open to one host (``int``).
     :param body: send back each decoded body (JSON or text), not only its
-        summary.
+        summary; for an error, the body of the error's answer.
     :param environ: where the credentials come from (``NAPIX_LOGIN`` and
         ``NAPIX_KEY``, or ``NAPIX_TOKEN``); ``os.environ`` by default.
     :returns: one ``dict`` per host, in completion order, then those
         without a result by the shard's deadline (``timeout`` per wave of
         ``simultaneous`` requests to one host, plus 2 s): the keys of
         :meth:`FleetRow.as_json` but ``match``, plus ``index`` (position
-        in the probe), ``label`` (the status column) and ``answered``. Every string has
-        the credentials' secret values replaced by ``***``.
+        in the probe), ``label`` (the status column) and ``answered``.
+        Every string has the credentials' secret values masked.
     :raises ValueError: for a malformed host, path or option, or
         inconsistent credentials in ``environ`` (a login without a key).
     """
@@ -357,36 +367,20 @@ def run_shard(hosts: Sequence[str], path: str, *, start: int = 0, timeout: float
                                       os.environ if environ is None else environ)
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/', got {path!r}")
-    rows: List[Dict[str, Any]] = []
+    hosts = list(hosts)
     if not hosts:
-        return rows
-    sent: Dict[Any, Tuple[int, float]] = {}
-    # Filled by each greenlet's link as it finishes: its result's id ->
-    # (greenlet, when); the result is the greenlet's value.
-    done: Dict[int, Tuple[Any, float]] = {}
-
-    def on_done(greenlet: Any) -> None:
-        done[id(greenlet.value)] = greenlet, time.monotonic()
-
+        return []
     waves = math.ceil(max(Counter(hosts).values()) / simultaneous)
     with ClientPool(credentials.authenticator, simultaneous=simultaneous,
                     timeout=timeout) as pool:
-        for offset, host in enumerate(hosts):
-            greenlet = pool.request(host, "GET", path)
-            sent[greenlet] = offset, time.monotonic()
-            greenlet.rawlink(on_done)
-        collected: Set[Any] = set()
-        for result in pool.wait_unordered(timeout=timeout * waves + 2.0):
-            greenlet, when = done[id(result)]
-            collected.add(greenlet)
-            offset, since = sent[greenlet]
-            rows.append(_wire_row(hosts[offset], start + offset, result, when - since,
-                                  _outcome(result), body))
-    for greenlet, (offset, _) in sent.items():
-        if greenlet not in collected:
-            rows.append(_wire_row(hosts[offset], start + offset, None, None,
-                                  "timed out", body))
-    return [_scrub(row, credentials.secrets) for row in rows]
+        rows, _ = probe_hosts(pool, hosts, path, None, timeout * waves + 2.0,
+                              lambda row: None, lambda: None, credentials.secrets)
+    # A row names its host, not its place: a host given twice in the shard
+    # takes its places in turn (its rows differ only in their times).
+    places: Dict[str, Any] = {}
+    for offset, host in enumerate(hosts):
+        places.setdefault(host, deque()).append(start + offset)
+    return [_wire_row(row, places[row.host].popleft(), body) for row in rows]
 
 
 # -- the Celery application ------------------------------------------------
@@ -610,7 +604,7 @@ def __getattr__(name: str) -> Any:
 def _unreachable(url: str, error: BaseException) -> FleetError:
     reason = " ".join(str(error).split()) or type(error).__name__
     return FleetError(f"cannot reach the broker {safe_url(url)} within "
-                      f"{CONNECT_TIMEOUT:g} s: {redact(reason, _passwords(url))}")
+                      f"{CONNECT_TIMEOUT:g} s: {redact_secrets(reason, _passwords(url))}")
 
 
 def _passwords(url: str) -> Tuple[str, ...]:

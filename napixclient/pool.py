@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 from gevent import Greenlet, GreenletExit
 
 from napixclient.client import Client, PreparedCall, TimeoutSpec, base_url
+from napixclient.connections import (
+    DEFAULT_KEEPALIVE_EXPIRY,
+    ConnectionManager,
+    Lease,
+    TraceHook,
+)
+from napixclient.dialing import Verify
 from napixclient.exceptions import ConnectionError, HTTPError
 from napixclient.response import RequestRecord, Response
-from napixclient.transport import Verify
 
 __all__ = ["ClientPool", "Result"]
 
@@ -23,8 +28,10 @@ class ClientPool:
     """Requests to many hosts at once, each started as a greenlet.
 
     One :class:`~napixclient.Client` per host is created on first use and
-    reused, so keep-alive connections are shared by the requests to a host,
-    and ``simultaneous`` caps the connections open to each host (not in total).
+    reused. Every client of the pool shares one
+    :class:`~napixclient.connections.ConnectionManager`, which alone opens,
+    keeps and closes sockets: ``simultaneous`` caps the connections open to
+    each origin, ``max_connections`` those open in total, idle ones included.
 
     Every request yields exactly one result: the
     :class:`~napixclient.Response`, or the :class:`~napixclient.HTTPError`
@@ -40,11 +47,25 @@ class ClientPool:
     :param timeout: seconds, or a ``(connect, read)`` pair, as for
         :class:`~napixclient.Client`.
     :param verify: TLS verification, as for :class:`~napixclient.Client`.
+    :param max_connections: the most sockets open at once across all hosts,
+        idle ones included (``int`` >= 1). ``None`` (the default) derives it
+        from the process's soft limit on open files, leaving a quarter of it
+        to the rest of the program
+        (:func:`~napixclient.connections.default_max_connections`: 768 for
+        the common limit of 1,024), so that a probe of thousands of hosts
+        never runs out of file descriptors. Requests beyond it wait in
+        submission order, after the least recently used idle connection is
+        closed to make room; the wait is not part of their timeout.
+    :param keepalive_expiry: seconds (``float`` > 0, default 5) an idle
+        connection is kept before it is closed.
+    :param trace: a callable ``trace(event, info)`` receiving the events of
+        every request of the pool (see :mod:`napixclient.connections`).
     :param client_options: further keyword arguments for each
         :class:`~napixclient.Client` (``max_body_size``, ``headers``,
-        ``retries``, ``retry_backoff``).
+        ``retries``, ``retry_backoff``, ``parser``).
     :raises ValueError: at once, for an authenticator of another kind,
-        ``simultaneous < 1``, a bad timeout or a bad client option.
+        ``simultaneous < 1``, a bad timeout, a bad ``max_connections``,
+        ``keepalive_expiry`` or ``trace``, or a bad client option.
 
     ::
 
@@ -60,11 +81,16 @@ class ClientPool:
         simultaneous: int = 2,
         timeout: TimeoutSpec = 60.0,
         verify: Verify = True,
+        *,
+        max_connections: Optional[int] = None,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        trace: Optional[TraceHook] = None,
         **client_options: Any,
     ) -> None:
+        self._connections = ConnectionManager(max_connections, keepalive_expiry, trace)
         self._client_options: Dict[str, Any] = dict(
             authenticator=authenticator, simultaneous=simultaneous, timeout=timeout,
-            verify=verify, **client_options,
+            verify=verify, connections=self._connections, **client_options,
         )
         # Builds (and so validates) the options once, here, rather than at
         # the first request; the probe client opens no connection.
@@ -74,14 +100,19 @@ class ClientPool:
         # with their client and call: gevent forgets the arguments of a
         # greenlet killed before it started.
         self._pending: Dict[Greenlet, Tuple[Client, PreparedCall]] = {}
-        # Per client: how many of its greenlets were started and are not
-        # finished, and those waiting for a turn, not started yet.
-        self._running: Dict[Client, int] = {}
-        self._waiting: Dict[Client, Deque[Greenlet]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<ClientPool hosts={len(self._clients)} pending={self.pending}>"
+        # A client is kept under each spelling of its host: count it once.
+        hosts = len(set(self._clients.values()))
+        state = " closed" if self._closed else ""
+        return f"<ClientPool hosts={hosts} pending={self.pending}{state}>"
+
+    @property
+    def connections(self) -> ConnectionManager:
+        """The :class:`~napixclient.connections.ConnectionManager` every
+        client of the pool shares."""
+        return self._connections
 
     def client(self, host: str) -> Client:
         """Return the :class:`~napixclient.Client` for ``host``, creating it on
@@ -116,10 +147,13 @@ class ClientPool:
     ) -> Greenlet:
         """Start a request now and return its greenlet.
 
-        When ``simultaneous`` requests to this host are already running, the
-        request waits for its turn in a queue: its greenlet is started when
-        one of them ends (``greenlet.started`` is false until then), in
-        submission order. Killing it meanwhile means it never starts.
+        When ``simultaneous`` requests to this host are already running, or
+        ``max_connections`` sockets are open, the request waits for its turn
+        in a queue: its greenlet is started when its turn comes
+        (``greenlet.started`` is false until then), in submission order for
+        each host. Killing it meanwhile means it never starts. A greenlet
+        that has not started holds no stack, so thousands of queued
+        requests cost little memory.
 
         The arguments after ``host`` are those of
         :meth:`napixclient.Client.request` (``timeout=`` and ``params=`` as
@@ -132,33 +166,11 @@ class ClientPool:
         """
         client = self.client(host)
         call = client.prepare(method, url, body, headers, **kwargs)
-        greenlet = Greenlet(_run, client, call)
+        job = _Job(client, call)
+        greenlet = job.greenlet
         self._pending[greenlet] = (client, call)
-        if self._running.get(client, 0) < client.simultaneous:
-            self._start(client, greenlet)
-        else:
-            # Started when one of this host's requests ends: a greenlet
-            # that has not run holds no stack, where one blocked on the
-            # client's semaphore holds its own (about 20 kB with Python's
-            # frames), which adds up over thousands of queued requests.
-            self._waiting.setdefault(client, deque()).append(greenlet)
+        client.reserve(call, job.start)
         return greenlet
-
-    def _start(self, client: Client, greenlet: Greenlet) -> None:
-        self._running[client] = self._running.get(client, 0) + 1
-        greenlet.rawlink(lambda finished: self._next(client))
-        greenlet.start()
-
-    def _next(self, client: Client) -> None:
-        """One of ``client``'s requests ended: start its next waiting one
-        (skipping those killed before their turn)."""
-        self._running[client] -= 1
-        waiting = self._waiting.get(client)
-        while waiting:
-            greenlet = waiting.popleft()
-            if not greenlet.ready():
-                self._start(client, greenlet)
-                return
 
     @property
     def pending(self) -> int:
@@ -245,8 +257,8 @@ class ClientPool:
         half-read to the pool."""
         greenlets = list(self._pending)
         self._pending.clear()
-        # Those waiting for a turn are killed before they start.
-        self._waiting.clear()
+        # Those waiting for a turn are killed before they start; their turn,
+        # when it comes, is given back at once.
         gevent.killall(greenlets, block=True)
 
     def close(self) -> None:
@@ -257,6 +269,7 @@ class ClientPool:
         for client in set(self._clients.values()):
             client.close()
         self._clients.clear()
+        self._connections.close()
 
     def __enter__(self) -> "ClientPool":
         return self
@@ -265,11 +278,36 @@ class ClientPool:
         self.close()
 
 
-def _run(client: Client, call: PreparedCall) -> Result:
-    try:
-        return client.send(call)
-    except HTTPError as error:
-        return error
+class _Job:
+    """One request of the pool: its greenlet starts when its turn comes."""
+
+    __slots__ = ("client", "call", "greenlet", "lease")
+
+    def __init__(self, client: Client, call: PreparedCall) -> None:
+        self.client = client
+        self.call = call
+        self.greenlet = Greenlet(self.run)
+        self.lease: Optional[Lease] = None
+
+    def start(self, lease: Lease) -> None:
+        """The turn came: start the greenlet, unless it was killed first.
+        The lease is released when the greenlet ends, however it ends."""
+        if self.greenlet.ready():
+            lease.release()
+            return
+        self.lease = lease
+        self.greenlet.rawlink(lambda _: lease.release())
+        self.greenlet.start()
+
+    def run(self) -> Result:
+        assert self.lease is not None
+        try:
+            return self.client.send_on(self.lease, self.call)
+        except HTTPError as error:
+            return error
+        finally:
+            # At once, so that the next request's turn comes now.
+            self.lease.release()
 
 
 def _record_of(call: PreparedCall, host: str) -> RequestRecord:

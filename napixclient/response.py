@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Mapping, NamedTuple, Optional
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
-from requests.structures import CaseInsensitiveDict
-
-__all__ = ["RequestRecord", "Response", "decode_body"]
+__all__ = ["Headers", "RequestRecord", "Response", "decode_body"]
 
 _JSON_SUFFIX = "+json"
 
@@ -55,13 +54,36 @@ def media_type(content_type: Optional[str]) -> tuple[str, Optional[str]]:
 
 
 def _text(content: bytes, charset: Optional[str]) -> str:
+    """``content`` decoded with ``charset``, or as UTF-8 with undecodable
+    bytes replaced (U+FFFD) when there is no charset or it cannot be
+    trusted with this body (:func:`_declared`). A non-empty ``content``
+    never gives an empty text."""
+    text = _declared(content, charset) if charset else None
+    return content.decode("utf-8", errors="replace") if text is None else text
+
+
+def _declared(content: bytes, charset: str) -> Optional[str]:
+    """``content`` decoded with its declared ``charset``, or ``None`` when
+    that cannot be trusted: an unknown charset, a codec that is not a text
+    encoding (``"base64"``) or refuses ``errors="replace"`` (``"idna"``), a
+    non-empty body that decodes to nothing, or undecodable bytes that the
+    codec drops instead of replacing (Python 3.13's ``"punycode"`` returns
+    ``''`` or a shortened text where 3.12 raised). The server then lied
+    about its charset, and UTF-8 is the best guess left."""
     try:
-        return content.decode(charset or "utf-8", errors="replace")
+        text = content.decode(charset)
+    except UnicodeDecodeError:
+        try:
+            text = content.decode(charset, errors="replace")
+        except Exception:
+            return None
+        # Strict decoding failed, so a codec that replaces faithfully shows
+        # at least one U+FFFD; without one it dropped what it could not read.
+        if "\ufffd" not in text:
+            return None
     except Exception:
-        # An unknown charset, a codec that is not a text encoding ("base64"),
-        # or one that refuses errors="replace" ("idna"): the server lied
-        # about its charset, and UTF-8 is the best guess left.
-        return content.decode("utf-8", errors="replace")
+        return None
+    return text if text or not content else None
 
 
 #: Above this recursion limit, JSON is decoded with the limit lowered to it:
@@ -101,7 +123,10 @@ def decode_body(content: bytes, content_type: Optional[str]) -> Any:
       thousand levels with the default recursion limit) comes back as ``str``
       instead; a UTF-8 byte order mark is skipped;
     * ``text/*`` -> ``str`` (the declared charset, UTF-8 by default or when
-      the charset is unknown, with undecodable bytes replaced);
+      the charset is unknown, with undecodable bytes replaced by U+FFFD);
+      a non-empty body never gives an empty or silently shortened text:
+      when the declared charset fails, yields nothing, or drops bytes it
+      cannot read instead of replacing them, the body is read as UTF-8;
     * anything else -> ``bytes``, unchanged.
 
     :param content: the raw body (``bytes``).
@@ -113,13 +138,13 @@ def decode_body(content: bytes, content_type: Optional[str]) -> Any:
         kind, charset = media_type(content_type if isinstance(content_type, str) else None)
         if kind == "application/json" or kind.endswith(_JSON_SUFFIX):
             text = _text(content, charset)
-            if text.startswith("\ufeff"):
-                # RFC 8259 section 8.1 lets a parser ignore a byte order mark.
-                text = text[1:]
+            # RFC 8259 section 8.1 lets a parser ignore a byte order mark.
+            unmarked = text[1:] if text.startswith("\ufeff") else text
             try:
-                return _loads(text)
+                return _loads(unmarked)
             except (ValueError, RecursionError):
-                return text
+                # A body of a byte order mark alone is not emptied.
+                return unmarked or text
         if kind.startswith("text/"):
             return _text(content, charset)
     except Exception:
@@ -130,13 +155,114 @@ def decode_body(content: bytes, content_type: Optional[str]) -> Any:
 
 _UNSET: Any = object()
 
+#: A header field as it came on the wire: ``(name, value)``.
+Field = Tuple[str, str]
+
+
+class Headers(Mapping[str, str]):
+    """The header fields of an answer: a read-only, case-insensitive mapping
+    that keeps every field (RFC 9110, section 5).
+
+    ``headers[name]`` is the field's value, or its values joined with
+    ``", "`` when the field was repeated (RFC 9110, section 5.3, says the two
+    mean the same for list-valued fields); :meth:`get_all` gives each value
+    apart, in order, which is what ``Set-Cookie`` needs (RFC 6265 section 3
+    forbids joining it). Iteration gives each name once, spelled as it first
+    came, in the order the names first came. Comparing with another mapping
+    ignores the case of names.
+
+    The index is built on first look-up, so an answer whose headers nobody
+    reads costs only the list of fields.
+
+    :param fields: ``(name, value)`` pairs in the order they came
+        (``Iterable[tuple[str, str]]``), or a mapping (one value per name).
+    """
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields: Union[Iterable[Field], Mapping[str, str]] = ()) -> None:
+        if isinstance(fields, Headers):
+            self._fields: List[Field] = list(fields._fields)
+        elif isinstance(fields, Mapping):
+            self._fields = [(str(name), str(value)) for name, value in fields.items()]
+        else:
+            self._fields = list(fields)
+        self._index: Optional[Dict[str, Tuple[str, List[str]]]] = None
+
+    def _lookup(self) -> Dict[str, Tuple[str, List[str]]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._fields:
+                entry = index.get(name.lower())
+                if entry is None:
+                    index[name.lower()] = (name, [value])
+                else:
+                    entry[1].append(value)
+            self._index = index
+        return index
+
+    def __getitem__(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        entry = self._lookup().get(name.lower())
+        if entry is None:
+            raise KeyError(name)
+        values = entry[1]
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def get_all(self, name: str) -> List[str]:
+        """Every value of the field ``name`` (any case), in the order they
+        came; ``[]`` when there is none.
+
+        :param name: the field name (``str``).
+        :returns: a new ``list`` of ``str``.
+        """
+        entry = self._lookup().get(name.lower()) if isinstance(name, str) else None
+        return [] if entry is None else list(entry[1])
+
+    @property
+    def fields(self) -> List[Field]:
+        """Every field as it came, ``(name, value)`` pairs in order (a new
+        ``list``)."""
+        return list(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._lookup().values())
+
+    def __len__(self) -> int:
+        return len(self._lookup())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        try:
+            theirs = {str(name).lower(): value for name, value in other.items()}
+        except AttributeError:
+            return NotImplemented
+        return {name.lower(): self[name] for name in self} == theirs
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def copy(self) -> "Headers":
+        """A copy (``Headers``)."""
+        return Headers(self)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
 
 class Response:
     """The answer to one request.
 
     :ivar status: the status code (``int``).
     :ivar reason: the reason phrase (``str``, may be empty).
-    :ivar headers: the response headers, a case-insensitive mapping.
+    :ivar headers: the response headers, :class:`Headers`: case-insensitive,
+        repeated fields joined with ``", "``, each apart with
+        ``headers.get_all(name)``.
     :ivar content: the raw body (``bytes``).
     :ivar elapsed: seconds (``float``) from sending the request to the end of
         the body.
@@ -151,16 +277,15 @@ class Response:
         self,
         status: int,
         reason: str,
-        headers: Mapping[str, str],
+        headers: Union[Headers, Mapping[str, str], Iterable[Field]],
         content: bytes,
         elapsed: float,
         request: RequestRecord,
     ) -> None:
         self.status = status
         self.reason = reason
-        # One the transport built is kept; anything else is copied.
-        self.headers: CaseInsensitiveDict[str] = (
-            headers if type(headers) is CaseInsensitiveDict else CaseInsensitiveDict(headers))
+        # One the connection layer built is kept; anything else is copied.
+        self.headers: Headers = headers if type(headers) is Headers else Headers(headers)
         self.content = content
         self.elapsed = elapsed
         self.request = request

@@ -50,7 +50,6 @@ import http
 import io
 import json
 import logging
-import re
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -76,6 +75,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from napixclient.authenticators import sign
+from napixclient.redact import redact_parameters, redact_secrets, redact_signatures
 from napixclient.response import media_type
 
 try:
@@ -121,34 +121,20 @@ _SOCKET_KEY = "napixclient.socket"
 #: Seconds between checks while a request is held by latency or hang.
 _POLL = 0.5
 
+#: The most characters of one line of the server's log (a request line
+#: can be 8 KiB of anything).
+MAX_LOG_LINE = 500
+#: The first byte of a TLS record carrying a handshake (RFC 8446, 5.1).
+_TLS_HANDSHAKE = b"\x16"
+_NOT_HTTP_ANSWER = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
 _FIELDS_REQUIRED = ("login", "host", "path", "method")
-_HEX64 = re.compile(r"\b[0-9a-fA-F]{64}\b")
 
 Body = Union[None, str, bytes, bytearray, Dict[str, Any], List[Any]]
 Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
 HandlerResult = Any
 Handler = Callable[["RecordedRequest"], HandlerResult]
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def _redact_target(target: str, parameters: Iterable[str]) -> str:
-    """Return ``target`` with the values of ``parameters`` in its query
-    replaced by ``***``, for reprs and logs."""
-    path, sep, query = target.partition("?")
-    if not sep:
-        return target
-    secret = set(parameters)
-    parts = []
-    for item in query.split("&"):
-        name, eq, _ = item.partition("=")
-        parts.append(f"{name}=***" if eq and _unquote(name) in secret else item)
-    return f"{path}?{'&'.join(parts)}"
-
-
-def _unquote(text: str) -> str:
-    """Decode one query-string component (``+`` and percent escapes)."""
-    pairs = parse_qsl(f"{text}=", keep_blank_values=True)
-    return pairs[0][0] if pairs else text
 
 
 @dataclass
@@ -184,7 +170,7 @@ class RecordedRequest:
     secret_parameters: Tuple[str, ...] = field(default=("token",), compare=False)
 
     def __repr__(self) -> str:
-        target = _redact_target(self.path, self.secret_parameters)
+        target = redact_parameters(self.path, self.secret_parameters)
         return (
             f"RecordedRequest(method={self.method!r}, path={target!r}, "
             f"login={self.login!r}, body=<{len(self.body)} bytes>)"
@@ -223,19 +209,19 @@ class _RedactingLog:
         self._tokens = sorted((t for t in tokens if t), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with tokens and 64-hex-digit signatures hidden."""
-        for token in self._tokens:
-            text = text.replace(token, "***")
-        text = re.sub(
-            rf"([?&\s]{re.escape(self._parameter)}=)[^&\s\"]*", r"\1***", text
-        )
-        return _HEX64.sub("***", text)
+        """Return ``text`` with tokens (encoded forms too), the token
+        parameter's value and 64-hex-digit signatures hidden."""
+        return redact_signatures(redact_parameters(redact_secrets(text, self._tokens),
+                                                   [self._parameter]))
 
     def write(self, data: str) -> None:
-        """Log one message (trailing newline removed)."""
+        """Log one message (trailing newline removed) on one line of ASCII:
+        control characters, line breaks and non-ASCII characters escaped
+        (``\\x1b``, ``\\n``, ``\\xe9``), and cut to :data:`MAX_LOG_LINE`
+        characters. A request line can hold any byte a client sent."""
         message = data.rstrip("\r\n")
         if message and _LOG.isEnabledFor(self._level):
-            _LOG.log(self._level, "%s", self.redact(message))
+            _LOG.log(self._level, "%s", _one_line(self.redact(message)))
 
     def writelines(self, lines: Iterable[str]) -> None:
         """Log each line of ``lines``."""
@@ -246,9 +232,64 @@ class _RedactingLog:
         """Nothing to flush: :mod:`logging` handlers flush themselves."""
 
 
+def _one_line(text: str) -> str:
+    """``text`` as one line of ASCII, at most :data:`MAX_LOG_LINE`
+    characters (plus a note of how many were left out)."""
+    rest = len(text) - MAX_LOG_LINE
+    if rest > 0:
+        text = text[:MAX_LOG_LINE]
+    line = text.encode("unicode_escape").decode("ascii")
+    return f"{line}... ({rest} more characters)" if rest > 0 else line
+
+
+def _address(address: Any) -> str:
+    """``"127.0.0.1:41234"`` (``"[::1]:41234"``) for a socket address."""
+    try:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    except (TypeError, IndexError):
+        return str(address)
+
+
 class _Handler(WSGIHandler):
     """pywsgi handler that keeps the raw request target, counts requests in
-    flight, and can close a connection without answering."""
+    flight, can close a connection without answering, and logs what is not
+    HTTP on one clean line."""
+
+    def read_requestline(self) -> str:
+        # A TLS client's first byte is a handshake record (0x16), which no
+        # HTTP request line starts with. Waiting for a line end that may
+        # never come would hold the client until its timeout, and the
+        # ClientHello would reach the log as binary: close at once, and say
+        # what it probably was.
+        try:
+            first = self.rfile.peek(1)[:1]
+        except (AttributeError, ValueError):
+            first = b""
+        if first == _TLS_HANDSHAKE:
+            self.server.error_log.write(
+                f"not HTTP (TLS handshake?) from {_address(self.client_address)} "
+                f"on {self.server.owner.host}; closing the connection\n")
+            try:
+                # What any plain HTTP server answers: the client's TLS then
+                # fails with "wrong version number", the usual sign of https
+                # spoken to an http port, rather than with a bare EOF.
+                self.socket.sendall(_NOT_HTTP_ANSWER)
+            except OSError:
+                pass
+            return ""
+        line: str = super().read_requestline()
+        return line
+
+    def log_error(self, msg: str, *args: Any) -> None:
+        # pywsgi's own puts the socket's repr first and the bad request line
+        # as it came; the error log makes it one line of ASCII.
+        try:
+            message = msg % args if args else msg
+        except Exception:
+            message = f"{msg!r} {args!r}"
+        self.server.error_log.write(
+            f"bad request from {_address(self.client_address)}: {message}\n")
 
     def get_environ(self) -> Dict[str, Any]:
         env: Dict[str, Any] = super().get_environ()
@@ -337,6 +378,15 @@ class NapixTestServer:
         is negative.
 
     ``repr()`` shows the URL and the logins, never a key or token.
+
+    The server logs on the ``napixclient.testing`` logger: each request at
+    ``DEBUG`` (pywsgi's access line), and what is not a valid request at
+    ``WARNING``, each record one line of ASCII with tokens and signatures
+    hidden. A client speaking TLS to it (``https://`` to this plain HTTP
+    server) gets a ``400`` and a closed connection at once, which its TLS
+    layer reports as a wrong version number, and the log one line: ``not
+    HTTP (TLS handshake?) from 127.0.0.1:PORT on 127.0.0.1:PORT; closing the
+    connection``.
     """
 
     def __init__(
@@ -397,10 +447,12 @@ class NapixTestServer:
         gevent hub.
 
         :returns: ``self``.
-        :raises RuntimeError: if the server was already started (a stopped
-            server cannot be restarted: make a new one).
+        :raises RuntimeError: if the server is running ("already started"),
+            or was stopped: a stopped server cannot be restarted (its port
+            may be taken by then); make a new one.
         :raises OSError: if the socket cannot be bound.
         """
+        self._check_not_stopped()
         if self._server is not None:
             raise RuntimeError("NapixTestServer: already started")
         log = _RedactingLog(logging.DEBUG, self.token_parameter, self._tokens)
@@ -458,8 +510,17 @@ class NapixTestServer:
         gevent.joinall(others, timeout=timeout)
         gevent.killall(others, block=True, timeout=timeout)
 
+    def _check_not_stopped(self) -> None:
+        if self._stopping.is_set():
+            raise RuntimeError("NapixTestServer: stopped, and a stopped server cannot be "
+                               "restarted; make a new NapixTestServer")
+
     def __enter__(self) -> NapixTestServer:
-        """Start the server unless it is already started; return it."""
+        """Start the server unless it is already started; return it.
+
+        :raises RuntimeError: if the server was stopped (see :meth:`start`).
+        """
+        self._check_not_stopped()
         if self._server is None:
             self.start()
         return self

@@ -37,6 +37,7 @@ from typing import (
     Tuple,
 )
 
+from napixclient.chain import write_document
 from napixclient.exceptions import HTTPError
 
 __all__ = ["ExceptionsCatcher"]
@@ -193,20 +194,16 @@ class ExceptionsCatcher:
         :param error: the exception.
         :returns: a ``dict`` with ``error_class``, ``error_text`` and
             ``request``; ``remote_call``, ``remote_error`` and
-            ``remote_status`` for an :class:`~napixclient.HTTPError`;
-            ``traceback``, ``filename`` and ``line`` with ``show_traceback``.
+            ``remote_status`` for an :class:`~napixclient.HTTPError` (written
+            by :func:`napixclient.chain.write_document`); ``traceback``,
+            ``filename`` and ``line`` with ``show_traceback``.
         """
-        document: Dict[str, Any] = {
-            "error_class": type(error).__name__,
-            "error_text": _safe_text(error),
-            "request": _request_part(environ),
-        }
+        relayed: Dict[str, Any] = {}
         if isinstance(error, HTTPError):
-            document["remote_call"] = _safe_text(error.remote_call, 2000)
-            document["remote_error"] = error.remote_error
-            status = error.status
-            if isinstance(status, int) and not isinstance(status, bool):
-                document["remote_status"] = status
+            relayed = {"remote_call": error.remote_call, "remote_error": error.remote_error,
+                       "remote_status": error.status}
+        document = write_document(type(error).__name__, _safe_text(error),
+                                  _request_part(environ), **relayed)
         if self.show_traceback:
             document.update(_traceback_part(error))
         return document

@@ -1,21 +1,26 @@
 """Shared fixtures. The napix_server fixtures come from the plugin, listed here
 so the suite also runs from a checkout that is not installed."""
 
+import pytest
+
 pytest_plugins = ["napixclient.testing"]
 
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--napix-transport", default=None,
-        help="run every Client on this transport (napixclient.client.DEFAULT_TRANSPORT), "
+        "--napix-parser", "--napix-transport", dest="napix_parser", default=None,
+        help="run every Client with this response parser (napixclient.client.DEFAULT_PARSER), "
              "e.g. geventhttpclient; the whole suite must pass on each")
 
 
 def pytest_configure(config):
-    transport = config.getoption("--napix-transport")
-    if transport:
+    name = config.getoption("napix_parser")
+    if name:
         import napixclient.client
-        from napixclient.connections import reader
+        from napixclient.http11 import parser
 
-        reader(transport)  # an unknown or missing transport stops the run here
-        napixclient.client.DEFAULT_TRANSPORT = transport
+        try:
+            parser(name)
+        except ValueError as error:  # unknown, or its extra is not installed
+            raise pytest.UsageError(f"--napix-parser: {error}") from None
+        napixclient.client.DEFAULT_PARSER = name

@@ -43,6 +43,11 @@ Paths (query parameters in brackets):
     ``delay``, then sends the rest.
 ``/big`` [``size=N``, ``chunked=1``]
     a body of N bytes (``b"y"``), with ``Content-Length`` or chunked.
+
+Any path in :attr:`FaultServer.canned` (query string left out) is answered
+with its canned parts instead: ``bytes`` are sent as they are, a ``float``
+is a wait in seconds between two sends; the connection then stays open for
+the next request, as a keep-alive server's would.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import json
 import socket
 import struct
 from collections import Counter
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit
 
 import gevent
@@ -73,6 +78,14 @@ class Seen(NamedTuple):
     connection: int  # 1 for the server's first connection, and so on
     method: str
     target: str
+    head: bytes = b""  # the request line and the fields, as they came
+
+    @property
+    def fields(self) -> List[Tuple[str, str]]:
+        """The request's fields, ``(name, value)`` pairs in order."""
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        return [(name, value.strip()) for name, _, value in
+                (line.partition(":") for line in lines if line)]
 
 
 class _Closed(Exception):
@@ -87,10 +100,13 @@ class FaultServer:
     :ivar open_connections: how many are open now (``int``).
     :ivar mid_body: an :class:`~gevent.event.Event` set when ``/slow-body``
         has sent the first half of its body.
+    :ivar canned: path -> the answer to send for it, a list of ``bytes``
+        and waits in seconds (``float``); set it before the request.
     """
 
     def __init__(self) -> None:
         self.requests: List[Seen] = []
+        self.canned: Dict[str, List[Union[bytes, float]]] = {}
         self.connections = 0
         self.open_connections = 0
         self.mid_body = Event()
@@ -139,15 +155,18 @@ class FaultServer:
         self.connections += 1
         self.open_connections += 1
         connection = self.connections
+        # As real servers do: a part sent apart is not held back by Nagle's
+        # algorithm waiting for the client's delayed ACK (40 ms a write).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = sock.makefile("rb")
         try:
             served = 0
             while True:
                 try:
-                    method, target = self._read_request(reader)
+                    method, target, head = self._read_request(reader)
                 except _Closed:
                     return
-                self.requests.append(Seen(connection, method, target))
+                self.requests.append(Seen(connection, method, target, head))
                 keep_open = self._answer(sock, connection, served, method, target)
                 served += 1
                 if not keep_open:
@@ -160,13 +179,14 @@ class FaultServer:
             sock.close()
 
     @staticmethod
-    def _read_request(reader: Any) -> Tuple[str, str]:
+    def _read_request(reader: Any) -> Tuple[str, str, bytes]:
         line = reader.readline(65537)
         if not line or not line.strip():
             raise _Closed()
         parts = line.decode("latin-1").split()
         if len(parts) != 3:
             raise _Closed()
+        head = [line]
         length = 0
         for _ in range(_MAX_HEADER_LINES):
             header = reader.readline(65537)
@@ -174,18 +194,26 @@ class FaultServer:
                 raise _Closed()
             if header in (b"\r\n", b"\n"):
                 break
+            head.append(header)
             name, _, value = header.decode("latin-1").partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value.strip())
         if length:
             reader.read(length)
-        return parts[0], parts[1]
+        return parts[0], parts[1], b"".join(head)
 
     def _answer(self, sock: socket.socket, connection: int, served: int,
                 method: str, target: str) -> bool:
         """Answer one request; return whether the connection stays open."""
         path = urlsplit(target).path
         query: Dict[str, str] = dict(parse_qsl(urlsplit(target).query))
+        if path in self.canned:
+            for part in self.canned[path]:
+                if isinstance(part, bytes):
+                    sock.sendall(part)
+                else:
+                    gevent.sleep(min(part, HOLD_LIMIT))
+            return True
         fault: Optional[Callable[..., bool]] = getattr(
             self, "_fault_" + path.strip("/").replace("-", "_"), None)
         if fault is None:

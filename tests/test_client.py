@@ -232,7 +232,8 @@ def test_bad_client_arguments_are_refused_naming_the_argument(kwargs, name):
     ("GET\r\n", "/", None, "method"),
     ("", "/", None, "method"),
     ("GET", "/a\r\nX: y", None, "url"),
-    ("GET", "/a b", None, "url"),
+    ("GET", "/a#b", None, "url"),
+    ("GET", "/a\x00b", None, "url"),
     ("GET", "http://elsewhere/", None, "url"),
     ("GET", "/", {"X-A": "1\r\nX-B: 2"}, "header"),
     ("GET", "/", {"X A": "1"}, "header"),
@@ -244,3 +245,10 @@ def test_bad_requests_are_refused_before_anything_is_sent(napix_server, method, 
         with pytest.raises(ValueError, match=name):
             client.request(method, url, headers=headers)
     assert napix_server.requests == []
+
+
+def test_a_closed_client_says_so_in_its_repr():
+    client = Client("127.0.0.1:8002", timeout=5)
+    assert repr(client) == "<Client http://127.0.0.1:8002 simultaneous=2>"
+    client.close()
+    assert repr(client) == "<Client http://127.0.0.1:8002 simultaneous=2 closed>"

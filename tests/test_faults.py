@@ -177,7 +177,7 @@ def test_every_fault_at_once_through_a_pool_gives_one_result_each(fault_server):
         results = pool.wait(timeout=30)
     assert len(results) == len(paths)
     expected = {path: error_class for path, error_class, _ in FAULTS}
-    for path, result in zip(paths, results):
+    for path, result in zip(paths, results, strict=True):
         assert result.request.path == path
         if path in expected:
             assert type(result) is expected[path], path

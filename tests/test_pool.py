@@ -226,3 +226,16 @@ def test_two_spellings_of_one_destination_share_one_client_and_its_cap():
         assert pool.client("http://server.napix.nx:80/") is client
         assert pool.client("server.napix.nx:80") is client
         assert pool.client("https://server.napix.nx") is not client
+
+
+def test_the_pool_repr_counts_each_host_once_whatever_its_spelling(napix_server):
+    napix_server.route("/", body=[])
+    port = napix_server.port
+    spellings = [f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/",
+                 f"127.0.0.1:{port} "]
+    with ClientPool(AUTH, timeout=5) as pool:
+        for host in spellings:
+            pool.request(host, "GET", "/")
+        pool.wait(timeout=5)
+        assert repr(pool) == "<ClientPool hosts=1 pending=0>"
+    assert repr(pool) == "<ClientPool hosts=0 pending=0 closed>"

@@ -14,8 +14,8 @@ import pytest
 import napixclient.authenticators
 from napixclient import Client, ClientPool, HTTPError, Response
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
+from napixclient.redact import URLLIB3_LOGGERS, SecretParameterFilter
 from napixclient.testing import hmac_token
-from napixclient.transport import URLLIB3_LOGGERS, SecretParameterFilter
 from tests.faultserver import FaultServer
 from tests.helpers import closed_port
 
@@ -202,7 +202,7 @@ INJECTIONS = [
     dict(url="/a\r\nHost: evil.example"),
     dict(url="/a\nb"),
     dict(url="/a\rb"),
-    dict(url="/a b"),
+    dict(url="/a\x00b"),
     dict(headers={"X-A\r\nX-B": "v"}),
     dict(headers={"X-A\n": "v"}),
     dict(headers={"X-A": "v\r\nX-Injected: 1"}),

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import re
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
@@ -24,6 +29,8 @@ from napixclient.testing import (
     RecordedRequest,
     hmac_token,
 )
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 #: Seconds any socket operation in these tests may take before failing.
 IO_TIMEOUT = 2.0
@@ -565,3 +572,102 @@ def test_napix_server_factory_fixture(napix_server_factory: Any) -> None:
     assert c.signed("GET", "/")[0] == 403  # root is unknown to b
     assert c.signed("GET", "/", LoginAuthenticator("other", "key"))[0] == 404
     c.close()
+
+
+# -- starting, stopping, and clients that do not speak HTTP -----------------------
+
+
+def test_start_on_a_stopped_server_says_it_is_stopped_and_cannot_restart() -> None:
+    srv = NapixTestServer().start()
+    with pytest.raises(RuntimeError, match="already started"):
+        srv.start()
+    srv.stop()
+    for again in (srv.start, srv.__enter__):
+        with pytest.raises(RuntimeError) as caught:
+            again()
+        assert "stopped" in str(caught.value) and "cannot be restarted" in str(caught.value)
+        assert "already started" not in str(caught.value)
+
+
+#: The start of a TLS ClientHello: a handshake record (0x16), TLS 1.0 record
+#: version, a length, then bytes of any value (no newline among them here).
+CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xce\xa1@\x93\xbc\xa0"
+
+
+def read_until_closed(sock: Any) -> bytes:
+    """Every byte ``sock`` receives until the server closes it (a few
+    reads; each bounded by the socket's timeout)."""
+    data = b""
+    for _ in range(100):
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError("the server kept the connection open")
+
+
+def server_log(caplog: pytest.LogCaptureFixture) -> List[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "napixclient.testing"]
+
+
+def test_a_tls_client_is_closed_at_once_with_one_clean_log_line(
+        server: NapixTestServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "napixclient.testing")
+    sock = gevent.socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT)
+    started = time.monotonic()
+    sock.sendall(CLIENT_HELLO)
+    try:
+        # A plain HTTP server must not wait for a line end that never comes.
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    finally:
+        sock.close()
+    assert time.monotonic() - started < 1.0
+    records = server_log(caplog)
+    assert len(records) == 1
+    assert "not HTTP (TLS handshake?)" in records[0]
+    assert records[0].isascii() and "\\x16" not in records[0] and "\n" not in records[0]
+
+
+def test_a_garbage_request_line_is_logged_on_one_ascii_line(
+        server: NapixTestServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "napixclient.testing")
+    sock = gevent.socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT)
+    try:
+        sock.sendall(b"\xc3\xa9\xff\x1b[2J " + b"z" * 5000 + b"\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    finally:
+        sock.close()
+    gevent.sleep(0.05)
+    records = server_log(caplog)
+    bad = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(bad) == 1 and bad[0].startswith("bad request from 127.0.0.1:")
+    assert "<gevent" not in bad[0]
+    for message in records:  # the access log line included
+        assert message.isascii() and "\x1b" not in message and "\n" not in message
+        assert len(message) < 600
+
+
+def test_an_https_client_on_a_plain_server_puts_no_raw_bytes_on_stderr() -> None:
+    script = (
+        "from napixclient import Client, ConnectionError\n"
+        "from napixclient.testing import NapixTestServer\n"
+        "server = NapixTestServer().start()\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        "        Client(f'https://{server.host}', {'login': 'root', 'key': 'toor'},\n"
+        "               timeout=5).get('/')\n"
+        "    except ConnectionError as error:\n"
+        "        print('client:', type(error).__name__)\n"
+        "server.stop()\n"
+    )
+    # The child runs its own server: nothing here needs the hub meanwhile.
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60,
+                          cwd=str(ROOT_DIR),
+                          env={"PYTHONPATH": str(ROOT_DIR), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == ["client: ConnectionError"] * 3
+    lines = done.stderr.decode("latin-1").splitlines()
+    assert len(lines) == 3, lines
+    for line in lines:
+        assert re.fullmatch(r"not HTTP \(TLS handshake\?\) from 127\.0\.0\.1:\d+ on "
+                            r"127\.0\.0\.1:\d+; closing the connection", line), line

@@ -347,3 +347,14 @@ def test_exceptions_that_are_not_errors_pass_through():
 def test_a_non_callable_app_is_refused_at_once():
     with pytest.raises(TypeError, match="WSGI callable"):
         ExceptionsCatcher("not an app")
+
+
+def test_a_relayed_napixd_validation_answer_reads_as_the_root_text(napix_server_factory):
+    far = napix_server_factory()
+    far.route("/vm-ip/", status=400, body={"size": "Bad type: size has type unicode"})
+    near = napix_server_factory(app=ExceptionsCatcher(calling_app(far.host, "/vm-ip/")))
+    error = call(near, path="/allocate")
+    assert error.remote_error["remote_status"] == 400
+    assert error.remote_error["remote_error"] == {"size": "Bad type: size has type unicode"}
+    assert str(error) == (f"GET {near.url}/allocate -> 500 (HTTPError) | "
+                          f"GET {far.url}/vm-ip/ -> 400 | size: Bad type: size has type unicode")

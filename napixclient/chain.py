@@ -1,0 +1,405 @@
+"""The Napix error document, read and written (PROTOCOL.md, section 3).
+
+A Napix server that fails answers with a JSON document that may nest the
+document of another server it called: :func:`read_chain` reads the nested
+documents hop by hop into a :class:`Chain` of :class:`Hop` records, and
+:func:`write_document` writes the document a server relaying a failed call
+answers with (what :class:`~napixclient.wsgi.ExceptionsCatcher` sends).
+
+This module is made of values only: it holds no I/O and imports nothing of
+napixclient above :mod:`napixclient.response`.
+:attr:`HTTPError.chain <napixclient.HTTPError.chain>` is the usual way in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from http import HTTPStatus
+from typing import (
+    Any,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+)
+
+__all__ = [
+    "DOCUMENT_KEYS",
+    "MAX_FIELDS",
+    "MAX_HOPS",
+    "MAX_TEXT",
+    "NO_FIELD",
+    "Chain",
+    "Hop",
+    "read_chain",
+    "split_status_text",
+    "write_document",
+]
+
+#: The most hops :func:`read_chain` reads; a longer chain is cut there.
+MAX_HOPS = 32
+#: The most characters kept of one hop's call, class or text.
+MAX_TEXT = 2000
+#: The most fields a validation document may have to be read as one
+#: (:func:`read_chain`); a larger object is not read as a validation document.
+MAX_FIELDS = 64
+#: The keys of a Napix error document; an object holding any of them is not
+#: a validation document.
+DOCUMENT_KEYS = frozenset({
+    "error_class", "error_text", "request", "remote_call", "remote_error",
+    "remote_status", "traceback", "filename", "line", "trace_id",
+})
+#: The key napixd gives a validation message tied to no field.
+NO_FIELD = "_napix_"
+#: The most bytes of a ``bytes`` value decoded for a text.
+_MAX_BYTES = 4 * MAX_TEXT
+#: How far a value of the wrong type is rendered: levels, items per level,
+#: characters of a str, bytes of a bytes.
+_SHOW_LEVELS = 3
+_SHOW_ITEMS = 8
+_SHOW_CHARS = 200
+_SHOW_BYTES = 64
+
+# "404 Not Found: `10` not found", as HTTPError.from_response writes
+# remote_error for a text body. ASCII digits only: \d would take any digit.
+_STATUS_PREFIX = re.compile(r"([1-5][0-9][0-9])(?: [^:\n]{0,80})?: ", re.ASCII)
+# "404 Not Found" alone, as napixd relays a failed call's status line: read
+# as a status only when the reason is that status's own phrase (_REASONS).
+_STATUS_LINE = re.compile(r"([1-5][0-9][0-9]) ([A-Za-z][A-Za-z' -]{0,60})", re.ASCII)
+
+
+def _reasons() -> Dict[int, FrozenSet[str]]:
+    """The reason phrases of each status, lower case: Python's (RFC 9110)
+    and the names RFC 7231 and RFC 2616 gave the few that changed since,
+    whatever the Python version."""
+    reasons: Dict[int, Set[str]] = {}
+    for known in HTTPStatus:
+        reasons.setdefault(known.value, set()).add(known.phrase.lower())
+    for status, phrase in [
+        (413, "content too large"), (413, "payload too large"),
+        (413, "request entity too large"), (414, "uri too long"),
+        (414, "request-uri too long"), (416, "range not satisfiable"),
+        (416, "requested range not satisfiable"), (422, "unprocessable content"),
+        (422, "unprocessable entity"),
+    ]:
+        reasons.setdefault(status, set()).add(phrase)
+    return {status: frozenset(phrases) for status, phrases in reasons.items()}
+
+
+_REASONS = _reasons()
+# What would break a line in a log or drive a terminal: C0 and C1 controls,
+# DEL, Unicode line and paragraph separators, and lone surrogates (which
+# cannot even be printed to a UTF-8 stream).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: "re.Match[str]") -> str:
+    char = match.group()
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with control characters and lone surrogates escaped
+    (``\\n``, ``\\x1b``, ``\\ud800``); newlines kept when asked."""
+    if keep_newlines:
+        return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in text.split("\n"))
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _clip_str(text: str, start: int = 0) -> str:
+    """``text[start:]`` cut to :data:`MAX_TEXT` characters, saying how many
+    were left out; copies at most that many characters."""
+    rest = len(text) - start - MAX_TEXT
+    if rest > 0:
+        return f"{text[start:start + MAX_TEXT]}... ({rest} more characters)"
+    return text[start:] if start else text
+
+
+def _show(value: Any, level: int = 0) -> str:
+    """A short rendering of a value that should have been a text: bounded in
+    depth (:data:`_SHOW_LEVELS`) and breadth (:data:`_SHOW_ITEMS`), so its
+    cost does not depend on the value's size. Recursion is at most
+    :data:`_SHOW_LEVELS` deep."""
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        # repr() of an int of thousands of digits raises ValueError (3.11+)
+        # and takes quadratic time before.
+        return repr(value) if value.bit_length() <= 64 else f"<int of {value.bit_length()} bits>"
+    if isinstance(value, str):
+        return repr(value[:_SHOW_CHARS]) + ("..." if len(value) > _SHOW_CHARS else "")
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value[:_SHOW_BYTES])) + ("..." if len(value) > _SHOW_BYTES else "")
+    if isinstance(value, (list, tuple, dict)):
+        brackets = "{}" if isinstance(value, dict) else "()" if isinstance(value, tuple) else "[]"
+        opening, closing = brackets[0], brackets[1]
+        if level >= _SHOW_LEVELS:
+            return f"{opening}...{closing}" if value else f"{opening}{closing}"
+        if isinstance(value, dict):
+            items: Iterable[str] = (
+                f"{_show(key, level + 1)}: {_show(item, level + 1)}"
+                for key, item in itertools.islice(value.items(), _SHOW_ITEMS)
+            )
+        else:
+            items = (_show(item, level + 1) for item in itertools.islice(value, _SHOW_ITEMS))
+        more = ", ..." if len(value) > _SHOW_ITEMS else ""
+        return f"{opening}{', '.join(items)}{more}{closing}"
+    return f"<{type(value).__name__}>"
+
+
+def _text_of(value: Any) -> Optional[str]:
+    """The text of a field that should be a string, kept to at most
+    :data:`MAX_TEXT` characters; ``None`` for ``None``. Never raises."""
+    try:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return _clip_str(str.__str__(value))
+        if isinstance(value, (bytes, bytearray)):
+            text = bytes(value[:_MAX_BYTES]).decode("utf-8", errors="replace")
+            clipped = _clip_str(text)
+            if len(value) > _MAX_BYTES:
+                clipped += f" ({len(value) - _MAX_BYTES} more bytes)"
+            return clipped
+        return _clip_str(_show(value))
+    except Exception:
+        return f"<unreadable {type(value).__name__}>"
+
+
+def _status_of(value: Any) -> Optional[int]:
+    """An HTTP status (``int``, 100 to 599) or ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value
+    return None
+
+
+def _field_messages(document: Dict[Any, Any]) -> Optional[str]:
+    """The text of a validation document, or ``None`` when ``document`` is
+    not one (see :func:`read_chain`): ``"size: Bad type; id is world"``,
+    cut to :data:`MAX_TEXT` characters. Its work is bounded by
+    :data:`MAX_FIELDS` and :data:`MAX_TEXT`, whatever the document's size."""
+    if not 0 < len(document) <= MAX_FIELDS or not DOCUMENT_KEYS.isdisjoint(document):
+        return None
+    parts: List[str] = []
+    full = 0  # the length of the whole text, before any cut
+    for field, message in document.items():
+        if type(field) is not str or type(message) is not str:
+            return None
+        prefix = "" if field in ("", NO_FIELD) else f"{field}: "
+        full += (2 if parts else 0) + len(prefix) + len(message)
+        parts.append(prefix + message[:MAX_TEXT])
+    text = "; ".join(parts)
+    if full > MAX_TEXT:
+        return f"{text[:MAX_TEXT]}... ({full - MAX_TEXT} more characters)"
+    return text
+
+
+def split_status_text(text: str) -> Tuple[Optional[int], str]:
+    """Split a ``remote_error`` text into its status and the far side's text.
+
+    napixclient writes the error of a text answer as ``"<status> <reason>:
+    <text>"`` (:meth:`HTTPError.from_response
+    <napixclient.HTTPError.from_response>`), so a server relaying it
+    passes that on: ``"404 Not Found: `10` not found"`` -> ``(404, "`10` not
+    found")``. napixd relays a bare status line: ``"404 Not Found"`` ->
+    ``(404, "Not Found")``, read so only when the reason is the standard
+    phrase of that status (RFC 9110, or its older name in RFC 7231 or RFC
+    2616; any case). A text in neither form comes back whole, with ``None``.
+
+    :param text: the ``remote_error`` text (``str``).
+    :returns: ``(status or None, text)``, the text clipped to
+        :data:`MAX_TEXT` characters.
+    """
+    match = _STATUS_PREFIX.match(text[:100])
+    if match:
+        return int(match.group(1)), _clip_str(text, match.end())
+    line = _STATUS_LINE.fullmatch(text) if len(text) <= 64 else None
+    if line and line.group(2).lower() in _REASONS.get(int(line.group(1)), ()):
+        return int(line.group(1)), line.group(2)
+    return None, _clip_str(text)
+
+
+class Hop(NamedTuple):
+    """One server on the way from a call to the root cause of its failure.
+
+    :ivar call: ``"METHOD URL"`` of the call made at this hop, or ``None``
+        where the document does not say.
+    :ivar status: the status that call got (``int``), or ``None`` when unknown
+        or when no answer came.
+    :ivar error_class: the class of the error at this hop (``"HTTPError"``,
+        ``"ValueError"``...), or ``None``.
+    :ivar error_text: what the hop said, or ``None``.
+
+    Every text field is at most :data:`MAX_TEXT` characters (plus a note of
+    how many were left out), and holds what the far side sent, control
+    characters included: ``str(hop)`` escapes them.
+    """
+
+    call: Optional[str]
+    status: Optional[int]
+    error_class: Optional[str]
+    error_text: Optional[str]
+
+    def __str__(self) -> str:
+        """``"GET http://b/y -> 404 (NotFound)"``, on one line."""
+        parts = []
+        if self.call:
+            parts.append(_printable(self.call))
+        if self.status is not None or self.error_class:
+            if self.status is None:
+                parts.append(_printable(str(self.error_class)))
+            elif self.error_class:
+                parts.append(f"{self.status} ({_printable(self.error_class)})")
+            else:
+                parts.append(str(self.status))
+        return " -> ".join(parts) if parts else "?"
+
+
+class Chain(List[Hop]):
+    """The hops of a failed call, hop 0 first (a ``list`` of :class:`Hop`).
+
+    :ivar truncated: ``True`` when the documents went on past
+        :data:`MAX_HOPS` hops and the rest was not read; the last hop is
+        then not the root cause.
+    """
+
+    truncated: bool = False
+
+
+def read_chain(call: Optional[str], status: Optional[int], remote_error: Any) -> Chain:
+    """Read the hops of a failed call, from the call itself to the root cause
+    (PROTOCOL.md, "Reading the chain").
+
+    Hop 0 is ``call`` with ``status``. While the error document is a ``dict``
+    with a ``str`` ``remote_call`` and a ``remote_error``, the next hop is
+    that call, and the reading goes on with the nested ``remote_error``: a
+    document again, or a text, whose ``"<status> <reason>: "`` prefix (or
+    which is a bare status line, ``"404 Not Found"``) gives the hop's status
+    (:func:`split_status_text`). A ``remote_call`` is taken as written, with
+    or without a scheme (napixd writes ``"GET 127.0.0.1:8002/x"``); a hop
+    whose document gives no status has ``None``. A document's optional
+    ``remote_status`` (a napixclient extension) gives the status too. The
+    last hop carries the root cause: its ``error_class`` and ``error_text``,
+    or its text.
+
+    A *validation document*, napixd's answer to a request it refused (400,
+    ``{"size": "Bad type: ..."}``), is read as the text of its hop. It is a
+    ``dict`` of 1 to :data:`MAX_FIELDS` fields, every key and every value a
+    ``str``, none of the keys in :data:`DOCUMENT_KEYS`. Its text is each
+    field as ``"<key>: <message>"`` (the message alone for the key
+    :data:`NO_FIELD`, ``"_napix_"``, or an empty key), joined with ``"; "``
+    in the document's order: ``{"_napix_": "id is world"}`` reads as
+    ``id is world``. Any other ``dict`` is read as an error document, as
+    described above.
+
+    A document of the wrong shape ends the chain where it stops making
+    sense: an ``error_class`` that is not a ``str`` is dropped, an
+    ``error_text`` or a ``remote_error`` of another type is shown in a short
+    rendering, extra keys (``traceback``, ``filename``, ``line``,
+    ``request``) are ignored. Reading is iterative and bounded: at most
+    :data:`MAX_HOPS` hops (then :attr:`Chain.truncated` is set), at most
+    :data:`MAX_TEXT` characters a field, and work independent of the size
+    of the document. It never raises.
+
+    :param call: ``"METHOD URL"`` of the call made here, or ``None``.
+    :param status: the status it got, or ``None``.
+    :param remote_error: the decoded error document (``dict``), a text
+        (``str``, taken whole: its status is ``status``), ``bytes``, or
+        ``None``.
+    :returns: a non-empty :class:`Chain`.
+    """
+    hops = Chain()
+    try:
+        _read(hops, call, status, remote_error)
+    except Exception:
+        # Not reachable with data decoded from JSON; a reader of errors must
+        # not itself fail, whatever was put in remote_error.
+        if not hops:
+            hops.append(Hop(_text_of(call), _status_of(status), None, None))
+    return hops
+
+
+def _read(hops: Chain, call: Any, status: Any, document: Any) -> None:
+    status = _status_of(status)
+    while True:
+        if not isinstance(document, dict):
+            hops.append(Hop(_text_of(call), status, None, _text_of(document)))
+            return
+        fields = _field_messages(document)
+        if fields is not None:
+            hops.append(Hop(_text_of(call), status, None, fields))
+            return
+        error_class = document.get("error_class")
+        hops.append(Hop(
+            _text_of(call),
+            status,
+            _text_of(error_class) if isinstance(error_class, str) else None,
+            _text_of(document.get("error_text")),
+        ))
+        next_call = document.get("remote_call")
+        if not isinstance(next_call, str) or "remote_error" not in document:
+            return
+        if len(hops) >= MAX_HOPS:
+            hops.truncated = True
+            return
+        status = _status_of(document.get("remote_status"))
+        call, document = next_call, document["remote_error"]
+        if isinstance(document, str):
+            text_status, text = split_status_text(document)
+            hops.append(Hop(_text_of(call), text_status if status is None else status,
+                            None, text))
+            return
+
+
+def write_document(
+    error_class: str,
+    error_text: str,
+    request: Optional[Mapping[str, str]] = None,
+    *,
+    remote_call: Any = None,
+    remote_error: Any = None,
+    remote_status: Optional[int] = None,
+) -> Dict[str, Any]:
+    """The Napix error document of a server whose handler failed
+    (PROTOCOL.md, section 3, and "Writing the chain").
+
+    :param error_class: the name of the exception's class (``str``).
+    :param error_text: what the exception says (``str``), already cut to
+        the length the server wants.
+    :param request: ``{"method": ..., "path": ...}`` of the request that
+        failed, or ``None`` to leave ``request`` out. Never put the query
+        string or headers there: they may carry credentials.
+    :param remote_call: ``"METHOD URL"`` of the failed call to another
+        server that made this one fail, credentials already redacted
+        (:attr:`HTTPError.remote_call <napixclient.HTTPError.remote_call>`),
+        or ``None`` when the failure was not a failed call. It is cut to
+        :data:`MAX_TEXT` characters (a value that is not a ``str`` is
+        written in a short rendering).
+    :param remote_error: what the other server said, as received (its
+        decoded document, or its text); written only with ``remote_call``.
+    :param remote_status: the status the call got (``int``, 100 to 599),
+        or ``None`` when no answer came; written, with ``remote_call``, as
+        ``remote_status``, a napixclient extension that other readers
+        ignore. Any other value is left out.
+    :returns: a new ``dict``: ``error_class``, ``error_text``, then
+        ``request``, ``remote_call``, ``remote_error`` and
+        ``remote_status`` when given. :func:`read_chain` reads it back.
+    """
+    document: Dict[str, Any] = {"error_class": error_class, "error_text": error_text}
+    if request is not None:
+        document["request"] = dict(request)
+    if remote_call is not None:
+        document["remote_call"] = _text_of(remote_call)
+        document["remote_error"] = remote_error
+        status = _status_of(remote_status)
+        if status is not None:
+            document["remote_status"] = status
+    return document

@@ -1,0 +1,82 @@
+"""The ``napix`` command: one request, a probe of many hosts, and a demo.
+
+::
+
+    napix request HOST METHOD PATH [--data JSON] [--header K:V ...]
+                  [--login L --key K | --token T] [--timeout S]
+    napix probe HOST... PATH [--hosts-file F] [--simultaneous N] [--timeout S]
+                [--json] [--first-where EXPR] [--sort arrival|host]
+    napix demo [-v]
+
+Credentials come from ``--login``/``--key`` or ``--token``, else from the
+environment (``NAPIX_LOGIN`` and ``NAPIX_KEY``, or ``NAPIX_TOKEN``). They are
+never printed, not even with ``-v``: whatever the command prints or logs
+goes through :mod:`napixclient.redact`, which replaces them with ``***``,
+also where a server echoes them percent-encoded, and masks signatures in log
+lines; urllib3's own debug log (which prints whole URLs, a token parameter
+included) stays off.
+
+Output: bodies, table rows and JSON lines on standard output, written as
+they come; log records (one line each, never a traceback), error chains,
+hints and the progress bar on standard error. On a terminal, a far side's
+control characters are shown escaped, and what is printed while the
+progress bar runs appears whole above it.
+
+Exit codes follow the usual Unix convention: 0 success, 1 a request failed
+(``request``) or not every host answered well (``probe``), 2 bad usage
+(argparse's own convention), 130 interrupted (128 + SIGINT), 141 standard
+output closed before the command was done writing (128 + SIGPIPE, as for
+``napix probe ... | head -1``; nothing is printed, and a probe cancels what
+it had pending).
+
+The command runs its requests in the main greenlet and in a
+:class:`~napixclient.ClientPool`: nothing is monkey-patched.
+"""
+
+from napixclient.cli.arguments import (
+    NO_CREDENTIALS_HINT,
+    Credentials,
+    UsageError,
+    host_argument,
+    host_sort_key,
+    parse_data,
+    parse_header,
+    read_hosts_file,
+    resolve_credentials,
+)
+from napixclient.cli.command import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    build_parser,
+    main,
+    raise_open_files_limit,
+)
+from napixclient.cli.expressions import ExpressionError, compile_condition
+from napixclient.cli.probe import ProbeRow, summarize
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "NO_CREDENTIALS_HINT",
+    "Credentials",
+    "ExpressionError",
+    "ProbeRow",
+    "UsageError",
+    "build_parser",
+    "compile_condition",
+    "host_argument",
+    "host_sort_key",
+    "main",
+    "parse_data",
+    "parse_header",
+    "raise_open_files_limit",
+    "read_hosts_file",
+    "resolve_credentials",
+    "summarize",
+]

@@ -1,0 +1,732 @@
+"""HTTP/1.1 without I/O of its own: request bytes, field checks, answer parsers.
+
+This is the core the connection layer (:mod:`napixclient.connections`)
+stands on. It holds no gevent and opens no socket, so an asyncio twin could
+reuse it:
+
+* building a request: :func:`check_method`, :func:`check_headers`,
+  :func:`quote_target`, :func:`encode_body`, :func:`merge_fields` and
+  :func:`request_bytes` give the bytes of a request as RFC 9112 frames it;
+* reading an answer: a :class:`Parser` reads it from a socket-like object
+  it is handed (anything with ``recv_into``/``makefile`` as
+  :class:`http.client.HTTPResponse` needs), in two steps, so that a failure
+  before the first byte of the answer can be told from one in its body.
+
+Parsers, by the name :class:`~napixclient.Client` takes as ``parser=``:
+
+* ``"http.client"`` (the default): the standard library's
+  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses;
+* ``"geventhttpclient"`` (the ``fast`` extra): geventhttpclient's response
+  class, whose parser is llhttp (C), for the lowest CPU per request.
+
+Both read the same answers and refuse the same ones with the same
+:mod:`~napixclient.failures`; socket errors (``OSError``, ``TimeoutError``)
+pass through for the connection layer to translate. The limits of a head,
+the same on both (those of http.client, which cannot be raised without
+changing its module's globals):
+
+* at most :data:`MAX_HEADER_FIELDS` (99) header fields in one head (an
+  interim answer's head counts apart): more is refused with
+  ``MalformedAnswer("the answer has too many header fields (more than 99)")``;
+* no line of a head (the status line included) longer than :data:`MAX_LINE`
+  (65,536) bytes, its CRLF included: a longer one is refused with
+  ``MalformedAnswer("the answer has a header line longer than 65536 bytes")``.
+
+A body is limited by the caller's ``max_body_size`` (see :class:`Parser`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from requests.utils import requote_uri
+
+from napixclient.failures import BodyLimitExceeded, ConnectionBroken, MalformedAnswer
+from napixclient.response import Field, Headers
+
+__all__ = [
+    "MAX_HEADER_FIELDS",
+    "MAX_LINE",
+    "PARSERS",
+    "Answer",
+    "Parser",
+    "available_parsers",
+    "check_headers",
+    "check_method",
+    "encode_body",
+    "merge_fields",
+    "parser",
+    "quote_target",
+    "request_bytes",
+]
+
+# -- building a request ---------------------------------------------------------
+
+# Matched with fullmatch: "$" would let a trailing "\n" through.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_FORBIDDEN_IN_FIELD_VALUE = re.compile(r"[\r\n\x00]")
+# A target made only of these is left as is by requote_uri (no "%" to check).
+_PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!$&'()*+,/:;=?@\[\]]*")
+# Never in a target, even percent-encoded by us: CR, LF and NUL would split or
+# cut the request line; "#" starts a fragment, which is never sent (RFC 9112,
+# section 3.2), so the caller meant something else.
+_FORBIDDEN_IN_TARGET = re.compile(r"[\r\n\x00#]")
+# A "%" that does not start a %XX escape (RFC 3986, section 2.1).
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Methods whose requests carry "Content-Length: 0" when they have no body
+# (RFC 9110, section 8.6: a user agent should send it for them).
+_METHODS_EXPECTING_BODY = frozenset(["POST", "PUT", "PATCH"])
+
+BROKE = "the connection broke during the exchange: "
+
+
+def check_method(method: Any) -> str:
+    """Return ``method`` upper case.
+
+    :param method: an HTTP method (``str``), an RFC 9110 token.
+    :raises ValueError: when it is not such a token.
+    """
+    if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
+    return method.upper()
+
+
+def check_headers(headers: Any) -> Dict[str, str]:
+    """Check header fields given by a caller.
+
+    :param headers: ``Mapping[str, str]`` (``bytes`` values are read as
+        Latin-1), or ``None``.
+    :returns: a new ``dict`` of the fields.
+    :raises ValueError: naming the field, for a name that is not an RFC 9110
+        token or a value holding CR, LF or NUL (which would split the request).
+    """
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ValueError(f"headers must be a mapping of str to str, "
+                         f"got {type(headers).__name__}")
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name!r} is not a valid token "
+                             "(no spaces, CR, LF or separators)")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        if not isinstance(value, str):
+            raise ValueError(f"header {name!r}: the value must be a str, "
+                             f"got {type(value).__name__}")
+        if _FORBIDDEN_IN_FIELD_VALUE.search(value):
+            raise ValueError(f"header {name!r}: the value contains CR, LF or NUL")
+        checked[name] = value
+    return checked
+
+
+def check_fields(headers: Mapping[str, Any]) -> List[Field]:
+    """The fields an authenticator left on a request, checked as
+    :func:`check_headers` checks a caller's.
+
+    :param headers: the request's header mapping after the authenticator ran.
+    :returns: ``(name, value)`` pairs.
+    :raises ValueError: for a bad name or a value with CR, LF or NUL, never
+        quoting the value (it may be a secret).
+    """
+    fields = []
+    for name, value in headers.items():
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        elif not isinstance(value, str):
+            value = str(value)
+        if (not isinstance(name, str) or not _TOKEN.fullmatch(name)
+                or _FORBIDDEN_IN_FIELD_VALUE.search(value)):
+            raise ValueError(f"the authenticator set header {name!r} to a value that is "
+                             "not a valid field (CR, LF or NUL, or a bad name)")
+        fields.append((name, value))
+    return fields
+
+
+def merge_fields(*layers: Mapping[str, str]) -> Dict[str, str]:
+    """One field per name, a later layer's value replacing an earlier one's
+    whatever the case of its name (defaults, then the client's, then the
+    request's).
+
+    :param layers: mappings of field name to value, lowest precedence first.
+    :returns: a new ``dict``, each name spelled as its winning layer spells it.
+    """
+    merged: Dict[str, Tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
+
+
+def quote_target(path: str) -> str:
+    """Percent-encode what a request target may not hold as is, as requests
+    does (:func:`requests.utils.requote_uri`): a space is sent as ``%20``,
+    non-ASCII characters as the ``%XX`` of their UTF-8 bytes, other control
+    characters (a tab...) as their ``%XX``; existing ``%XX`` escapes are kept
+    (those of unreserved characters decoded: ``%7E`` is sent as ``~``), and a
+    ``%`` that starts no ``%XX`` escape is sent as ``%25`` (``/100%.txt`` is
+    sent as ``/100%25.txt``, which a server reads back as ``/100%.txt``).
+    Where requests would encode every ``%`` of a target holding one such lone
+    ``%`` (``%41`` becoming ``%2541``), only the lone one is encoded here.
+
+    :param path: a path with an optional ``?query`` (``str``).
+    :returns: the target to send (``str``, ASCII).
+    :raises ValueError: for CR, LF or NUL, which would split or cut the
+        request line (percent-encode them when they are data), and for a
+        ``#``: a fragment is never sent (RFC 9112, section 3.2); write
+        ``%23`` when it belongs to the path or the query.
+    """
+    if _PLAIN_TARGET.fullmatch(path):
+        return path
+    bad = _FORBIDDEN_IN_TARGET.search(path)
+    if bad is not None:
+        if bad.group() == "#":
+            raise ValueError("a fragment ('#...') is never sent to a server; "
+                             "write '#' as %23 when it belongs to the path or query")
+        raise ValueError("CR, LF and NUL are not allowed in a request target; "
+                         "percent-encode them (%0D, %0A, %00) when they are data")
+    return requote_uri(_LONE_PERCENT.sub("%25", path))
+
+
+def encode_body(body: Any) -> Tuple[Optional[bytes], Optional[str]]:
+    """The bytes of a request body, and the ``Content-Type`` it implies.
+
+    :param body: ``dict`` or ``list`` -> compact JSON, UTF-8, with
+        ``application/json``; ``str`` -> UTF-8; ``bytes``-like -> as is;
+        ``None`` -> no body.
+    :returns: ``(bytes or None, content type or None)``.
+    :raises ValueError: for another type, and for a ``dict`` or ``list``
+        that is not JSON (RFC 8259): one holding a value JSON has no form for
+        (a ``set``, ``bytes``, any other object), a key that is not a
+        ``str``, number, ``bool`` or ``None``, ``NaN`` or an infinity (which
+        :func:`json.dumps` would write as non-standard ``NaN``/``Infinity``
+        unless told not to), or a reference cycle. The message names the
+        problem, as :func:`json.dumps` words it.
+    """
+    if body is None:
+        return None, None
+    if isinstance(body, (dict, list)):
+        try:
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+        except (TypeError, ValueError) as error:
+            # json raises TypeError for a type it cannot write: say it as the
+            # ValueError every other bad argument gives.
+            raise ValueError(f"body cannot be sent as JSON: {error}") from None
+        return text.encode("utf-8"), "application/json"
+    if isinstance(body, str):
+        return body.encode("utf-8"), None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body), None
+    raise ValueError(f"body must be a dict, list, str, bytes or None, "
+                     f"got {type(body).__name__}")
+
+
+def field_block(fields: Any) -> str:
+    """``Name: value\\r\\n`` for each ``(name, value)`` pair or mapping item.
+
+    :param fields: pairs, or a mapping.
+    """
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    return "".join(f"{name}: {value}\r\n" for name, value in items)
+
+
+def request_bytes(method: str, target: str, fields: str, body: Optional[bytes],
+                  has_length: bool) -> bytes:
+    """The request as it goes on the wire (RFC 9112, sections 3 and 6): the
+    request line, the fields, ``Content-Length`` when the fields have none,
+    the blank line and the body.
+
+    :param method: upper case.
+    :param target: the request target, already percent-encoded.
+    :param fields: the field lines (see :func:`field_block`).
+    :param body: the body, or ``None``.
+    :param has_length: whether ``fields`` already hold a ``Content-Length``.
+    """
+    if has_length:
+        length = ""
+    elif body is not None:
+        length = f"Content-Length: {len(body)}\r\n"
+    elif method in _METHODS_EXPECTING_BODY:
+        length = "Content-Length: 0\r\n"
+    else:
+        length = ""
+    head = f"{method} {target} HTTP/1.1\r\n{fields}{length}\r\n".encode("latin-1")
+    return head + body if body else head
+
+
+# -- reading an answer --------------------------------------------------------------
+
+#: The most header fields one head may have (an interim 1xx answer's head
+#: counts apart): http.client reads at most 100 lines after the status line,
+#: the empty line that ends them included, so 99 fields.
+MAX_HEADER_FIELDS = 99
+#: The longest line of a head, status line included, in bytes with its CRLF
+#: (http.client's limit).
+MAX_LINE = 65536
+
+_READ_CHUNK = 256 * 1024
+# Bytes asked of the socket at once by the geventhttpclient parser.
+_RECV_SIZE = 64 * 1024
+# RFC 9112, section 6.3, rule 1: these answers end with their head, whatever
+# their fields say (and so does any answer to HEAD).
+_NO_BODY = frozenset([204, 304])
+
+_TOO_MANY_FIELDS = f"the answer has too many header fields (more than {MAX_HEADER_FIELDS})"
+_LINE_TOO_LONG = f"the answer has a header line longer than {MAX_LINE} bytes"
+_SWITCHED = "the server switched protocols (101) without being asked to"
+_NOT_HTTP = BROKE + "the answer is not HTTP (BadStatusLine)"
+
+
+def _no_answer() -> ConnectionBroken:
+    return ConnectionBroken(BROKE + "the server closed the connection without answering",
+                            before_answer=True)
+
+
+def _head_cut() -> ConnectionBroken:
+    return ConnectionBroken(BROKE + "the answer ended before the end of its head")
+
+
+class Answer(NamedTuple):
+    """What came back: ``status`` (``int``), ``reason`` (``str``), ``headers``
+    (:class:`~napixclient.response.Headers`), ``content`` (the whole body,
+    ``bytes``)."""
+
+    status: int
+    reason: str
+    headers: Headers
+    content: bytes
+
+
+class Parser(NamedTuple):
+    """A response parser, in two steps.
+
+    ``begin(sock, method)`` reads the head of the final answer (status line
+    and fields; interim 1xx answers before it, such as ``100 Continue`` or
+    ``103 Early Hints``, are read and dropped) and returns the parser's own
+    object for it, to hand to ``finish``. ``finish(reading, max_body_size)``
+    reads the body and returns the :class:`Answer` and whether the
+    connection may carry another request (``bool``): ``False`` when the
+    server said it closes it, when bytes were already there after the end of
+    the answer (they would be read as the next answer), when the socket is
+    readable (such bytes, or the server's close), and for a 204 or 304 that
+    announced a chunked body (some servers send its last chunk, RFC 9112
+    says nothing follows: either way the connection is not trusted again).
+
+    ``sock`` is a connected socket-like object, with a timeout, that has
+    ``recv``, ``recv_into`` and ``fileno`` (``pending`` too for TLS).
+
+    Both raise :class:`~napixclient.failures.MalformedAnswer` for an answer
+    that is not HTTP/1.1 or breaks a limit (:data:`MAX_HEADER_FIELDS`,
+    :data:`MAX_LINE`), :class:`~napixclient.failures.ConnectionBroken` for
+    one cut short (``before_answer=True`` when not a byte of it came);
+    ``finish`` raises :class:`~napixclient.failures.BodyLimitExceeded` for
+    a body larger than ``max_body_size`` (never for an answer to HEAD, nor
+    a 204 or 304, which have no body whatever their ``Content-Length``
+    says); socket errors (``OSError``, ``TimeoutError``) pass through.
+    """
+
+    begin: Callable[[Any, str], Any]
+    finish: Callable[[Any, int], Tuple[Answer, bool]]
+
+
+def _read_limited(read: Callable[[int], bytes], max_body_size: int, status: int) -> bytes:
+    chunks: List[bytes] = []
+    total = 0
+    while True:
+        chunk = read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_body_size:
+            raise BodyLimitExceeded(None, status, max_body_size)
+        chunks.append(chunk)
+
+
+def _check_framing(message: Any) -> None:
+    """Refuse ambiguous framing, as RFC 9112 (section 6.3, rules 3 and 5)
+    advises and as geventhttpclient's parser does, where http.client alone
+    would guess: ``Transfer-Encoding`` with ``Content-Length``, a repeated
+    ``Content-Length``, or one that is not a non-negative number.
+
+    :raises MalformedAnswer: for such an answer.
+    """
+    lengths = message.get_all("Content-Length") or ()
+    if lengths and (len(lengths) > 1 or "Transfer-Encoding" in message
+                    or not (lengths[0].strip().isascii() and lengths[0].strip().isdigit())):
+        raise MalformedAnswer(BROKE + "ambiguous or invalid Content-Length")
+
+
+def _cut_short(partial: int, expected: Optional[int]) -> ConnectionBroken:
+    if expected is not None:
+        return ConnectionBroken(BROKE + f"the body ended after {partial} bytes, "
+                                f"{expected} fewer than announced")
+    return ConnectionBroken(BROKE + "the body ended early, or its chunked encoding is "
+                            f"malformed, after {partial} bytes")
+
+
+# -- the http.client parser
+
+class _SocketReader(io.RawIOBase):
+    """``sock.recv_into`` as a raw stream, which can be told to stop reading."""
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__()
+        self._recv_into = sock.recv_into
+        self.stopped = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> Optional[int]:
+        # None: "no bytes for now", so a stopped reader never waits.
+        return None if self.stopped else int(self._recv_into(buffer))
+
+
+_buffered_readline = io.BufferedReader.readline
+
+
+class _AnswerBuffer(io.BufferedReader):
+    """The bytes of a socket as :class:`http.client.HTTPResponse` reads them,
+    with the head limits of this module, kept open after http.client closes
+    it, so that bytes it read beyond the answer can be seen (:meth:`unread`).
+
+    It stands for the socket too: ``HTTPResponse(sock)`` reads from
+    ``sock.makefile("rb")``, which is this buffer itself, so one buffer
+    serves the interim answers and the final one.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._reader = _SocketReader(sock)
+        super().__init__(self._reader)
+        self.in_head = False
+        self._at_status = True
+        self._fields = 0
+        self._heads = 0
+
+    def makefile(self, mode: str) -> "_AnswerBuffer":
+        return self
+
+    def close(self) -> None:
+        """Nothing: http.client closes its file at the end of an answer, and
+        what it left in the buffer is still to be looked at."""
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        line = _buffered_readline(self, -1 if size is None else size)
+        if not self.in_head:
+            return line
+        # The head's limits, checked before http.client sees the line.
+        if len(line) > MAX_LINE:
+            raise MalformedAnswer(_LINE_TOO_LONG)
+        if line[-1:] != b"\n":
+            raise _no_answer() if self._heads == 0 and not line else _head_cut()
+        if self._at_status:
+            self._at_status = False
+            self._fields = 0
+            self._heads += 1
+        elif line == b"\r\n" or line == b"\n":
+            self._at_status = True  # http.client reads on after a 100 Continue
+        else:
+            self._fields += 1
+            if self._fields > MAX_HEADER_FIELDS:
+                raise MalformedAnswer(_TOO_MANY_FIELDS)
+        return line
+
+    def unread(self) -> bool:
+        """Whether bytes after the answer are in the buffer (reading no more)."""
+        self._reader.stopped = True
+        return bool(self.peek(1))
+
+
+class _HTTPClientReading(NamedTuple):
+    response: http.client.HTTPResponse
+    buffer: _AnswerBuffer
+    sock: Any
+    method: str
+
+
+def _begin_http_client(sock: Any, method: str) -> _HTTPClientReading:
+    buffer = _AnswerBuffer(sock)
+    while True:
+        response = http.client.HTTPResponse(buffer, method=method)  # type: ignore[arg-type]
+        buffer.in_head = True
+        try:
+            response.begin()
+        except http.client.BadStatusLine as error:
+            raise MalformedAnswer(_NOT_HTTP) from error
+        except http.client.HTTPException as error:
+            raise MalformedAnswer(BROKE + type(error).__name__) from error
+        buffer.in_head = False
+        if response.status == 101:
+            raise MalformedAnswer(_SWITCHED)
+        if response.status >= 200:
+            break
+        # http.client skips 100 Continue itself, and returns any other
+        # interim answer (103 Early Hints): the final one follows.
+    _check_framing(response.msg)
+    return _HTTPClientReading(response, buffer, sock, method)
+
+
+def _finish_http_client(reading: _HTTPClientReading,
+                        max_body_size: int) -> Tuple[Answer, bool]:
+    response = reading.response
+    status = response.status
+    try:
+        if reading.method == "HEAD" or status in _NO_BODY:
+            # No body; http.client would read the chunked one a 204 announces.
+            content = b""
+            reusable = not (status in _NO_BODY and "Transfer-Encoding" in response.msg)
+        else:
+            length = response.length
+            if length is not None and length > max_body_size:
+                raise BodyLimitExceeded(length, status, max_body_size)
+            try:
+                content = (response.read() if length is not None
+                           else _read_limited(response.read, max_body_size, status))
+            except http.client.IncompleteRead as error:
+                raise _cut_short(len(error.partial), error.expected
+                                 if isinstance(error.expected, int) else None) from error
+            except http.client.HTTPException as error:
+                raise MalformedAnswer(BROKE + type(error).__name__) from error
+            reusable = True
+        headers = Headers(response.msg.items())
+        # Bytes that come after the answer, now or later, are seen by the
+        # connection manager, which never reuses a connection that is
+        # readable while idle (one select instead of two per request).
+        reusable = reusable and not response.will_close and not reading.buffer.unread()
+        return Answer(status, response.reason or "", headers, content), reusable
+    finally:
+        response.close()
+
+
+#: :class:`http.client.HTTPResponse`, the parser urllib3 uses (RFC 9112:
+#: ``Content-Length``, chunked or close-delimited bodies, no body for HEAD,
+#: 1xx, 204 and 304), with this module's head limits and interim answers.
+HTTP_CLIENT = Parser(_begin_http_client, _finish_http_client)
+
+
+# -- the geventhttpclient parser
+
+def _load_gevent() -> Parser:
+    """geventhttpclient's parser (llhttp, in C), imported on first use (the
+    ``fast`` extra), so that importing napixclient never imports
+    geventhttpclient.
+
+    Its :class:`HTTPResponseParser` calls back ``_on_status``,
+    ``_on_header_field``... as llhttp reads; the socket is read here, the
+    head one line at a time, so that the head limits are counted on the
+    bytes as they came and the end of the answer is known to the byte.
+
+    :raises ImportError: when geventhttpclient is not installed.
+    """
+    from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
+
+    class Beyond(Exception):
+        """A new answer began after the end of the final one."""
+
+    class Message(HTTPResponseParser):  # type: ignore[misc]
+        """One answer, gathered from llhttp's callbacks."""
+
+        def __init__(self, sock: Any, method: str) -> None:
+            super().__init__()
+            self.sock = sock
+            self.method = method
+            self.rest = b""  # bytes read with the head, past its end
+            self.extra = False  # bytes came after the end of the answer
+            self.final = False  # the head read is not an interim answer's
+            self.complete = False
+            self.body = bytearray()
+            self._reset()
+
+        def _reset(self) -> None:
+            self.reason = ""
+            self.fields: List[Field] = []
+            self.head_done = False
+            self.complete = False
+            self._name: Optional[str] = None
+            self._value: Optional[str] = None
+
+        def _on_message_begin(self) -> None:
+            if self.final:
+                self.extra = True
+                raise Beyond()
+            self._reset()  # the answer after an interim one
+
+        def _on_status(self, text: str) -> None:
+            self.reason += text
+
+        def _on_header_field(self, text: str) -> None:
+            if self._value is None and self._name is not None:
+                self._name += text  # the name came in pieces
+                return
+            if self._name is not None:
+                self.fields.append((self._name, self._value or ""))
+            self._name, self._value = text, None
+
+        def _on_header_value(self, text: str) -> None:
+            self._value = text if self._value is None else self._value + text
+
+        def _on_headers_complete(self) -> bool:
+            if self._name is not None:
+                self.fields.append((self._name, self._value or ""))
+                self._name = self._value = None
+            self.head_done = True
+            status = self.get_code()
+            self.final = not 100 <= status < 200
+            # True: no body, for HEAD (llhttp knows 1xx, 204 and 304 have none).
+            return self.method == "HEAD"
+
+        def _on_body(self, data: bytearray) -> None:
+            self.body += data
+
+        def _on_message_complete(self) -> None:
+            self.complete = True
+
+    def feed_head(message: Message, data: bytes, status_line: bool) -> None:
+        try:
+            message.feed(data)
+        except Beyond:
+            pass
+        except HTTPParseError as error:
+            if message.get_code() == 101:
+                raise MalformedAnswer(_SWITCHED) from error
+            if message.final and message.complete:
+                message.extra = True  # bytes after a bodyless answer
+                return
+            if status_line:
+                raise MalformedAnswer(_NOT_HTTP) from error
+            raise MalformedAnswer(BROKE + f"malformed head ({error.args[0]})") from error
+
+    def begin(sock: Any, method: str) -> Message:
+        message = Message(sock, method)
+        line = 0  # bytes of the line being read, before this chunk
+        fields = -1  # fields of the head being read; -1 before its status line
+        started = False
+        while True:
+            data = sock.recv(_RECV_SIZE)
+            if not data:
+                raise _head_cut() if started else _no_answer()
+            started = True
+            start, size = 0, len(data)
+            while start < size:
+                end = data.find(b"\n", start) + 1
+                if end == 0:  # the line goes on in the next bytes
+                    line += size - start
+                    if line > MAX_LINE:
+                        raise MalformedAnswer(_LINE_TOO_LONG)
+                    feed_head(message, data[start:], fields < 0)
+                    break
+                line += end - start
+                if line > MAX_LINE:
+                    raise MalformedAnswer(_LINE_TOO_LONG)
+                feed_head(message, data[start:end], fields < 0)
+                start, line = end, 0
+                if message.head_done:
+                    if message.final:
+                        message.rest = data[end:]
+                        if message.complete and message.rest:
+                            message.extra = True
+                        return message
+                    fields = -1  # an interim answer: another head follows
+                elif fields < 0:
+                    fields = 0  # that was the status line
+                else:
+                    fields += 1
+                    if fields > MAX_HEADER_FIELDS:
+                        raise MalformedAnswer(_TOO_MANY_FIELDS)
+
+    def feed_body(message: Message, data: bytes) -> None:
+        try:
+            message.feed(data)
+        except Beyond:
+            pass
+        except HTTPParseError as error:
+            if message.complete:
+                message.extra = True  # bytes after the body
+                return
+            raise _cut_short(len(message.body), None) from error
+
+    def announced_length(message: Message) -> Optional[int]:
+        values = [value for name, value in message.fields if name.lower() == "content-length"]
+        return int(values[0]) if len(values) == 1 and values[0].strip().isdigit() else None
+
+    def finish(message: Message, max_body_size: int) -> Tuple[Answer, bool]:
+        status = message.get_code()
+        if not message.complete:
+            length = announced_length(message)
+            if length is not None and length > max_body_size:
+                raise BodyLimitExceeded(length, status, max_body_size)
+            if message.rest:
+                feed_body(message, message.rest)
+            while not message.complete:
+                if len(message.body) > max_body_size:
+                    raise BodyLimitExceeded(None, status, max_body_size)
+                data = message.sock.recv(_RECV_SIZE)
+                if data:
+                    feed_body(message, data)
+                    continue
+                try:
+                    message.feed(b"")  # the end of the stream ends a body read until it
+                except HTTPParseError:
+                    pass
+                if not message.complete:
+                    raise _cut_short(len(message.body), None if length is None
+                                     else max(0, length - len(message.body)))
+            if len(message.body) > max_body_size:
+                raise BodyLimitExceeded(None, status, max_body_size)
+        headers = Headers(message.fields)
+        reusable = (bool(message.should_keep_alive()) and not message.extra
+                    and not (status in _NO_BODY and "Transfer-Encoding" in headers))
+        return Answer(status, message.reason, headers, bytes(message.body)), reusable
+
+    return Parser(begin, finish)
+
+
+#: The parsers loaded so far, by name; see :func:`available_parsers` for all
+#: that can load.
+PARSERS: Dict[str, Parser] = {"http.client": HTTP_CLIENT}
+#: Optional parsers: name -> (loader, the extra that installs it).
+_OPTIONAL: Dict[str, Tuple[Callable[[], Parser], str]] = {
+    "geventhttpclient": (_load_gevent, "fast"),
+}
+
+
+def parser(name: str) -> Parser:
+    """Return the parser called ``name``, loading an optional one on first use.
+
+    :param name: ``"http.client"`` or ``"geventhttpclient"``.
+    :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
+        the ``fast`` extra (geventhttpclient) is not installed.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"parser must be a str such as 'http.client', got {name!r}")
+    if name not in PARSERS and name in _OPTIONAL:
+        load, extra = _OPTIONAL[name]
+        try:
+            PARSERS[name] = load()
+        except ImportError:
+            raise ValueError(f"parser {name!r} needs the {extra} extra: from a checkout, "
+                             f"pip install '.[{extra}]'") from None
+    if name not in PARSERS:
+        names = sorted(set(PARSERS) | set(_OPTIONAL))
+        raise ValueError(f"parser must be one of {names}, got {name!r}")
+    return PARSERS[name]
+
+
+def available_parsers() -> List[str]:
+    """The names of the parsers that can be used here (``http.client``, and
+    ``geventhttpclient`` when the ``fast`` extra is installed), sorted."""
+    names = []
+    for name in sorted(set(PARSERS) | set(_OPTIONAL)):
+        try:
+            parser(name)
+        except ValueError:
+            continue
+        names.append(name)
+    return names

@@ -1,0 +1,288 @@
+"""The shared connection manager: a total cap, idle expiry, one TLS context
+per configuration, trace events; over real loopback sockets."""
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import gevent
+import gevent.ssl
+import pytest
+import trustme
+from gevent.pywsgi import WSGIServer
+
+import napixclient.dialing
+from napixclient import Client, ClientPool, Response
+from napixclient.connections import ConnectionManager, default_max_connections
+from tests.faultserver import FaultServer
+from tests.helpers import AUTH
+
+ROOT = Path(__file__).resolve().parent.parent
+MANYHOSTS = ROOT / "tests" / "manyhosts.py"
+
+
+class ManyHosts:
+    """tests/manyhosts.py in a subprocess: COUNT hosts on 127.0.0.1."""
+
+    def __init__(self, count, delay=0.0):
+        self.process = subprocess.Popen(
+            [sys.executable, str(MANYHOSTS), str(count), "--delay", str(delay),
+             "--max-seconds", "120"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line, "manyhosts.py did not start"
+        self.hosts = [f"127.0.0.1:{port}" for port in json.loads(line)["ports"]]
+
+    def figures(self):
+        """Stop the servers; their figures (requests, max_open, open)."""
+        self.process.stdin.close()
+        line = self.process.stdout.readline()
+        self.process.wait(timeout=30)
+        return json.loads(line)
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def many_hosts():
+    started = []
+
+    def start(count, delay=0.0):
+        hosts = ManyHosts(count, delay)
+        started.append(hosts)
+        return hosts
+
+    yield start
+    for hosts in started:
+        hosts.kill()
+
+
+PROBE = textwrap.dedent("""
+    import json, resource, sys
+    from napixclient import ClientPool, Response
+    hosts = json.loads(sys.stdin.read())
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    with ClientPool(simultaneous=2, timeout=30) as pool:
+        for host in hosts:
+            pool.request(host, "GET", "/")
+        results = pool.wait(timeout=120)
+        cap = pool.connections.max_connections
+    errors = sorted({str(r) for r in results if not isinstance(r, Response)})
+    print(json.dumps({"soft": soft, "cap": cap, "answers": sum(
+        isinstance(r, Response) and r.status == 200 for r in results),
+        "errors": len(results) - sum(isinstance(r, Response) for r in results),
+        "examples": errors[:3]}))
+""")
+
+
+def _limit_open_files(soft):
+    def set_limit():
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return set_limit
+
+
+def test_a_default_pool_probes_3000_hosts_under_1024_open_files_and_loses_none(many_hosts):
+    hosts = many_hosts(3000)
+    done = subprocess.run([sys.executable, "-c", PROBE], input=json.dumps(hosts.hosts),
+                          capture_output=True, text=True, timeout=240,
+                          preexec_fn=_limit_open_files(1024),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["soft"] == 1024
+    assert outcome["cap"] == 768
+    assert (outcome["answers"], outcome["errors"]) == (3000, 0), outcome["examples"]
+    figures = hosts.figures()
+    assert figures["requests"] == 3000
+    assert figures["max_open"] <= 768
+
+
+def _open_sockets():
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_max_connections_caps_the_sockets_open_at_once_across_all_hosts(many_hosts):
+    hosts = many_hosts(200, delay=0.02)
+    baseline = _open_sockets()
+    most = {"sockets": 0, "manager": 0}
+
+    def watch():
+        while True:
+            most["sockets"] = max(most["sockets"], _open_sockets() - baseline)
+            gevent.sleep(0.002)
+
+    with ClientPool(simultaneous=2, max_connections=50, timeout=30) as pool:
+        def trace(event, info):
+            most["manager"] = max(most["manager"], pool.connections.open_connections)
+
+        pool.connections.trace = trace
+        watcher = gevent.spawn(watch)
+        for host in hosts.hosts * 2:
+            pool.request(host, "GET", "/")
+        results = pool.wait(timeout=60)
+        watcher.kill()
+    assert len(results) == 400
+    assert all(isinstance(r, Response) and r.status == 200 for r in results)
+    figures = hosts.figures()
+    assert figures["requests"] == 400
+    assert 0 < figures["max_open"] <= 50
+    assert 0 < most["sockets"] <= 50
+    assert 0 < most["manager"] <= 50
+
+
+def test_requests_beyond_the_total_cap_wait_in_submission_order_for_a_host(napix_server):
+    napix_server.route("/slow", body={"ok": True}, latency=0.05)
+    order = []
+    with ClientPool(AUTH, simultaneous=5, max_connections=1, timeout=5) as pool:
+        for n in range(6):
+            greenlet = pool.request(napix_server.host, "GET", f"/slow?n={n}")
+            greenlet.rawlink(lambda g, n=n: order.append(n))
+        results = pool.wait(timeout=10)
+    assert [r.status for r in results] == [200] * 6
+    assert order == list(range(6))
+    assert napix_server.max_open_connections == 1
+
+
+def test_the_least_recently_used_idle_connection_is_closed_to_make_room(napix_server_factory):
+    first, second, third = (napix_server_factory() for _ in range(3))
+    for server in (first, second, third):
+        server.route("/", body={"ok": True})
+    closed = []
+
+    def trace(event, info):
+        if event == "connection.closed":
+            closed.append((info["origin"], info["reason"]))
+
+    with ClientPool(AUTH, max_connections=2, timeout=5, trace=trace) as pool:
+        for server in (first, second, third):
+            pool.request(server.host, "GET", "/")
+            pool.wait(timeout=5)
+        assert pool.connections.open_connections == 2
+    assert closed[0] == (f"http://{first.host}", "evicted")
+
+
+def test_an_idle_connection_past_keepalive_expiry_is_closed_and_not_reused(napix_server):
+    napix_server.route("/", body={"ok": True})
+    events = []
+    with Client(napix_server.host, AUTH, keepalive_expiry=0.2, timeout=5,
+                trace=lambda event, info: events.append((event, info.get("reason")))) as client:
+        client.get("/")
+        assert napix_server.open_connections == 1
+        deadline = time.monotonic() + 3
+        while napix_server.open_connections and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert napix_server.open_connections == 0  # the server saw the close
+        assert ("connection.closed", "expired") in events
+        client.get("/")
+    opened = [event for event, _ in events if event == "connection.opened"]
+    assert len(opened) == 2
+    assert ("connection.reused", None) not in events
+    assert napix_server.max_open_connections == 1
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b'{"hello": "tls"}']
+
+
+def test_forty_https_hosts_with_one_verify_setting_build_one_tls_context(tmp_path,
+                                                                          monkeypatch):
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    servers = [WSGIServer(("127.0.0.1", 0), hello, ssl_context=context, log=None,
+                          error_log=None) for _ in range(40)]
+    built = []
+    real = napixclient.dialing.ssl_context
+    monkeypatch.setattr(napixclient.dialing, "ssl_context",
+                        lambda verify=True: built.append(verify) or real(verify))
+    try:
+        for server in servers:
+            server.start()
+        with ClientPool(verify=str(bundle), timeout=10) as pool:
+            for server in servers:
+                pool.request(f"https://127.0.0.1:{server.server_port}", "GET", "/")
+            results = pool.wait(timeout=30)
+            assert pool.connections.dialer.contexts == 1
+    finally:
+        for server in servers:
+            server.stop(timeout=1)
+    assert [r.body for r in results] == [{"hello": "tls"}] * 40
+    assert built == [str(bundle)]
+
+
+@pytest.fixture
+def fault_server():
+    server = FaultServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_trace_receives_each_event_of_a_request_in_order_with_a_retry_and_a_close(
+        fault_server):
+    events = []
+
+    def trace(event, info):
+        assert isinstance(info["time"], float)
+        request = info["request"]
+        events.append((event, request.path if request else None,
+                       info.get("reason"), info["connection"]))
+
+    with Client(fault_server.host, simultaneous=1, trace=trace) as client:
+        client.get("/race")
+        client.get("/race?n=2")  # the server hangs up: stale, retried once
+    assert [event for event, *_ in events] == [
+        "connection.opened", "request.sent", "response.headers", "response.done",
+        "connection.reused", "request.sent", "connection.closed", "request.retry",
+        "connection.opened", "request.sent", "response.headers", "response.done",
+        "connection.closed",
+    ]
+    assert events[6][2] == "failed" and events[6][3] == 1
+    assert events[8][3] == 2
+    assert events[-1][2] == "closed" and events[-1][1] is None
+    assert all(path in ("/race", "/race?n=2") for _, path, *_ in events[:-1])
+
+
+def test_bad_connection_options_are_refused_at_once():
+    for options in ({"max_connections": 0}, {"max_connections": "9"},
+                    {"keepalive_expiry": 0}, {"keepalive_expiry": float("inf")},
+                    {"trace": "print"}):
+        with pytest.raises(ValueError, match=next(iter(options))):
+            ClientPool(**options)
+        with pytest.raises(ValueError, match=next(iter(options))):
+            Client("127.0.0.1:1", **options)
+    with pytest.raises(ValueError, match="shared ConnectionManager"):
+        Client("127.0.0.1:1", connections=ConnectionManager(), max_connections=3)
+
+
+def test_the_default_cap_follows_the_soft_limit_on_open_files(monkeypatch):
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    assert default_max_connections() == 768
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100000, 100000))
+    assert default_max_connections() == 75000
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (40, 40))
+    assert default_max_connections() == 8

@@ -1,0 +1,90 @@
+"""Both response parsers against a real server; the whole suite also runs on
+each: ``python -m pytest --napix-parser geventhttpclient``."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import napixclient.http11
+from napixclient import Client, ClientPool, Response
+from napixclient.http11 import PARSERS, available_parsers, parser
+from tests.helpers import AUTH
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", available_parsers())
+def test_each_parser_signs_reads_bodies_and_keeps_connections_alive(napix_server,
+                                                                      name):
+    napix_server.route("/", body={"managers": ["vm-ip"]})
+    napix_server.route("/text", body="plain text")
+    with Client(napix_server.host, AUTH, parser=name) as client:
+        assert client.get("/").body == {"managers": ["vm-ip"]}
+        assert client.get("/text").body == "plain text"
+        assert client.head("/").content == b""
+        assert client._parser is parser(name)
+    assert napix_server.max_open_connections == 1
+    assert len(napix_server.requests) == 3
+
+
+def test_a_pool_passes_the_parser_to_its_clients(napix_server):
+    napix_server.route("/", body=[])
+    name = available_parsers()[-1]
+    with ClientPool(AUTH, parser=name) as pool:
+        pool.request(napix_server.host, "GET", "/")
+        (result,) = pool.wait(timeout=5)
+        assert isinstance(result, Response)
+        assert pool.client(napix_server.host)._parser is parser(name)
+
+
+@pytest.mark.parametrize("name", ["urllib3", "", 3])
+def test_an_unknown_parser_is_refused_at_once(name):
+    with pytest.raises(ValueError, match="parser"):
+        Client("127.0.0.1:1", parser=name)
+    with pytest.raises(ValueError, match="parser"):
+        ClientPool(parser=name)
+
+
+def test_the_old_transport_keyword_still_works_with_a_deprecation_warning(napix_server):
+    napix_server.route("/", body=[])
+    with pytest.warns(DeprecationWarning, match="parser"):
+        client = Client(napix_server.host, AUTH, transport="http.client")
+    with client:
+        assert client.get("/").body == []
+        assert client._parser is parser("http.client")
+
+
+def test_the_fast_parser_without_its_extra_says_how_to_get_it(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'geventhttpclient'")
+
+    monkeypatch.setattr(napixclient.http11, "PARSERS",
+                        {"http.client": PARSERS["http.client"]})
+    monkeypatch.setitem(napixclient.http11._OPTIONAL, "geventhttpclient",
+                        (missing, "fast"))
+    with pytest.raises(ValueError, match=r"pip install '\.\[fast\]'"):
+        Client("127.0.0.1:1", parser="geventhttpclient")
+    assert available_parsers() == ["http.client"]
+
+
+def test_importing_napixclient_does_not_import_geventhttpclient():
+    code = ("import sys, napixclient, napixclient.pool; "
+            "print([m for m in sys.modules if m.startswith('geventhttpclient')])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_pytest_with_a_parser_that_cannot_load_is_a_usage_error_not_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "--napix-parser", "nosuch", str(ROOT / "tests" / "test_layers.py")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    output = done.stdout + done.stderr
+    assert done.returncode == 4, output  # pytest's exit code for a usage error
+    assert "INTERNALERROR" not in output and "Traceback" not in output
+    assert "--napix-parser: parser must be one of" in output
