@@ -39,6 +39,9 @@ setup(
             "ruff>=0.4",
             "mypy>=1.5",
             "types-requests",
+            # The compression extra, so that br and zstd are tested too.
+            "brotli>=1.2",
+            "backports-zstd>=1.0; python_version < '3.14'",
         ],
         "docs": [
             "sphinx>=7.2",
@@ -46,6 +49,12 @@ setup(
         ],
         # Client(transport="geventhttpclient"): a C parser for answers.
         "fast": ["geventhttpclient>=2.6,<3"],
+        # Accept-Encoding: br and zstd besides gzip and deflate. brotli 1.2
+        # bounds its output (bombs); zstd is in the standard library from 3.14.
+        "compression": [
+            "brotli>=1.2",
+            "backports-zstd>=1.0; python_version < '3.14'",
+        ],
         # napixclient.fleet: probes spread over Celery workers, Redis broker.
         "fleet": ["celery[redis]>=5.3", "redis>=4.5"],
     },

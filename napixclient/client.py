@@ -17,13 +17,14 @@ import re
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
 import gevent.lock
 import requests
 from requests.structures import CaseInsensitiveDict
+from urllib3.util import Retry
 
 from napixclient import __version__
 from napixclient.authenticators import Authenticator, coerce_authenticator
@@ -37,9 +38,12 @@ from napixclient.dialing import Origin, Verify, check_verify
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, Timeout
 from napixclient.failures import ConnectionBroken, TransportFailure
 from napixclient.http11 import (
+    Answer,
+    accept_encoding,
     check_fields,
     check_headers,
     check_method,
+    decode_content,
     encode_body,
     field_block,
     merge_fields,
@@ -51,7 +55,7 @@ from napixclient.http11 import (
 )
 from napixclient.redact import MASK, register_secret_parameters
 from napixclient.response import RequestRecord, Response
-from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy
+from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy, StatusRetry
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
@@ -221,9 +225,18 @@ class Client:
         requests uses; a path names a CA bundle file or directory; ``False``
         verifies nothing.
     :param max_body_size: the most bytes of a response body read (``int`` > 0,
-        64 MiB by default); a larger body raises
-        :class:`~napixclient.exceptions.BodyTooLarge`.
+        64 MiB by default), as it came and once decoded; a larger body raises
+        :class:`~napixclient.exceptions.BodyTooLarge`, a compressed one as
+        soon as decoding it passes the size, without inflating the rest.
     :param headers: headers sent with every request (``Mapping[str, str]``).
+        By default a request says ``Accept-Encoding: gzip, deflate`` (plus
+        ``br`` and ``zstd`` with the ``compression`` extra, see
+        :func:`~napixclient.http11.accept_encoding`); whatever it says, an
+        answer's content codings that napixclient knows are undone, so
+        ``Response.content`` and ``Response.body`` are the decoded body (its
+        headers stay as they came), and one it cannot decode raises
+        :class:`~napixclient.ConnectionError` (see
+        :func:`~napixclient.http11.decode_content`).
     :param retries: how many times a connection failure of an idempotent
         request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is retried on a new
         connection (``int`` >= 0, default 0): a connection refused or
@@ -236,9 +249,20 @@ class Client:
         within the request's timeout. The policy of
         :class:`~napixclient.retry.RetryPolicy`, applied by
         :meth:`napixclient.connections.ConnectionManager.exchange`.
+        Or a :class:`urllib3.util.Retry` (what requests users pass as
+        ``HTTPAdapter(max_retries=...)``): then the statuses of its
+        ``status_forcelist`` are retried too, for the methods of its
+        ``allowed_methods`` (by default the idempotent ones: never POST or
+        PATCH unless listed), after the answer's ``Retry-After`` or its
+        backoff (in :func:`gevent.sleep`), each attempt signed anew, never
+        waiting past the request's deadline, within its ``total``,
+        ``status``, ``connect`` and ``read`` counts; when they run out, the
+        last answer is the result (an :class:`HTTPError` for a 503). See
+        :class:`~napixclient.retry.StatusRetry`.
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
-        spent in :func:`gevent.sleep`.
+        spent in :func:`gevent.sleep`. Only with an ``int`` ``retries``: a
+        ``Retry`` has its own ``backoff_factor``.
     :param parser: how answers are parsed: ``"http.client"`` (the
         standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
         (llhttp, in C: less CPU per request; needs the ``fast`` extra, from a
@@ -262,8 +286,9 @@ class Client:
     :raises ValueError: at once, naming the argument, for a malformed host, an
         authenticator of another kind, ``simultaneous < 1``, a bad timeout, a
         bad ``max_body_size``, bad headers, bad ``retries`` or
-        ``retry_backoff``, a bad ``max_connections``, ``keepalive_expiry`` or
-        ``trace``, or one of them given with ``connections``.
+        ``retry_backoff`` (or both a ``Retry`` and ``retry_backoff``), a bad
+        ``max_connections``, ``keepalive_expiry`` or ``trace``, or one of
+        them given with ``connections``.
     :raises FileNotFoundError: if ``verify`` names a CA bundle that does not exist.
 
     Redirects are not followed: a 3xx comes back as a :class:`Response`,
@@ -283,7 +308,7 @@ class Client:
         *,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         headers: Optional[Mapping[str, str]] = None,
-        retries: int = 0,
+        retries: Union[int, Retry] = 0,
         retry_backoff: float = 0.0,
         parser: Optional[str] = None,
         transport: Optional[str] = None,
@@ -310,7 +335,18 @@ class Client:
             raise ValueError(f"max_body_size must be a number of bytes >= 1, "
                              f"got {max_body_size!r}")
         # One immutable policy serves every request (after() returns new ones).
-        self._retry = RetryPolicy(retries, retry_backoff)
+        self._status_retry: Optional[StatusRetry] = None
+        if isinstance(retries, Retry):
+            if retry_backoff != 0.0:
+                raise ValueError("retry_backoff goes with an int retries=; a Retry has "
+                                 "its own backoff_factor")
+            self._status_retry = StatusRetry(retries)
+            self._retry = self._status_retry.connection_policy()
+        elif not isinstance(retries, int) or isinstance(retries, bool):
+            raise ValueError(f"retries must be an int >= 0 or a urllib3.util.Retry, "
+                             f"got {retries!r}")
+        else:
+            self._retry = RetryPolicy(retries, retry_backoff)
         self.retries = retries
         self.retry_backoff = self._retry.backoff_factor
         register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
@@ -328,7 +364,8 @@ class Client:
             "Host": self.host,
             "User-Agent": f"napixclient/{__version__}",
             "Accept": "application/json",
-            "Accept-Encoding": "identity",
+            # What decode_content can undo: gzip, deflate (br, zstd).
+            "Accept-Encoding": accept_encoding(),
         }, check_headers(headers)))
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix, the socket timeouts of the default timeout.
@@ -516,6 +553,9 @@ class Client:
         guard.start()
         started = time.monotonic()
         try:
+            if self._status_retry is not None:
+                return self._exchange_retrying(lease, call, method, data, record, timeouts,
+                                               started, deadline)
             return self._exchange(lease, method, data, record, timeouts, started)
         except gevent.Timeout as fired:
             if fired is not guard:
@@ -527,22 +567,101 @@ class Client:
 
     def _exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
                   timeouts: Tuple[float, float], started: float) -> Response:
+        return self._respond(self._answer(lease, method, data, record, timeouts, self._retry),
+                             record, started)
+
+    def _answer(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
+                timeouts: Tuple[float, float], retry: RetryPolicy) -> Answer:
+        """One exchange on ``lease``, its connection failures retried as
+        ``retry`` says.
+
+        :raises HTTPError: a subclass, for the failure that ended it.
+        """
         failure: Optional[HTTPError] = None
         try:
-            answer = self._manager.exchange(
+            return self._manager.exchange(
                 lease, method, data, record, parser=self._parser, timeout=timeouts,
-                max_body_size=self.max_body_size, retry=self._retry)
+                max_body_size=self.max_body_size, retry=retry)
         except TransportFailure as transport_failure:
             failure = _failure_error(transport_failure, record)
+        # Raised out of the except block, so that no __context__ keeps the
+        # failure's cause, whose text may hold the URL and its token.
+        raise failure
+
+    def _respond(self, answer: Answer, record: RequestRecord, started: float) -> Response:
+        """The :class:`Response` of ``answer``, its body decoded.
+
+        :raises HTTPError: for a status of 400 or more; its subclasses for a
+            body that does not decode or is too large once decoded.
+        """
+        failure: Optional[HTTPError] = None
+        try:
+            content = self._decoded(answer)
+        except TransportFailure as transport_failure:
+            failure = _failure_error(transport_failure, record)
+            if self._manager.tracing():
+                self._manager.emit("request.failed", self._origin, record,
+                                   failure=str(transport_failure),
+                                   error_class=transport_failure.error_class)
         if failure is not None:
-            # Raised out of the except block, so that no __context__ keeps
-            # the failure's cause, whose text may hold the URL and its token.
             raise failure
-        response = Response(answer.status, answer.reason, answer.headers, answer.content,
+        response = Response(answer.status, answer.reason, answer.headers, content,
                             time.monotonic() - started, record)
         if response.status >= 400:
             raise HTTPError.from_response(response)
         return response
+
+    def _exchange_retrying(self, lease: Lease, call: PreparedCall, method: str, data: bytes,
+                           record: RequestRecord, timeouts: Tuple[float, float],
+                           started: float, deadline: float) -> Response:
+        """:meth:`_exchange` with the status retries of a
+        :class:`urllib3.util.Retry` (:class:`~napixclient.retry.StatusRetry`):
+        an answer to retry is followed by a wait (``Retry-After``, or the
+        backoff) and the request signed anew (a nonce is never sent twice)
+        and sent again on the same lease, while the counts allow and the
+        wait ends before the deadline; else the last answer is the result.
+        """
+        schedule = self._status_retry
+        assert schedule is not None
+        while True:
+            spent: List[RetryPolicy] = []
+            policy = schedule.connection_policy(spent)
+            answer = self._answer(lease, method, data, record, timeouts, policy)
+            schedule = schedule.spent(spent[-1] if spent else policy)
+            decision = schedule.after_status(method, answer.status,
+                                             answer.headers.get("Retry-After"), time.time())
+            if decision is None:
+                break
+            schedule, wait = decision
+            if time.monotonic() + wait >= started + deadline:
+                break  # the wait would pass the deadline: this answer is the last
+            if self._manager.tracing():
+                self._manager.emit("request.retry", self._origin, record, status=answer.status,
+                                   failure=f"the server answered {answer.status}", wait=wait)
+            if wait > 0:
+                gevent.sleep(wait)
+            method, data, record = self._build(call)
+        return self._respond(answer, record, started)
+
+    def _decoded(self, answer: Answer) -> bytes:
+        """The body of ``answer`` with its content codings undone
+        (:func:`~napixclient.http11.decode_content`), at most
+        ``max_body_size`` bytes of it.
+
+        :raises napixclient.failures.BodyLimitExceeded: past that size.
+        :raises napixclient.failures.MalformedAnswer: for a body its coding
+            cannot read.
+        """
+        content = answer.content
+        if content:
+            # A scan of the fields: building the headers' index for this
+            # costs more than the rest of reading a small answer.
+            codings = [value for name, value in answer.headers.fields
+                       if len(name) == 16 and name.lower() == "content-encoding"]
+            if codings:
+                return decode_content(content, ", ".join(codings), self.max_body_size,
+                                      answer.status)
+        return content
 
     def request(
         self,

@@ -263,7 +263,9 @@ class Response:
     :ivar headers: the response headers, :class:`Headers`: case-insensitive,
         repeated fields joined with ``", "``, each apart with
         ``headers.get_all(name)``.
-    :ivar content: the raw body (``bytes``).
+    :ivar content: the body (``bytes``), its content codings (``gzip``,
+        ``deflate``...: ``Content-Encoding``) undone by the client; the
+        headers stay as they came.
     :ivar elapsed: seconds (``float``) from sending the request to the end of
         the body.
     :ivar request: the :class:`RequestRecord` of the request (no secrets).

@@ -39,6 +39,7 @@ http {{
     uwsgi_temp_path {root}/tmp/uwsgi;
     scgi_temp_path {root}/tmp/scgi;
     default_type text/plain;
+{directives}
     server {{
         listen 127.0.0.1:{port};
         root {root}/html;
@@ -63,10 +64,12 @@ class NginxServer:
 
     :param folder: an empty folder it may use (``pathlib.Path``).
     :param files: path under the document root -> content (``bytes``).
+    :param directives: more directives for the ``http`` block (``str``),
+        such as ``"gzip on;"``.
     :raises FileNotFoundError: when nginx is not installed.
     """
 
-    def __init__(self, folder: Path, files: Dict[str, bytes]) -> None:
+    def __init__(self, folder: Path, files: Dict[str, bytes], directives: str = "") -> None:
         executable = find_nginx()
         if executable is None:
             raise FileNotFoundError("nginx is not installed")
@@ -79,6 +82,7 @@ class NginxServer:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         self.port = _free_port()
+        self.directives = directives
         self._process: Optional[subprocess.Popen[bytes]] = None
 
     @property
@@ -92,7 +96,8 @@ class NginxServer:
         :raises RuntimeError: with nginx's own words when it did not start.
         """
         config = self.root / "nginx.conf"
-        config.write_text(_CONFIG.format(root=self.root, port=self.port))
+        config.write_text(_CONFIG.format(root=self.root, port=self.port,
+                                         directives=self.directives))
         self._process = subprocess.Popen(
             [self.executable, "-p", str(self.root), "-c", str(config), "-e", "stderr"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
