@@ -46,6 +46,10 @@ setup(
             # for tests/test_otel.py (the library uses the API only).
             "opentelemetry-api>=1.30",
             "opentelemetry-sdk>=1.30",
+            # The fleet's tests: a real Redis (Debian's redis-server) and
+            # Celery workers.
+            "celery[redis]>=5.3",
+            "redis>=4.5",
         ],
         "docs": [
             "sphinx>=7.2",
@@ -65,6 +69,8 @@ setup(
         # napixclient.otel: spans, metrics and trace context through the
         # OpenTelemetry API (1.30: histogram bucket advice); no SDK.
         "otel": ["opentelemetry-api>=1.30"],
+        # napixclient.fleet: probes spread over Celery workers, Redis broker.
+        "fleet": ["celery[redis]>=5.3", "redis>=4.5"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],

@@ -18,6 +18,7 @@ from typing import (
     NoReturn,
     Optional,
     Sequence,
+    Tuple,
 )
 
 import gevent
@@ -145,6 +146,9 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
     started = time.monotonic()
     connection: Connection = args.connection
     _LOG.debug("probing %d hosts for GET %s (%s)", len(hosts), path, connection.source)
+    fleet_probe = _start_fleet(args, hosts, path, condition, output) if args.broker else None
+    if args.broker and fleet_probe is None:
+        return EXIT_FAILED
     try:
         pool = ClientPool(credentials.authenticator, simultaneous=args.simultaneous,
                           timeout=args.timeout, **connection.options)
@@ -175,8 +179,16 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
             for line in table.header():
                 output.row(line)
     with pool, output.progress(len(hosts)) as advance:
-        rows, left = probe_hosts(pool, hosts, path, condition, deadline, show, advance,
-                            credentials.secrets)
+        if fleet_probe is not None:
+            from napixclient.fleet import FleetError
+            try:
+                rows, left = _fleet_rows(fleet_probe, show, advance)
+            except FleetError as error:
+                output.message(f"napix: {error}")
+                return EXIT_FAILED
+        else:
+            rows, left = probe_hosts(pool, hosts, path, condition, deadline, show, advance,
+                                     credentials.secrets)
     elapsed = time.monotonic() - started
     if args.sort == "host":
         if table is not None:
@@ -202,7 +214,7 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
     else:
         output.row(Text())
         output.row(Text(summary))
-    if credentials.authenticator is None and any(
+    if not args.broker and credentials.authenticator is None and any(
             row.result is not None and row.result.status == 401 for row in rows):
         output.message(NO_CREDENTIALS_HINT)
     if condition is not None:
@@ -210,10 +222,49 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
     return EXIT_OK if counts["ok"] == len(rows) else EXIT_FAILED
 
 
+def _start_fleet(args: argparse.Namespace, hosts: List[str], path: str, condition: Any,
+                 output: Output) -> Any:
+    """``--broker``: send the same probe to the fleet's workers
+    (:func:`napixclient.fleet.probe`); ``None`` when the fleet cannot take
+    it (the broker is unreachable, no worker answers), the reason printed."""
+    from napixclient import fleet
+
+    if args.login or args.key or args.token:
+        raise UsageError("--broker: the workers sign with NAPIX_LOGIN/NAPIX_KEY or "
+                         "NAPIX_TOKEN from their own environment; --login, --key and "
+                         "--token are not sent")
+    try:
+        return fleet.probe(hosts, path, broker=args.broker, first_where=condition,
+                           timeout=args.timeout, simultaneous=args.simultaneous,
+                           body=args.json)
+    except fleet.FleetError as error:
+        output.message(f"napix: {error}")
+        return None
+
+
+def _fleet_rows(probe: Any, show: Any, advance: Any) -> Tuple[List[Any], int]:
+    """A fleet probe's rows as its shards finish; they print like
+    :class:`ProbeRow`. Leaving early revokes what is left."""
+    rows = []
+    with probe:
+        for row in probe:
+            rows.append(row)
+            if row.answered:
+                advance()
+            show(row)
+    return rows, probe.left
+
+
 def _cmd_demo(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
     from napixclient.demo import run_demo
 
     return run_demo(output.out, verbose=args.verbose)
+
+
+def _cmd_worker(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
+    from napixclient.fleet import run_worker
+
+    return run_worker(args, output.err)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="order of the rows (table or --json): arrival, as results "
                             "come (default), or host, all at the end, by name in "
                             "natural order then port as a number")
+    probe.add_argument("--broker", metavar="URL",
+                       help="spread the probe over the fleet's workers on this Celery "
+                            "broker, e.g. redis://127.0.0.1:6379/0 (they sign with "
+                            "their own credentials; see napix worker)")
     probe.set_defaults(run=_cmd_probe, parser=probe)
 
     demo = commands.add_parser(
@@ -305,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start Napix servers on 127.0.0.1 and show the three uses of "
         "napixclient end to end: orchestration, capacity probing, error chains.")
     demo.set_defaults(run=_cmd_demo, parser=demo)
+
+    from napixclient.fleet import add_worker_arguments
+
+    worker = commands.add_parser(
+        "worker", parents=[common], help="run a fleet worker for probe --broker",
+        description="Run a fleet worker: celery -A napixclient.fleet worker -P gevent. "
+        "It signs with NAPIX_LOGIN and NAPIX_KEY, or NAPIX_TOKEN, from its own "
+        "environment. Needs the fleet extra (celery[redis], redis).")
+    add_worker_arguments(worker)
+    worker.set_defaults(run=_cmd_worker, parser=worker)
     return parser
 
 
@@ -387,7 +452,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         # argparse would show the top-level usage; the subcommand's helps.
         _usage_error(sub, "unrecognized arguments: " + " ".join(unknown))
     credentials = Credentials(None, "none")
-    if args.command != "demo":
+    if args.command not in ("demo", "worker"):
         try:
             credentials = resolve_credentials(args.login, args.key, args.token, os.environ)
             args.connection = resolve_connection(args.proxy, args.no_proxy, args.cert,
