@@ -18,7 +18,7 @@ nothing), as in the other workloads.
 For each configuration it reports the makespan of the command (``napix probe
 --json``, with ``--broker`` for the fleet: from start to exit, Python's start
 included) and rows per second; then, from the Python API in this process, the
-inputs of the model in benchmarks/FLEET.md: the time to connect, ask the
+inputs of the model in BENCHMARKS.md (section W5): the time to connect, ask the
 workers and send the shards, the shard size, the caller's and the workers'
 CPU time per row, and the round trip of one one-host shard.
 """
