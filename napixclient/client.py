@@ -26,7 +26,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from napixclient import __version__
-from napixclient.authenticators import Authenticator, coerce_authenticator
+from napixclient.authenticators import Authenticator, SignedRequest, coerce_authenticator
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
@@ -69,6 +69,8 @@ DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 # Matched with fullmatch: "$" would let a trailing "\n" through.
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
+# A request target an authenticator may return: visible ASCII, no space.
+_VALID_TARGET = re.compile(r"[!-~]+")
 
 
 def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
@@ -169,10 +171,12 @@ class PreparedCall:
         of the client's.
     :ivar body: the encoded body (``bytes``) or ``None``.
     :ivar timeout: seconds, or a ``(connect, read)`` pair.
+    :ivar record: the :class:`~napixclient.RequestRecord` of the request
+        before it is signed (made once, here).
     """
 
     __slots__ = ("method", "url", "target", "base_headers", "extra_headers", "body",
-                 "timeout")
+                 "timeout", "record")
 
     def __init__(self, method: str, url: str, target: str,
                  base_headers: CaseInsensitiveDict[str], extra_headers: dict[str, str],
@@ -185,6 +189,7 @@ class PreparedCall:
         self.extra_headers = extra_headers
         self.body = body
         self.timeout = timeout
+        self.record = RequestRecord(method, url.split("/", 3)[2], url, target)
 
     @property
     def headers(self) -> CaseInsensitiveDict[str]:
@@ -414,8 +419,9 @@ class Client:
     # -- sending ----------------------------------------------------------
 
     def _authenticate(self, call: PreparedCall) -> requests.PreparedRequest:
-        """Run the authenticator on a :class:`requests.PreparedRequest` of
-        ``call`` (its public contract); the headers are copied once, here."""
+        """Run a requests-style authenticator (one without ``sign_request``)
+        on a :class:`requests.PreparedRequest` of ``call`` (its public
+        contract); the headers are copied once, here."""
         assert self.authenticator is not None
         prepared = requests.PreparedRequest()
         prepared.method = call.method
@@ -426,11 +432,11 @@ class Client:
         return prepared if result is None else result
 
     def _record(self, call: PreparedCall, sent_url: str) -> Tuple[RequestRecord, str]:
-        """The secret-free record of what the authenticator sent, and the
-        request target to send: query parameters the authenticator added (or
-        named as secret) read ``***`` in the record."""
+        """The secret-free record of what a requests-style authenticator
+        sent, and the request target to send: query parameters the
+        authenticator added (or named as secret) read ``***`` in the record."""
         if sent_url == call.url:
-            return RequestRecord(call.method, self.host, call.url, call.target), call.target
+            return call.record, call.target
         before = {name for name, _ in parse_qsl(call.target.partition("?")[2],
                                                 keep_blank_values=True)}
         secret = set(getattr(self.authenticator, "secret_parameters", ()))
@@ -454,9 +460,11 @@ class Client:
                 merged = merge_fields(call.base_headers, call.extra_headers)
                 fields = field_block(merged)
                 has_length = any(name.lower() == "content-length" for name in merged)
-            record = RequestRecord(call.method, self.host, call.url, call.target)
             return call.method, request_bytes(call.method, call.target, fields, call.body,
-                                      has_length), record
+                                              has_length), call.record
+        sign_request = getattr(self.authenticator, "sign_request", None)
+        if sign_request is not None:
+            return self._build_signed(call, sign_request)
         prepared = self._authenticate(call)
         record, target = self._record(call, str(prepared.url))
         method = str(prepared.method)
@@ -466,6 +474,41 @@ class Client:
         data = request_bytes(method, target, field_block(check_fields(prepared.headers)), body,
                      "Content-Length" in prepared.headers)
         return method, data, record
+
+    def _build_signed(self, call: PreparedCall, sign_request: Callable[..., SignedRequest]
+                      ) -> Tuple[str, bytes, RequestRecord]:
+        """:meth:`_build` for an authenticator with ``sign_request`` (see
+        :class:`~napixclient.authenticators.NativeAuthenticator`): it signs
+        the request as it goes on the wire; its fields are added to the
+        ones prepared once per host, and the record comes from the redacted
+        target it returns, with no URL parsed."""
+        base = call.base_headers
+        extra = call.extra_headers
+        headers = call.headers if extra else base
+        signed = sign_request(call.method, headers["Host"], call.target, headers, call.body)
+        added = check_fields(signed.headers) if signed.headers else []
+        if extra or any(name in base for name, _ in added):
+            # One field per name: the authenticator's replace the request's.
+            merged = merge_fields(base, extra, dict(added))
+            fields = field_block(merged)
+            has_length = any(name.lower() == "content-length" for name in merged)
+        else:
+            fields = self._fields + "".join([f"{name}: {value}\r\n" for name, value in added])
+            has_length = self._fields_have_length or any(
+                name.lower() == "content-length" for name, _ in added)
+        target = signed.target
+        if target == call.target:
+            record = call.record
+        else:
+            if not isinstance(target, str) or not _VALID_TARGET.fullmatch(target):
+                # Never quoted: it may hold a secret.
+                raise ValueError("the authenticator returned a request target that is not "
+                                 "valid (visible ASCII characters only)")
+            shown = signed.redacted_target
+            record = RequestRecord(call.method, self.host, f"{self.scheme}://{self.host}{shown}",
+                                   shown)
+        return call.method, request_bytes(call.method, target, fields, call.body,
+                                          has_length), record
 
     def send(self, call: PreparedCall) -> Response:
         """Sign and send a prepared request, waiting for a turn under
@@ -635,4 +678,4 @@ def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPErro
 
 def _record_of(call: PreparedCall) -> RequestRecord:
     """The record of ``call`` before it is signed."""
-    return RequestRecord(call.method, call.url.split("/", 3)[2], call.url, call.target)
+    return call.record
