@@ -31,7 +31,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -57,6 +57,27 @@ Authenticator = Callable[[requests.PreparedRequest], requests.PreparedRequest]
 #: the 16 the protocol asks for.
 NONCE_BYTES = 16
 
+# quote_plus of the values met again and again (a client's Host, the paths
+# it polls, the methods, the login), so that most signatures quote nothing:
+# at most _QUOTED_MAX values of at most _QUOTED_LONGEST characters, emptied
+# when full. None of them is a secret.
+_QUOTED: Dict[str, str] = {}
+_QUOTED_MAX = 1024
+_QUOTED_LONGEST = 512
+
+
+def _form(value: str) -> str:
+    """``value`` as :func:`urllib.parse.urlencode` writes it (``quote_plus``)."""
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        quoted = quote_plus(value)
+        if len(value) <= _QUOTED_LONGEST:
+            if len(_QUOTED) >= _QUOTED_MAX:
+                _QUOTED.clear()
+            _QUOTED[value] = quoted
+    return quoted
+
+
 def signed_message(
     login: str, nonce: str, host: str, path: str, method: str, timestamp: int
 ) -> str:
@@ -70,18 +91,15 @@ def signed_message(
     :param method: the HTTP method; it is upper-cased here.
     :param timestamp: Unix time in whole seconds.
     :returns: the six fields URL-encoded in the protocol's order
-        (PROTOCOL.md, section 1), as a ``str``.
+        (PROTOCOL.md, section 1), as a ``str``: what
+        :func:`urllib.parse.urlencode` gives for them, written without it
+        (the quoted host, path, method and login of recent requests are
+        kept, since they come again and again).
     """
-    return urlencode(
-        [
-            ("login", login),
-            ("nonce", nonce),
-            ("host", host),
-            ("path", path),
-            ("method", method.upper()),
-            ("timestamp", str(int(timestamp))),
-        ]
-    )
+    if not (nonce.isascii() and nonce.isalnum()):
+        nonce = quote_plus(nonce)  # hex nonces, ours, need no quoting
+    return (f"login={_form(login)}&nonce={nonce}&host={_form(host)}&path={_form(path)}"
+            f"&method={_form(method.upper())}&timestamp={int(timestamp)}")
 
 
 def sign(key: str, message: str) -> str:
@@ -227,7 +245,8 @@ class LoginAuthenticator(NativeAuthenticator):
         if not isinstance(key, str) or not key:
             raise ValueError("LoginAuthenticator: key must be a non-empty str")
         self.login = login
-        self._key = key
+        # The key's HMAC state, made once; each signature starts from a copy.
+        self._mac = hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return f"LoginAuthenticator(login={self.login!r})"
@@ -250,7 +269,9 @@ class LoginAuthenticator(NativeAuthenticator):
         message = signed_message(
             self.login, secrets.token_hex(NONCE_BYTES) if nonce is None else nonce, host, path,
             method, int(time.time()) if timestamp is None else timestamp)
-        return f"{message}:{sign(self._key, message)}"
+        mac = self._mac.copy()
+        mac.update(message.encode("utf-8"))
+        return f"{message}:{mac.hexdigest()}"
 
     def sign_request(self, method: str, host: str, target: str,
                      headers: Optional[Mapping[str, str]] = None,

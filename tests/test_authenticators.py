@@ -1,11 +1,13 @@
 """The authenticators: the Napix protocol's test vectors, what is accepted,
 and native signing (what a Client sends without a requests.PreparedRequest)."""
 
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 import pytest
 import requests
 import requests.auth
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import napixclient.client
 from napixclient import Client, HTTPError
@@ -240,3 +242,36 @@ def test_builtin_authenticators_still_sign_a_prepared_request_for_requests_users
     request = _prepared("http://h/x?a=1#frag")
     TokenIdentifier("t0k")(request)
     assert request.url == "http://h/x?a=1&token=t0k#frag"  # as requests had it
+
+
+@settings(max_examples=300, deadline=None)
+@given(login=st.text(min_size=1), nonce=st.text(min_size=1), host=st.text(),
+       path=st.text(), method=st.text(min_size=1), timestamp=st.integers(0, 2**40))
+def test_the_signed_message_is_what_urlencode_gives_for_the_six_fields(
+        login, nonce, host, path, method, timestamp):
+    expected = urlencode([("login", login), ("nonce", nonce), ("host", host), ("path", path),
+                          ("method", method.upper()), ("timestamp", str(timestamp))])
+    assert signed_message(login, nonce, host, path, method, timestamp) == expected
+    # Twice: the second time from the quoted values kept.
+    assert signed_message(login, nonce, host, path, method, timestamp) == expected
+
+
+def test_a_signature_is_the_hmac_of_its_message_with_the_key_every_time():
+    auth = LoginAuthenticator("grégoire", "sécret")
+    for path in ("/a", "/b?x=1", "/a"):
+        message, _, signature = auth.authorization("GET", "h:1", path).rpartition(":")
+        assert signature == sign("sécret", message)
+
+
+@pytest.mark.parametrize("bad", ["a\r\nX-Injected: 1", "a\nb", "a\x00b"])
+def test_a_field_value_that_turns_bad_after_good_ones_is_still_refused(
+        napix_server_factory, bad):
+    server = napix_server_factory(require_auth=False)
+    server.route("/ok", body=[])
+    auth = _Custom(header=("X-Turns", "good"), target="/ok")
+    with Client(server.host, auth) as client:
+        assert client.get("/ok").status == 200
+        auth.header = ("X-Turns", bad)
+        with pytest.raises(ValueError, match="header 'X-Turns'"):
+            client.get("/ok")
+    assert len(server.requests) == 1
