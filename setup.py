@@ -24,6 +24,10 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "gevent>=22.10",
+        # llhttp, the default parser (napixclient.http11.default_parser):
+        # 2.4 is the last release with wheels for CPython 3.10; later ones
+        # need 3.11, and pip picks them there.
+        "geventhttpclient>=2.4,<3",
         "requests>=2.28",
         "rich>=12",
         "urllib3>=2.0,<3",
@@ -44,8 +48,9 @@ setup(
             "sphinx>=7.2",
             "myst-parser>=2.0",
         ],
-        # Client(transport="geventhttpclient"): a C parser for answers.
-        "fast": ["geventhttpclient>=2.6,<3"],
+        # Kept for the installations that name it: geventhttpclient, the
+        # default parser's library, is now a dependency.
+        "fast": ["geventhttpclient>=2.4,<3"],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],

@@ -60,9 +60,10 @@ _log = logging.getLogger(__name__)
 #: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
 TimeoutSpec = Union[float, Tuple[float, float]]
 
-#: The parser a :class:`Client` uses when ``parser`` is not given (see
-#: :mod:`napixclient.http11`).
-DEFAULT_PARSER = "http.client"
+#: The parser a :class:`Client` uses when ``parser`` is not given: a name,
+#: or ``None`` for :func:`napixclient.http11.default_parser` (llhttp, from
+#: geventhttpclient, wherever it loads; else http.client).
+DEFAULT_PARSER: Optional[str] = None
 
 #: The default ``max_body_size``: 64 MiB.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
@@ -244,12 +245,13 @@ class Client:
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`.
-    :param parser: how answers are parsed: ``"http.client"`` (the
-        standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
-        (llhttp, in C: less CPU per request; needs the ``fast`` extra, from a
-        checkout ``pip install '.[fast]'``); ``None`` (the default) means
-        :data:`DEFAULT_PARSER`. Both serve every feature of this class; see
-        :mod:`napixclient.http11`.
+    :param parser: how answers are parsed: ``"geventhttpclient"`` (llhttp,
+        in C: the least CPU per request; geventhttpclient is a dependency) or
+        ``"http.client"`` (the standard library's parser, as urllib3 uses);
+        ``None`` (the default) means :data:`DEFAULT_PARSER`, which is
+        llhttp wherever geventhttpclient loads and http.client elsewhere
+        (:func:`~napixclient.http11.default_parser`). Both serve every
+        feature of this class; see :mod:`napixclient.http11`.
     :param transport: the old name of ``parser``; it still works, with a
         :class:`DeprecationWarning`.
     :param max_connections: the most sockets this client keeps open, idle

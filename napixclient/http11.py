@@ -14,10 +14,14 @@ reuse it:
 
 Parsers, by the name :class:`~napixclient.Client` takes as ``parser=``:
 
-* ``"http.client"`` (the default): the standard library's
-  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses;
-* ``"geventhttpclient"`` (the ``fast`` extra): geventhttpclient's response
-  class, whose parser is llhttp (C), for the lowest CPU per request.
+* ``"geventhttpclient"`` (the default wherever it loads): geventhttpclient's
+  response parser, llhttp (C), for the lowest CPU per request;
+  geventhttpclient is a dependency of napixclient (wheels for CPython
+  3.10 to 3.13 on Linux x86_64 and aarch64);
+* ``"http.client"`` (the fallback): the standard library's
+  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses.
+
+:func:`default_parser` says which one a client gets when it names none.
 
 Both read the same answers and refuse the same ones with the same
 :mod:`~napixclient.failures`; socket errors (``OSError``, ``TimeoutError``)
@@ -58,6 +62,7 @@ __all__ = [
     "Parser",
     "available_parsers",
     "check_headers",
+    "default_parser",
     "check_method",
     "encode_body",
     "merge_fields",
@@ -522,9 +527,9 @@ HTTP_CLIENT = Parser(_begin_http_client, _finish_http_client)
 # -- the geventhttpclient parser
 
 def _load_gevent() -> Parser:
-    """geventhttpclient's parser (llhttp, in C), imported on first use (the
-    ``fast`` extra), so that importing napixclient never imports
-    geventhttpclient.
+    """geventhttpclient's parser (llhttp, in C), imported on first use (it
+    is a dependency; the ``fast`` extra names it too), so that importing
+    napixclient never imports geventhttpclient.
 
     Its :class:`HTTPResponseParser` calls back ``_on_status``,
     ``_on_header_field``... as llhttp reads; the socket is read here, the
@@ -704,15 +709,21 @@ PARSERS: Dict[str, Parser] = {"http.client": HTTP_CLIENT}
 _OPTIONAL: Dict[str, Tuple[Callable[[], Parser], str]] = {
     "geventhttpclient": (_load_gevent, "fast"),
 }
+#: The parsers a client uses when it names none, best first: the first that
+#: loads is :func:`default_parser`.
+PREFERRED = ("geventhttpclient", "http.client")
 
 
-def parser(name: str) -> Parser:
+def parser(name: Optional[str]) -> Parser:
     """Return the parser called ``name``, loading an optional one on first use.
 
-    :param name: ``"http.client"`` or ``"geventhttpclient"``.
+    :param name: ``"http.client"`` or ``"geventhttpclient"``; ``None`` for
+        :func:`default_parser`.
     :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
-        the ``fast`` extra (geventhttpclient) is not installed.
+        geventhttpclient cannot be imported.
     """
+    if name is None:
+        name = default_parser()
     if not isinstance(name, str):
         raise ValueError(f"parser must be a str such as 'http.client', got {name!r}")
     if name not in PARSERS and name in _OPTIONAL:
@@ -728,9 +739,25 @@ def parser(name: str) -> Parser:
     return PARSERS[name]
 
 
+def default_parser() -> str:
+    """The name of the parser a :class:`~napixclient.Client` uses when it
+    names none: the first of :data:`PREFERRED` that loads, so
+    ``"geventhttpclient"`` (llhttp, a dependency) and ``"http.client"`` where
+    geventhttpclient cannot be imported (a platform without its wheel, where
+    it did not build). Loading it imports geventhttpclient, on the first call
+    only (importing napixclient does not)."""
+    for name in PREFERRED:
+        try:
+            parser(name)
+        except ValueError:
+            continue
+        return name
+    return "http.client"  # never reached: http.client always loads
+
+
 def available_parsers() -> List[str]:
     """The names of the parsers that can be used here (``http.client``, and
-    ``geventhttpclient`` when the ``fast`` extra is installed), sorted."""
+    ``geventhttpclient`` when it can be imported), sorted."""
     names = []
     for name in sorted(set(PARSERS) | set(_OPTIONAL)):
         try:
