@@ -546,30 +546,33 @@ def _load_gevent() -> Parser:
     class Message(HTTPResponseParser):  # type: ignore[misc]
         """One answer, gathered from llhttp's callbacks."""
 
+        # What an answer starts with, in the class: an instance sets what
+        # it reads, and starts with four stores.
+        rest = b""  # bytes read with the head, past its end
+        extra = False  # bytes came after the end of the answer
+        final = False  # the head read is not an interim answer's
+        complete = False
+        head_done = False
+        reason = ""
+        _name: Optional[str] = None
+        _value: Optional[str] = None
+
         def __init__(self, sock: Any, method: str) -> None:
             super().__init__()
             self.sock = sock
             self.method = method
-            self.rest = b""  # bytes read with the head, past its end
-            self.extra = False  # bytes came after the end of the answer
-            self.final = False  # the head read is not an interim answer's
-            self.complete = False
-            self.body = bytearray()
-            self._reset()
-
-        def _reset(self) -> None:
-            self.reason = ""
             self.fields: List[Field] = []
-            self.head_done = False
-            self.complete = False
-            self._name: Optional[str] = None
-            self._value: Optional[str] = None
+            self.body = bytearray()
 
         def _on_message_begin(self) -> None:
             if self.final:
                 self.extra = True
                 raise Beyond()
-            self._reset()  # the answer after an interim one
+            if self.head_done:  # the answer after an interim one
+                self.reason = ""
+                self.fields = []
+                self.head_done = self.complete = False
+                self._name = self._value = None
 
         def _on_status(self, text: str) -> None:
             self.reason += text
@@ -617,15 +620,37 @@ def _load_gevent() -> Parser:
             raise MalformedAnswer(BROKE + f"malformed head ({error.args[0]})") from error
 
     def begin(sock: Any, method: str) -> Message:
+        data = sock.recv(_RECV_SIZE)
+        if not data:
+            raise _no_answer()
+        # The usual answer: one head (no interim answer before it), whole in
+        # the first bytes and within the limits (one recv is no longer than
+        # MAX_LINE, and a head of n fields has n + 2 line ends), is fed to
+        # llhttp at once. Anything else, or anything llhttp refuses, is read
+        # again from these bytes, line by line, as read_head says.
+        end = data.find(b"\r\n\r\n") + 4
+        if (end >= 4 and len(data) <= MAX_LINE
+                and data.count(b"\n", 0, end) <= MAX_HEADER_FIELDS + 2):
+            message = Message(sock, method)
+            try:
+                message.feed(data[:end] if end < len(data) else data)
+            except HTTPParseError:
+                pass
+            else:
+                if message.head_done and message.final:
+                    message.rest = data[end:]
+                    if message.complete and message.rest:
+                        message.extra = True
+                    return message
+        return read_head(sock, method, data)
+
+    def read_head(sock: Any, method: str, data: bytes) -> Message:
+        """The head read line by line, from ``data`` (the first bytes) on:
+        the head limits are counted on the bytes as they came."""
         message = Message(sock, method)
         line = 0  # bytes of the line being read, before this chunk
         fields = -1  # fields of the head being read; -1 before its status line
-        started = False
         while True:
-            data = sock.recv(_RECV_SIZE)
-            if not data:
-                raise _head_cut() if started else _no_answer()
-            started = True
             start, size = 0, len(data)
             while start < size:
                 end = data.find(b"\n", start) + 1
@@ -653,6 +678,9 @@ def _load_gevent() -> Parser:
                     fields += 1
                     if fields > MAX_HEADER_FIELDS:
                         raise MalformedAnswer(_TOO_MANY_FIELDS)
+            data = sock.recv(_RECV_SIZE)
+            if not data:
+                raise _head_cut()
 
     def feed_body(message: Message, data: bytes) -> None:
         try:
@@ -665,14 +693,15 @@ def _load_gevent() -> Parser:
                 return
             raise _cut_short(len(message.body), None) from error
 
-    def announced_length(message: Message) -> Optional[int]:
-        values = [value for name, value in message.fields if name.lower() == "content-length"]
+    def announced_length(headers: Headers) -> Optional[int]:
+        values = headers.get_all("Content-Length")
         return int(values[0]) if len(values) == 1 and values[0].strip().isdigit() else None
 
     def finish(message: Message, max_body_size: int) -> Tuple[Answer, bool]:
         status = message.get_code()
+        headers = Headers(message.fields)
         if not message.complete:
-            length = announced_length(message)
+            length = announced_length(headers)
             if length is not None and length > max_body_size:
                 raise BodyLimitExceeded(length, status, max_body_size)
             if message.rest:
@@ -693,7 +722,6 @@ def _load_gevent() -> Parser:
                                      else max(0, length - len(message.body)))
             if len(message.body) > max_body_size:
                 raise BodyLimitExceeded(None, status, max_body_size)
-        headers = Headers(message.fields)
         reusable = (bool(message.should_keep_alive()) and not message.extra
                     and not (status in _NO_BODY and "Transfer-Encoding" in headers)
                     and not _socket_has_more(message.sock))
