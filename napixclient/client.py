@@ -17,7 +17,7 @@ import re
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Callable, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
@@ -420,6 +420,10 @@ class Client:
 
     # -- sending ----------------------------------------------------------
 
+    # For signing: the Host field and the lower-case names of the client's
+    # headers (which never change), made on the first signed request.
+    _signing_base: Optional[Tuple[str, FrozenSet[str]]] = None
+
     def _authenticate(self, call: PreparedCall) -> requests.PreparedRequest:
         """Run a requests-style authenticator (one without ``sign_request``)
         on a :class:`requests.PreparedRequest` of ``call`` (its public
@@ -484,22 +488,34 @@ class Client:
         the request as it goes on the wire; its fields are added to the
         ones prepared once per host, and the record comes from the redacted
         target it returns, with no URL parsed."""
-        base = call.base_headers
         extra = call.extra_headers
-        headers = call.headers if extra else base
-        signed = sign_request(call.method, headers["Host"], call.target, headers, call.body)
+        known = self._signing_base
+        if known is None:
+            base = call.base_headers
+            known = self._signing_base = (base["Host"], frozenset(name.lower() for name in base))
+        if extra:
+            headers = call.headers
+            host = headers["Host"]
+        else:
+            headers = call.base_headers
+            host = known[0]
+        signed = sign_request(call.method, host, call.target, headers, call.body)
         added = _added_fields(signed.headers) if signed.headers else ()
-        if extra or any(name in base for name, _ in added):
+        repeated = bool(extra)
+        for _, _, lower in added:
+            repeated = repeated or lower in known[1]
+        if repeated:
             # One field per name: the authenticator's replace the request's.
-            merged = merge_fields(base, extra, dict(added))
+            merged = merge_fields(call.base_headers, extra,
+                                  {name: value for name, value, _ in added})
             fields = field_block(merged)
             has_length = any(name.lower() == "content-length" for name in merged)
         else:
             fields = self._fields
             has_length = self._fields_have_length
-            for name, value in added:
+            for name, value, lower in added:
                 fields += f"{name}: {value}\r\n"
-                has_length = has_length or name.lower() == "content-length"
+                has_length = has_length or lower == "content-length"
         target = signed.target
         if target == call.target:
             record = call.record
@@ -681,27 +697,30 @@ def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPErro
 
 
 # Names of fields that native authenticators set and that were found valid
-# (RFC 9110 tokens): they are not checked again. Bounded.
-_VALID_NAMES: Set[str] = set()
+# (RFC 9110 tokens), with their lower case: not checked again. Bounded.
+_VALID_NAMES: Dict[str, str] = {}
 
 
-def _added_fields(headers: Mapping[str, Any]) -> List[Tuple[str, str]]:
+def _added_fields(headers: Mapping[str, Any]) -> List[Tuple[str, str, str]]:
     """The fields a native authenticator adds, checked as
-    :func:`~napixclient.http11.check_fields` checks them: a ``str`` value is
-    looked at for CR, LF and NUL with ``in`` (a seventh of what the regular
-    expression costs on a signature's 180 characters), and a name found
-    valid once is not checked again; anything else goes through
-    ``check_fields``, which raises its :class:`ValueError`.
+    :func:`~napixclient.http11.check_fields` checks them, as ``(name,
+    value, name in lower case)``: a ``str`` value is looked at for CR, LF
+    and NUL with ``in`` (a seventh of what the regular expression costs on
+    a signature's 180 characters), and a name found valid once is not
+    checked again; anything else goes through ``check_fields``, which
+    raises its :class:`ValueError`.
     """
     fields = []
     for name, value in headers.items():
-        if (name in _VALID_NAMES and type(value) is str
+        lower = _VALID_NAMES.get(name)
+        if (lower is not None and type(value) is str
                 and "\r" not in value and "\n" not in value and "\x00" not in value):
-            fields.append((name, value))
+            fields.append((name, value, lower))
             continue
-        fields.extend(check_fields({name: value}))
+        for checked, text in check_fields({name: value}):
+            fields.append((checked, text, checked.lower()))
         if len(_VALID_NAMES) < 256:
-            _VALID_NAMES.add(name)
+            _VALID_NAMES[name] = name.lower()
     return fields
 
 
