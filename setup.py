@@ -24,6 +24,10 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "gevent>=22.10",
+        # llhttp, the default parser (napixclient.http11.default_parser):
+        # 2.4 is the last release with wheels for CPython 3.10; later ones
+        # need 3.11, and pip picks them there.
+        "geventhttpclient>=2.4,<3",
         "requests>=2.28",
         "rich>=12",
         "urllib3>=2.0,<3",
@@ -58,8 +62,9 @@ setup(
             "opentelemetry-api>=1.30",
             "opentelemetry-sdk>=1.30",
         ],
-        # Client(parser="geventhttpclient"): llhttp, a C parser, for answers.
-        "fast": ["geventhttpclient>=2.6,<3"],
+        # Kept for the installations that name it: geventhttpclient, the
+        # default parser's library, is now a dependency.
+        "fast": ["geventhttpclient>=2.4,<3"],
         # Accept-Encoding: br and zstd besides gzip and deflate. brotli 1.2
         # bounds its output (bombs); zstd is in the standard library from 3.14.
         "compression": [

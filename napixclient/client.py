@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
@@ -28,7 +28,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.util import Retry
 
 from napixclient import __version__
-from napixclient.authenticators import Authenticator, coerce_authenticator
+from napixclient.authenticators import Authenticator, SignedRequest, coerce_authenticator
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
@@ -65,15 +65,18 @@ _log = logging.getLogger(__name__)
 #: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
 TimeoutSpec = Union[float, Tuple[float, float]]
 
-#: The parser a :class:`Client` uses when ``parser`` is not given (see
-#: :mod:`napixclient.http11`).
-DEFAULT_PARSER = "http.client"
+#: The parser a :class:`Client` uses when ``parser`` is not given: a name,
+#: or ``None`` for :func:`napixclient.http11.default_parser` (llhttp, from
+#: geventhttpclient, wherever it loads; else http.client).
+DEFAULT_PARSER: Optional[str] = None
 
 #: The default ``max_body_size``: 64 MiB.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 # Matched with fullmatch: "$" would let a trailing "\n" through.
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
+# A request target an authenticator may return: visible ASCII, no space.
+_VALID_TARGET = re.compile(r"[!-~]+")
 
 
 def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
@@ -174,10 +177,12 @@ class PreparedCall:
         of the client's.
     :ivar body: the encoded body (``bytes``) or ``None``.
     :ivar timeout: seconds, or a ``(connect, read)`` pair.
+    :ivar record: the :class:`~napixclient.RequestRecord` of the request
+        before it is signed (made once, here).
     """
 
     __slots__ = ("method", "url", "target", "base_headers", "extra_headers", "body",
-                 "timeout")
+                 "timeout", "record")
 
     def __init__(self, method: str, url: str, target: str,
                  base_headers: CaseInsensitiveDict[str], extra_headers: dict[str, str],
@@ -190,6 +195,7 @@ class PreparedCall:
         self.extra_headers = extra_headers
         self.body = body
         self.timeout = timeout
+        self.record = RequestRecord(method, url.split("/", 3)[2], url, target)
 
     @property
     def headers(self) -> CaseInsensitiveDict[str]:
@@ -264,12 +270,13 @@ class Client:
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`. Only with an ``int`` ``retries``: a
         ``Retry`` has its own ``backoff_factor``.
-    :param parser: how answers are parsed: ``"http.client"`` (the
-        standard library's parser, as urllib3 uses) or ``"geventhttpclient"``
-        (llhttp, in C: less CPU per request; needs the ``fast`` extra, from a
-        checkout ``pip install '.[fast]'``); ``None`` (the default) means
-        :data:`DEFAULT_PARSER`. Both serve every feature of this class; see
-        :mod:`napixclient.http11`.
+    :param parser: how answers are parsed: ``"geventhttpclient"`` (llhttp,
+        in C: the least CPU per request; geventhttpclient is a dependency) or
+        ``"http.client"`` (the standard library's parser, as urllib3 uses);
+        ``None`` (the default) means :data:`DEFAULT_PARSER`, which is
+        llhttp wherever geventhttpclient loads and http.client elsewhere
+        (:func:`~napixclient.http11.default_parser`). Both serve every
+        feature of this class; see :mod:`napixclient.http11`.
     :param transport: the old name of ``parser``; it still works, with a
         :class:`DeprecationWarning`.
     :param max_connections: the most sockets this client keeps open, idle
@@ -489,9 +496,14 @@ class Client:
 
     # -- sending ----------------------------------------------------------
 
+    # For signing: the Host field and the lower-case names of the client's
+    # headers (which never change), made on the first signed request.
+    _signing_base: Optional[Tuple[str, FrozenSet[str]]] = None
+
     def _authenticate(self, call: PreparedCall) -> requests.PreparedRequest:
-        """Run the authenticator on a :class:`requests.PreparedRequest` of
-        ``call`` (its public contract); the headers are copied once, here."""
+        """Run a requests-style authenticator (one without ``sign_request``)
+        on a :class:`requests.PreparedRequest` of ``call`` (its public
+        contract); the headers are copied once, here."""
         assert self.authenticator is not None
         prepared = requests.PreparedRequest()
         prepared.method = call.method
@@ -502,11 +514,11 @@ class Client:
         return prepared if result is None else result
 
     def _record(self, call: PreparedCall, sent_url: str) -> Tuple[RequestRecord, str]:
-        """The secret-free record of what the authenticator sent, and the
-        request target to send: query parameters the authenticator added (or
-        named as secret) read ``***`` in the record."""
+        """The secret-free record of what a requests-style authenticator
+        sent, and the request target to send: query parameters the
+        authenticator added (or named as secret) read ``***`` in the record."""
         if sent_url == call.url:
-            return RequestRecord(call.method, self.host, call.url, call.target), call.target
+            return call.record, call.target
         before = {name for name, _ in parse_qsl(call.target.partition("?")[2],
                                                 keep_blank_values=True)}
         secret = set(getattr(self.authenticator, "secret_parameters", ()))
@@ -530,9 +542,11 @@ class Client:
                 merged = merge_fields(call.base_headers, call.extra_headers)
                 fields = field_block(merged)
                 has_length = any(name.lower() == "content-length" for name in merged)
-            record = RequestRecord(call.method, self.host, call.url, call.target)
             return call.method, request_bytes(call.method, call.target, fields, call.body,
-                                      has_length), record
+                                              has_length), call.record
+        sign_request = getattr(self.authenticator, "sign_request", None)
+        if sign_request is not None:
+            return self._build_signed(call, sign_request)
         prepared = self._authenticate(call)
         record, target = self._record(call, str(prepared.url))
         method = str(prepared.method)
@@ -542,6 +556,55 @@ class Client:
         data = request_bytes(method, target, field_block(check_fields(prepared.headers)), body,
                      "Content-Length" in prepared.headers)
         return method, data, record
+
+    def _build_signed(self, call: PreparedCall, sign_request: Callable[..., SignedRequest]
+                      ) -> Tuple[str, bytes, RequestRecord]:
+        """:meth:`_build` for an authenticator with ``sign_request`` (see
+        :class:`~napixclient.authenticators.NativeAuthenticator`): it signs
+        the request as it goes on the wire; its fields are added to the
+        ones prepared once per host, and the record comes from the redacted
+        target it returns, with no URL parsed."""
+        extra = call.extra_headers
+        known = self._signing_base
+        if known is None:
+            base = call.base_headers
+            known = self._signing_base = (base["Host"], frozenset(name.lower() for name in base))
+        if extra:
+            headers = call.headers
+            host = headers["Host"]
+        else:
+            headers = call.base_headers
+            host = known[0]
+        signed = sign_request(call.method, host, call.target, headers, call.body)
+        added = _added_fields(signed.headers) if signed.headers else ()
+        repeated = bool(extra)
+        for _, _, lower in added:
+            repeated = repeated or lower in known[1]
+        if repeated:
+            # One field per name: the authenticator's replace the request's.
+            merged = merge_fields(call.base_headers, extra,
+                                  {name: value for name, value, _ in added})
+            fields = field_block(merged)
+            has_length = any(name.lower() == "content-length" for name in merged)
+        else:
+            fields = self._fields
+            has_length = self._fields_have_length
+            for name, value, lower in added:
+                fields += f"{name}: {value}\r\n"
+                has_length = has_length or lower == "content-length"
+        target = signed.target
+        if target == call.target:
+            record = call.record
+        else:
+            if not isinstance(target, str) or not _VALID_TARGET.fullmatch(target):
+                # Never quoted: it may hold a secret.
+                raise ValueError("the authenticator returned a request target that is not "
+                                 "valid (visible ASCII characters only)")
+            shown = signed.redacted_target
+            record = RequestRecord(call.method, self.host, f"{self.scheme}://{self.host}{shown}",
+                                   shown)
+        return call.method, request_bytes(call.method, target, fields, call.body,
+                                          has_length), record
 
     def send(self, call: PreparedCall) -> Response:
         """Sign and send a prepared request, waiting for a turn under
@@ -799,9 +862,37 @@ def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPErro
     return _ERROR_CLASSES[failure.error_class](record, status=status, remote_error=text)
 
 
+# Names of fields that native authenticators set and that were found valid
+# (RFC 9110 tokens), with their lower case: not checked again. Bounded.
+_VALID_NAMES: Dict[str, str] = {}
+
+
+def _added_fields(headers: Mapping[str, Any]) -> List[Tuple[str, str, str]]:
+    """The fields a native authenticator adds, checked as
+    :func:`~napixclient.http11.check_fields` checks them, as ``(name,
+    value, name in lower case)``: a ``str`` value is looked at for CR, LF
+    and NUL with ``in`` (a seventh of what the regular expression costs on
+    a signature's 180 characters), and a name found valid once is not
+    checked again; anything else goes through ``check_fields``, which
+    raises its :class:`ValueError`.
+    """
+    fields = []
+    for name, value in headers.items():
+        lower = _VALID_NAMES.get(name)
+        if (lower is not None and type(value) is str
+                and "\r" not in value and "\n" not in value and "\x00" not in value):
+            fields.append((name, value, lower))
+            continue
+        for checked, text in check_fields({name: value}):
+            fields.append((checked, text, checked.lower()))
+        if len(_VALID_NAMES) < 256:
+            _VALID_NAMES[name] = name.lower()
+    return fields
+
+
 def _record_of(call: PreparedCall) -> RequestRecord:
     """The record of ``call`` before it is signed."""
-    return RequestRecord(call.method, call.url.split("/", 3)[2], call.url, call.target)
+    return call.record
 
 
 # -- OpenTelemetry (napixclient.otel) ------------------------------------------

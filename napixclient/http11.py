@@ -17,10 +17,14 @@ reuse it:
 
 Parsers, by the name :class:`~napixclient.Client` takes as ``parser=``:
 
-* ``"http.client"`` (the default): the standard library's
-  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses;
-* ``"geventhttpclient"`` (the ``fast`` extra): geventhttpclient's response
-  class, whose parser is llhttp (C), for the lowest CPU per request.
+* ``"geventhttpclient"`` (the default wherever it loads): geventhttpclient's
+  response parser, llhttp (C), for the lowest CPU per request;
+  geventhttpclient is a dependency of napixclient (wheels for CPython
+  3.10 to 3.13 on Linux x86_64 and aarch64);
+* ``"http.client"`` (the fallback): the standard library's
+  :class:`http.client.HTTPResponse`, the parser urllib3 itself uses.
+
+:func:`default_parser` says which one a client gets when it names none.
 
 Both read the same answers and refuse the same ones with the same
 :mod:`~napixclient.failures`; socket errors (``OSError``, ``TimeoutError``)
@@ -66,6 +70,7 @@ __all__ = [
     "accept_encoding",
     "available_parsers",
     "check_headers",
+    "default_parser",
     "check_method",
     "content_codings",
     "decode_content",
@@ -536,9 +541,9 @@ HTTP_CLIENT = Parser(_begin_http_client, _finish_http_client)
 # -- the geventhttpclient parser
 
 def _load_gevent() -> Parser:
-    """geventhttpclient's parser (llhttp, in C), imported on first use (the
-    ``fast`` extra), so that importing napixclient never imports
-    geventhttpclient.
+    """geventhttpclient's parser (llhttp, in C), imported on first use (it
+    is a dependency; the ``fast`` extra names it too), so that importing
+    napixclient never imports geventhttpclient.
 
     Its :class:`HTTPResponseParser` calls back ``_on_status``,
     ``_on_header_field``... as llhttp reads; the socket is read here, the
@@ -555,30 +560,33 @@ def _load_gevent() -> Parser:
     class Message(HTTPResponseParser):  # type: ignore[misc]
         """One answer, gathered from llhttp's callbacks."""
 
+        # What an answer starts with, in the class: an instance sets what
+        # it reads, and starts with four stores.
+        rest = b""  # bytes read with the head, past its end
+        extra = False  # bytes came after the end of the answer
+        final = False  # the head read is not an interim answer's
+        complete = False
+        head_done = False
+        reason = ""
+        _name: Optional[str] = None
+        _value: Optional[str] = None
+
         def __init__(self, sock: Any, method: str) -> None:
             super().__init__()
             self.sock = sock
             self.method = method
-            self.rest = b""  # bytes read with the head, past its end
-            self.extra = False  # bytes came after the end of the answer
-            self.final = False  # the head read is not an interim answer's
-            self.complete = False
-            self.body = bytearray()
-            self._reset()
-
-        def _reset(self) -> None:
-            self.reason = ""
             self.fields: List[Field] = []
-            self.head_done = False
-            self.complete = False
-            self._name: Optional[str] = None
-            self._value: Optional[str] = None
+            self.body = bytearray()
 
         def _on_message_begin(self) -> None:
             if self.final:
                 self.extra = True
                 raise Beyond()
-            self._reset()  # the answer after an interim one
+            if self.head_done:  # the answer after an interim one
+                self.reason = ""
+                self.fields = []
+                self.head_done = self.complete = False
+                self._name = self._value = None
 
         def _on_status(self, text: str) -> None:
             self.reason += text
@@ -626,15 +634,37 @@ def _load_gevent() -> Parser:
             raise MalformedAnswer(BROKE + f"malformed head ({error.args[0]})") from error
 
     def begin(sock: Any, method: str) -> Message:
+        data = sock.recv(_RECV_SIZE)
+        if not data:
+            raise _no_answer()
+        # The usual answer: one head (no interim answer before it), whole in
+        # the first bytes and within the limits (one recv is no longer than
+        # MAX_LINE, and a head of n fields has n + 2 line ends), is fed to
+        # llhttp at once. Anything else, or anything llhttp refuses, is read
+        # again from these bytes, line by line, as read_head says.
+        end = data.find(b"\r\n\r\n") + 4
+        if (end >= 4 and len(data) <= MAX_LINE
+                and data.count(b"\n", 0, end) <= MAX_HEADER_FIELDS + 2):
+            message = Message(sock, method)
+            try:
+                message.feed(data[:end] if end < len(data) else data)
+            except HTTPParseError:
+                pass
+            else:
+                if message.head_done and message.final:
+                    message.rest = data[end:]
+                    if message.complete and message.rest:
+                        message.extra = True
+                    return message
+        return read_head(sock, method, data)
+
+    def read_head(sock: Any, method: str, data: bytes) -> Message:
+        """The head read line by line, from ``data`` (the first bytes) on:
+        the head limits are counted on the bytes as they came."""
         message = Message(sock, method)
         line = 0  # bytes of the line being read, before this chunk
         fields = -1  # fields of the head being read; -1 before its status line
-        started = False
         while True:
-            data = sock.recv(_RECV_SIZE)
-            if not data:
-                raise _head_cut() if started else _no_answer()
-            started = True
             start, size = 0, len(data)
             while start < size:
                 end = data.find(b"\n", start) + 1
@@ -662,6 +692,9 @@ def _load_gevent() -> Parser:
                     fields += 1
                     if fields > MAX_HEADER_FIELDS:
                         raise MalformedAnswer(_TOO_MANY_FIELDS)
+            data = sock.recv(_RECV_SIZE)
+            if not data:
+                raise _head_cut()
 
     def feed_body(message: Message, data: bytes) -> None:
         try:
@@ -674,14 +707,15 @@ def _load_gevent() -> Parser:
                 return
             raise _cut_short(len(message.body), None) from error
 
-    def announced_length(message: Message) -> Optional[int]:
-        values = [value for name, value in message.fields if name.lower() == "content-length"]
+    def announced_length(headers: Headers) -> Optional[int]:
+        values = headers.get_all("Content-Length")
         return int(values[0]) if len(values) == 1 and values[0].strip().isdigit() else None
 
     def finish(message: Message, max_body_size: int) -> Tuple[Answer, bool]:
         status = message.get_code()
+        headers = Headers(message.fields)
         if not message.complete:
-            length = announced_length(message)
+            length = announced_length(headers)
             if length is not None and length > max_body_size:
                 raise BodyLimitExceeded(length, status, max_body_size)
             if message.rest:
@@ -702,7 +736,6 @@ def _load_gevent() -> Parser:
                                      else max(0, length - len(message.body)))
             if len(message.body) > max_body_size:
                 raise BodyLimitExceeded(None, status, max_body_size)
-        headers = Headers(message.fields)
         reusable = (bool(message.should_keep_alive()) and not message.extra
                     and not (status in _NO_BODY and "Transfer-Encoding" in headers))
         return Answer(status, message.reason, headers, bytes(message.body)), reusable
@@ -717,15 +750,21 @@ PARSERS: Dict[str, Parser] = {"http.client": HTTP_CLIENT}
 _OPTIONAL: Dict[str, Tuple[Callable[[], Parser], str]] = {
     "geventhttpclient": (_load_gevent, "fast"),
 }
+#: The parsers a client uses when it names none, best first: the first that
+#: loads is :func:`default_parser`.
+PREFERRED = ("geventhttpclient", "http.client")
 
 
-def parser(name: str) -> Parser:
+def parser(name: Optional[str]) -> Parser:
     """Return the parser called ``name``, loading an optional one on first use.
 
-    :param name: ``"http.client"`` or ``"geventhttpclient"``.
+    :param name: ``"http.client"`` or ``"geventhttpclient"``; ``None`` for
+        :func:`default_parser`.
     :raises ValueError: for an unknown name, or ``"geventhttpclient"`` when
-        the ``fast`` extra (geventhttpclient) is not installed.
+        geventhttpclient cannot be imported.
     """
+    if name is None:
+        name = default_parser()
     if not isinstance(name, str):
         raise ValueError(f"parser must be a str such as 'http.client', got {name!r}")
     if name not in PARSERS and name in _OPTIONAL:
@@ -741,9 +780,25 @@ def parser(name: str) -> Parser:
     return PARSERS[name]
 
 
+def default_parser() -> str:
+    """The name of the parser a :class:`~napixclient.Client` uses when it
+    names none: the first of :data:`PREFERRED` that loads, so
+    ``"geventhttpclient"`` (llhttp, a dependency) and ``"http.client"`` where
+    geventhttpclient cannot be imported (a platform without its wheel, where
+    it did not build). Loading it imports geventhttpclient, on the first call
+    only (importing napixclient does not)."""
+    for name in PREFERRED:
+        try:
+            parser(name)
+        except ValueError:
+            continue
+        return name
+    return "http.client"  # never reached: http.client always loads
+
+
 def available_parsers() -> List[str]:
     """The names of the parsers that can be used here (``http.client``, and
-    ``geventhttpclient`` when the ``fast`` extra is installed), sorted."""
+    ``geventhttpclient`` when it can be imported), sorted."""
     names = []
     for name in sorted(set(PARSERS) | set(_OPTIONAL)):
         try:

@@ -44,13 +44,26 @@ def media_type(content_type: Optional[str]) -> tuple[str, Optional[str]]:
     """
     if not content_type:
         return "", None
+    known = _MEDIA_TYPES.get(content_type)
+    if known is not None:
+        return known
     kind, _, params = content_type.partition(";")
     charset = None
     for param in params.split(";"):
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"') or None
-    return kind.strip().lower(), charset
+    split = kind.strip().lower(), charset
+    if len(content_type) <= 128:
+        if len(_MEDIA_TYPES) >= 256:
+            _MEDIA_TYPES.clear()
+        _MEDIA_TYPES[content_type] = split
+    return split
+
+
+# The splits of the Content-Type values met last (a server sends the same
+# few again and again): at most 256 values of at most 128 characters.
+_MEDIA_TYPES: Dict[str, Tuple[str, Optional[str]]] = {}
 
 
 def _text(content: bytes, charset: Optional[str]) -> str:
@@ -94,22 +107,40 @@ def _declared(content: bytes, charset: str) -> Optional[str]:
 SAFE_RECURSION_LIMIT = 5000
 
 
+_JSON = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"  # what JSON allows around a value (RFC 8259, section 2)
+
+
 def _loads(text: str) -> Any:
     """``json.loads(text)`` with the recursion limit at most
     :data:`SAFE_RECURSION_LIMIT`.
+
+    The usual document (a value with nothing around it) is read by the
+    decoder's ``raw_decode`` alone, skipping the two regular expressions
+    :func:`json.loads` runs for white space around it (a third of what it
+    costs on a small document); any other goes through :func:`json.loads`.
 
     :raises ValueError: for text that is not JSON.
     :raises RecursionError: for JSON nested deeper than the limit allows.
     """
     limit = sys.getrecursionlimit()
     if limit <= SAFE_RECURSION_LIMIT:
-        return json.loads(text)
+        return _decode(text)
     # Raises RecursionError when the stack is already deeper than this.
     sys.setrecursionlimit(SAFE_RECURSION_LIMIT)
     try:
-        return json.loads(text)
+        return _decode(text)
     finally:
         sys.setrecursionlimit(limit)
+
+
+def _decode(text: str) -> Any:
+    if text[:1] in _JSON_SPACE or text[-1:] in _JSON_SPACE:
+        return json.loads(text)  # white space around the value, or empty text
+    value, end = _JSON.raw_decode(text)
+    if end != len(text):
+        raise ValueError(f"extra data after the JSON value, at character {end}")
+    return value
 
 
 def decode_body(content: bytes, content_type: Optional[str]) -> Any:
@@ -158,6 +189,10 @@ _UNSET: Any = object()
 #: A header field as it came on the wire: ``(name, value)``.
 Field = Tuple[str, str]
 
+# Up to this many fields, looking one up scans them rather than building the
+# index (see Headers._values).
+_SCAN_FIELDS = 32
+
 
 class Headers(Mapping[str, str]):
     """The header fields of an answer: a read-only, case-insensitive mapping
@@ -171,8 +206,12 @@ class Headers(Mapping[str, str]):
     came, in the order the names first came. Comparing with another mapping
     ignores the case of names.
 
-    The index is built on first look-up, so an answer whose headers nobody
-    reads costs only the list of fields.
+    Nothing is indexed until it must be: looking up a field scans the list
+    of fields (up to 32 of them), and the case-insensitive index is built
+    the first time something needs every name (iteration, ``len``,
+    comparison), so an answer whose headers nobody reads, or whose
+    ``Content-Type`` alone is read, costs little more than its list of
+    fields.
 
     :param fields: ``(name, value)`` pairs in the order they came
         (``Iterable[tuple[str, str]]``), or a mapping (one value per name).
@@ -181,8 +220,10 @@ class Headers(Mapping[str, str]):
     __slots__ = ("_fields", "_index")
 
     def __init__(self, fields: Union[Iterable[Field], Mapping[str, str]] = ()) -> None:
-        if isinstance(fields, Headers):
-            self._fields: List[Field] = list(fields._fields)
+        if type(fields) is list:  # what the parsers pass
+            self._fields: List[Field] = list(fields)
+        elif isinstance(fields, Headers):
+            self._fields = list(fields._fields)
         elif isinstance(fields, Mapping):
             self._fields = [(str(name), str(value)) for name, value in fields.items()]
         else:
@@ -194,21 +235,49 @@ class Headers(Mapping[str, str]):
         if index is None:
             index = {}
             for name, value in self._fields:
-                entry = index.get(name.lower())
+                key = name.lower()
+                entry = index.get(key)
                 if entry is None:
-                    index[name.lower()] = (name, [value])
+                    index[key] = (name, [value])
                 else:
                     entry[1].append(value)
             self._index = index
         return index
 
+    def _values(self, name: str) -> Optional[List[str]]:
+        """The values of the field ``name`` (any case), in order, or ``None``.
+
+        Until something needs the index (iteration, ``len``, comparison), and
+        for up to 32 fields, the fields are scanned instead: an ASCII name
+        of another length than ``name`` is skipped without being
+        lower-cased, so that reading one field (the body's
+        ``Content-Type``) costs a fraction of building the index."""
+        if self._index is not None or len(self._fields) > _SCAN_FIELDS:
+            entry = self._lookup().get(name.lower())
+            return None if entry is None else entry[1]
+        key = name.lower()
+        size = len(key)
+        values = None
+        for field, value in self._fields:
+            # Lower-casing keeps the length of ASCII names only.
+            if (len(field) == size or not field.isascii()) and field.lower() == key:
+                if values is None:
+                    values = [value]
+                else:
+                    values.append(value)
+        return values
+
     def __getitem__(self, name: str) -> str:
-        if not isinstance(name, str):
+        values = self._values(name) if isinstance(name, str) else None
+        if values is None:
             raise KeyError(name)
-        entry = self._lookup().get(name.lower())
-        if entry is None:
-            raise KeyError(name)
-        values = entry[1]
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        """``headers[name]``, or ``default`` when there is no such field."""
+        values = self._values(name) if isinstance(name, str) else None
+        if values is None:
+            return default
         return values[0] if len(values) == 1 else ", ".join(values)
 
     def get_all(self, name: str) -> List[str]:
@@ -218,8 +287,8 @@ class Headers(Mapping[str, str]):
         :param name: the field name (``str``).
         :returns: a new ``list`` of ``str``.
         """
-        entry = self._lookup().get(name.lower()) if isinstance(name, str) else None
-        return [] if entry is None else list(entry[1])
+        values = self._values(name) if isinstance(name, str) else None
+        return [] if values is None else list(values)
 
     @property
     def fields(self) -> List[Field]:
@@ -228,7 +297,7 @@ class Headers(Mapping[str, str]):
         return list(self._fields)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        return isinstance(name, str) and self._values(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._lookup().values())

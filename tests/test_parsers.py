@@ -1,5 +1,6 @@
-"""Both response parsers against a real server; the whole suite also runs on
-each: ``python -m pytest --napix-parser geventhttpclient``."""
+"""Both response parsers against a real server, and which one is the
+default; the whole suite also runs on each: ``python -m pytest`` (llhttp, the
+default) and ``python -m pytest --napix-parser http.client``."""
 
 import os
 import subprocess
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import napixclient.client
 import napixclient.http11
 from napixclient import Client, ClientPool, Response
-from napixclient.http11 import PARSERS, available_parsers, parser
+from napixclient.http11 import PARSERS, available_parsers, default_parser, parser
 from tests.helpers import AUTH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +70,41 @@ def test_the_fast_parser_without_its_extra_says_how_to_get_it(monkeypatch):
     with pytest.raises(ValueError, match=r"pip install '\.\[fast\]'"):
         Client("127.0.0.1:1", parser="geventhttpclient")
     assert available_parsers() == ["http.client"]
+
+
+def test_without_geventhttpclient_the_default_falls_back_to_http_client(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'geventhttpclient'")
+
+    monkeypatch.setattr(napixclient.http11, "PARSERS",
+                        {"http.client": PARSERS["http.client"]})
+    monkeypatch.setitem(napixclient.http11._OPTIONAL, "geventhttpclient",
+                        (missing, "fast"))
+    monkeypatch.setattr(napixclient.client, "DEFAULT_PARSER", None)
+    assert default_parser() == "http.client"
+    with Client("127.0.0.1:1") as client:
+        assert client._parser is PARSERS["http.client"]
+
+
+def test_the_default_parser_is_llhttp_since_geventhttpclient_is_a_dependency(
+        monkeypatch, napix_server):
+    napix_server.route("/", body={"ok": True})
+    monkeypatch.setattr(napixclient.client, "DEFAULT_PARSER", None)  # as installed
+    assert default_parser() == "geventhttpclient"
+    with Client(napix_server.host, AUTH) as client:
+        assert client._parser is parser("geventhttpclient")
+        assert client.get("/").body == {"ok": True}
+    with ClientPool(AUTH) as pool:
+        assert pool.client(napix_server.host)._parser is parser("geventhttpclient")
+
+
+def test_the_package_declares_geventhttpclient_with_wheels_for_every_python():
+    """setup.py: a dependency (so llhttp is the default everywhere), from
+    2.4, the last release with wheels for CPython 3.10 (2.5 and later need
+    3.11)."""
+    text = (ROOT / "setup.py").read_text()
+    install = text[text.index("install_requires"):text.index("extras_require")]
+    assert '"geventhttpclient>=2.4,<3"' in install
 
 
 def test_importing_napixclient_does_not_import_geventhttpclient():

@@ -1,0 +1,223 @@
+"""Instructions per request on one keep-alive connection, counted by valgrind.
+
+CPU time on a shared machine moves by 10-20% from one run to the next;
+the count of instructions a process executes does not (a fraction of a
+percent here), so this is the measure for comparing the CPU one request
+costs in two versions of napixclient, or in two of its configurations. By
+hand, never in CI (each client takes about a minute under callgrind):
+
+    apt-get install -y nginx valgrind
+    python benchmarks/cpu_per_request.py                      # every client
+    python benchmarks/cpu_per_request.py --clients napixclient napixclient_signed
+    python benchmarks/cpu_per_request.py --before /work/napix-before   # and an older checkout
+
+nginx answers a small JSON document (``/json``) on 127.0.0.1 in its own
+process; each client runs in a child process under ``valgrind
+--tool=callgrind``, so only the client's own instructions are counted (its
+system calls are not: a ``sendall`` costs the same to every client). A
+child makes ``--warmup`` requests, then ``count`` more, one after the other
+on one connection, reading each answer whole and decoding its JSON. Each
+client is run twice, with ``count`` = ``--small`` and ``--large``: the
+difference of the two totals divided by ``large - small`` is the count per
+request, free of the start-up (interpreter, imports, first connection).
+
+Clients (``--clients``):
+
+* ``napixclient``: a :class:`napixclient.Client`, no authenticator;
+* ``napixclient_signed``: with a :class:`~napixclient.authenticators.LoginAuthenticator`
+  (what Napix users run);
+* ``napixclient_token``: with a :class:`~napixclient.authenticators.TokenIdentifier`;
+* ``napixclient_callable``: with a plain ``auth(request) -> request``
+  callable setting a header (the requests-style path);
+* ``geventhttpclient``: geventhttpclient's own ``HTTPClient``, the peer to beat;
+* ``floor``: a gevent socket, ``sendall`` of fixed bytes and ``recv`` of the
+  whole answer, then :func:`json.loads`: what no client avoids.
+
+``--parser NAME`` runs the napixclient clients with that parser (default:
+napixclient's default). ``--before PATH`` adds each napixclient client run
+from the checkout at PATH (first on PYTHONPATH), named ``CLIENT@COMMIT``.
+The table is printed in Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CLIENTS = ["napixclient", "napixclient_signed", "napixclient_token", "napixclient_callable",
+           "geventhttpclient", "floor"]
+PATH = "/json"
+_COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
+
+
+# -- in the child -------------------------------------------------------------------
+
+def _napix(port: int, auth: Any, parser: Optional[str]) -> Callable[[], Tuple[int, Any]]:
+    from napixclient import Client
+
+    options = {} if parser is None else {"parser": parser}
+    client = Client(f"127.0.0.1:{port}", auth, simultaneous=1, timeout=30.0, **options)
+
+    def one() -> Tuple[int, Any]:
+        response = client.get(PATH)
+        return response.status, response.body
+    return one
+
+
+def _callable_auth(request: Any) -> Any:
+    request.headers["X-Napix-Bench"] = "1"
+    return request
+
+
+def _geventhttpclient(port: int) -> Callable[[], Tuple[int, Any]]:
+    from geventhttpclient import HTTPClient
+
+    client = HTTPClient("127.0.0.1", port, concurrency=1, connection_timeout=30.0,
+                        network_timeout=30.0)
+
+    def one() -> Tuple[int, Any]:
+        response = client.get(PATH)
+        try:
+            return response.status_code, json.loads(response.read())
+        finally:
+            response.release()
+    return one
+
+
+def _floor(port: int) -> Callable[[], Tuple[int, Any]]:
+    import gevent.socket
+
+    sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=30.0)
+    request = (f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               "Accept: application/json\r\n\r\n").encode("ascii")
+
+    def one() -> Tuple[int, Any]:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore
+        while len(body) < length:
+            body += sock.recv(65536)
+        return int(head[9:12]), json.loads(body)
+    return one
+
+
+def child(client: str, port: int, count: int, warmup: int, parser: Optional[str]) -> None:
+    """Make ``warmup`` + ``count`` requests with ``client``; exit 1 on a bad answer."""
+    if client == "napixclient":
+        one = _napix(port, None, parser)
+    elif client == "napixclient_signed":
+        from napixclient.authenticators import LoginAuthenticator
+        one = _napix(port, LoginAuthenticator("root", "toor"), parser)
+    elif client == "napixclient_token":
+        from napixclient.authenticators import TokenIdentifier
+        one = _napix(port, TokenIdentifier("root:0123456789abcdef"), parser)
+    elif client == "napixclient_callable":
+        one = _napix(port, _callable_auth, parser)
+    elif client == "geventhttpclient":
+        one = _geventhttpclient(port)
+    elif client == "floor":
+        one = _floor(port)
+    else:
+        raise SystemExit(f"unknown client {client!r}")
+    for _ in range(warmup + count):
+        status, body = one()
+        if status != 200 or body.get("status") != "ok":
+            raise SystemExit(f"{client}: unexpected answer {status} {body!r}")
+
+
+# -- in the parent ------------------------------------------------------------------
+
+def commit_of(path: str) -> str:
+    """The short commit of the checkout at ``path``, or its folder's name
+    when it is not a git checkout."""
+    done = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or os.path.basename(os.path.abspath(path))
+
+
+def count_instructions(client: str, port: int, count: int, warmup: int,
+                       parser: Optional[str], checkout: str) -> int:
+    """Instructions the child executed (all of them, start-up included)."""
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=checkout)
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+               sys.executable, os.path.abspath(__file__), "--child", client,
+               "--port", str(port), "--count", str(count), "--warmup", str(warmup)]
+    if parser:
+        command += ["--parser", parser]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout,
+                          timeout=1800)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{client} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
+    parser.add_argument("--parser", default=None,
+                        help="napixclient's parser (default: napixclient's default)")
+    parser.add_argument("--small", type=int, default=200)
+    parser.add_argument("--large", type=int, default=1200)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--before", metavar="PATH",
+                        help="also run the napixclient clients from this checkout")
+    parser.add_argument("--json", metavar="FILE", help="write the figures there too")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.port, args.count, args.warmup, args.parser)
+        return 0
+    if args.large <= args.small:
+        parser.error("--large must be more than --small")
+
+    sys.path.insert(0, HERE)
+    from backends import Nginx
+
+    runs: List[Tuple[str, str, str]] = [(name, name, ROOT) for name in args.clients]
+    if args.before:
+        label = commit_of(args.before)
+        runs += [(f"{name}@{label}", name, os.path.abspath(args.before))
+                 for name in args.clients if name.startswith("napixclient")]
+    nginx = Nginx(1).start()
+    figures: Dict[str, float] = {}
+    try:
+        port = nginx.ports[0]
+        for label, name, checkout in runs:
+            small = count_instructions(name, port, args.small, args.warmup, args.parser,
+                                       checkout)
+            large = count_instructions(name, port, args.large, args.warmup, args.parser,
+                                       checkout)
+            figures[label] = (large - small) / (args.large - args.small)
+            print(f"{label}: {figures[label]:,.0f} instructions per request", file=sys.stderr)
+    finally:
+        nginx.stop()
+    base = figures.get("napixclient")
+    print(f"\nInstructions per request (valgrind --tool=callgrind), "
+          f"{args.large} - {args.small} requests, parser {args.parser or 'default'}:\n")
+    print("| client | instructions / request | / napixclient |")
+    print("|---|---|---|")
+    for label, value in figures.items():
+        ratio = f"{value / base:.2f}" if base else ""
+        print(f"| {label} | {value:,.0f} | {ratio} |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
