@@ -67,46 +67,61 @@ def _sync_sequential(one: OneRequest, count: int, warmup: int) -> Tuple[List[flo
 
 # -- napixclient -------------------------------------------------------------
 
-def napixclient_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+def _napixclient_fanout(bases, path, per_host, cap, timeout, **options):
     # Always the defaults: max_connections follows the soft RLIMIT_NOFILE.
     from napixclient import ClientPool
 
-    with ClientPool(simultaneous=cap, timeout=timeout) as pool:
+    with ClientPool(simultaneous=cap, timeout=timeout, **options) as pool:
         for base in _order(bases, per_host):
             pool.request(base, "GET", path)
         results = pool.wait(timeout=timeout * 4)
     return [(r.status, r.body) if r.status == 200 else r for r in results]
+
+
+def _napixclient_sequential(base, path, count, warmup, timeout, **options):
+    from napixclient import Client
+
+    with Client(base, timeout=timeout, **options) as client:
+        def one():
+            response = client.get(path)
+            return response.status, response.body
+        return _sync_sequential(one, count, warmup)
+
+
+def _login():
+    """What Napix users run: every request signed with HMAC-SHA256 (nginx
+    does not check it; the client's cost is the same)."""
+    from napixclient.authenticators import LoginAuthenticator
+
+    return LoginAuthenticator("bench", "bench-key-not-a-secret")
+
+
+def napixclient_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient as installed: no authenticator, the default parser."""
+    return _napixclient_fanout(bases, path, per_host, cap, timeout)
 
 
 def napixclient_sequential(base, path, count, warmup, timeout):
-    from napixclient import Client
-
-    with Client(base, timeout=timeout) as client:
-        def one():
-            response = client.get(path)
-            return response.status, response.body
-        return _sync_sequential(one, count, warmup)
+    return _napixclient_sequential(base, path, count, warmup, timeout)
 
 
-def napixclient_fast_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
-    """napixclient with the optional geventhttpclient parser (the fast extra)."""
-    from napixclient import ClientPool
-
-    with ClientPool(simultaneous=cap, timeout=timeout, parser="geventhttpclient") as pool:
-        for base in _order(bases, per_host):
-            pool.request(base, "GET", path)
-        results = pool.wait(timeout=timeout * 4)
-    return [(r.status, r.body) if r.status == 200 else r for r in results]
+def napixclient_signed_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient signing every request with a LoginAuthenticator."""
+    return _napixclient_fanout(bases, path, per_host, cap, timeout, authenticator=_login())
 
 
-def napixclient_fast_sequential(base, path, count, warmup, timeout):
-    from napixclient import Client
+def napixclient_signed_sequential(base, path, count, warmup, timeout):
+    return _napixclient_sequential(base, path, count, warmup, timeout, authenticator=_login())
 
-    with Client(base, timeout=timeout, parser="geventhttpclient") as client:
-        def one():
-            response = client.get(path)
-            return response.status, response.body
-        return _sync_sequential(one, count, warmup)
+
+def napixclient_httpclient_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient on its fallback parser, http.client (where llhttp does
+    not load)."""
+    return _napixclient_fanout(bases, path, per_host, cap, timeout, parser="http.client")
+
+
+def napixclient_httpclient_sequential(base, path, count, warmup, timeout):
+    return _napixclient_sequential(base, path, count, warmup, timeout, parser="http.client")
 
 
 async def _timed_sequence(one, count, warmup):
@@ -360,8 +375,8 @@ def requests_threads_sequential(base, path, count, warmup, timeout):
     return _sync_sequential(one, count, warmup)
 
 
-CLIENTS = ["napixclient", "napixclient_fast", "aiohttp", "geventhttpclient", "grequests",
-           "gevent_requests", "requests_threads", "httpx"]
+CLIENTS = ["napixclient", "napixclient_signed", "napixclient_httpclient", "aiohttp",
+           "geventhttpclient", "grequests", "gevent_requests", "requests_threads", "httpx"]
 
 
 # -- the child process -------------------------------------------------------

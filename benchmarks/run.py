@@ -58,6 +58,8 @@ CHILD_DEADLINE_S = {"W1": 180.0, "W2": 60.0, "W3": 120.0, "CPU": 120.0, "W4": 12
 #: W4's soft limit of open files in the client's process: the common default.
 W4_NOFILE_SOFT = 1024
 BASELINE = "aiohttp"
+#: The napixclient variants --before also runs from the older checkout.
+BEFORE_VARIANTS = ["napixclient", "napixclient_signed"]
 START_MARK = "<!-- benchmark-table:start -->"
 END_MARK = "<!-- benchmark-table:end -->"
 
@@ -231,19 +233,22 @@ def render(table: Dict[str, Dict[str, Cell]], clients: List[str], keys: List[str
 
 
 def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
-    """napixclient against each peer, and against its "before" checkout
-    (``napixclient@...``): > 1 means napixclient is better."""
+    """napixclient against each peer, and each napixclient variant against
+    itself in the "before" checkout (``napixclient_signed@...`` against
+    ``napixclient_signed``): > 1 means napixclient (now) is better."""
     keys = ["w1_rps", "w2_makespan", "w3_makespan", "w3_rss", "cpu_us"]
     keys = [k for k in keys if k in table.get("napixclient", {})]
     if not keys:
         return ""
     header = ["napixclient vs"] + [METRICS[k][1] for k in keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    ours = table["napixclient"]
     for client in clients:
         if client.startswith("napixclient") and "@" not in client:
             continue
-        cells = [client]
+        # A "before" row is compared with the same variant now.
+        mine_name = client.split("@", 1)[0] if "@" in client else "napixclient"
+        ours = table.get(mine_name, {})
+        cells = [client if mine_name == "napixclient" else f"{client} (vs {mine_name})"]
         for key in keys:
             mine, theirs = ours.get(key), table[client].get(key)
             if not isinstance(mine, float) or not isinstance(theirs, float):
@@ -340,14 +345,20 @@ def main() -> int:
     checkouts = {client: ROOT for client in clients}
     if args.before:
         try:
-            label = "napixclient@" + before_commit(args.before)
+            commit = before_commit(args.before)
         except ValueError as error:
             parser.error(str(error))
-        # Next to napixclient in the tables (first when napixclient is not run).
-        at = clients.index("napixclient") + 1 if "napixclient" in clients else 0
-        clients.insert(at, label)
-        impls[label] = "napixclient"
-        checkouts[label] = os.path.abspath(args.before)
+        # Each napixclient variant the older checkout can run (it has no
+        # parser= argument), next to its current self in the tables.
+        for impl in BEFORE_VARIANTS:
+            if impl not in clients:
+                continue
+            label = f"{impl}@{commit}"
+            clients.insert(clients.index(impl) + 1, label)
+            impls[label] = impl
+            checkouts[label] = os.path.abspath(args.before)
+        if not any("@" in client for client in clients):
+            parser.error("--before needs napixclient or napixclient_signed in --clients")
     hard = raise_fd_limit()
     if "W4" in args.workloads and args.w4_nofile > hard:
         parser.error(f"--w4-nofile {args.w4_nofile} is above the hard limit {hard}")
