@@ -125,3 +125,22 @@ def test_pytest_with_a_parser_that_cannot_load_is_a_usage_error_not_a_traceback(
     assert done.returncode == 4, output  # pytest's exit code for a usage error
     assert "INTERNALERROR" not in output and "Traceback" not in output
     assert "--napix-parser: parser must be one of" in output
+
+
+def test_pytest_asked_for_llhttp_without_geventhttpclient_is_a_usage_error(tmp_path):
+    """The case of item 20: ``--napix-parser geventhttpclient`` where
+    geventhttpclient cannot be imported (a package on PYTHONPATH that
+    raises ImportError stands for it being absent)."""
+    absent = tmp_path / "geventhttpclient"
+    absent.mkdir()
+    (absent / "__init__.py").write_text("raise ImportError('geventhttpclient is absent')\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "--napix-parser", "geventhttpclient",
+                           str(ROOT / "tests" / "test_layers.py")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
+    output = done.stdout + done.stderr
+    assert done.returncode == 4, output
+    assert "INTERNALERROR" not in output and "Traceback" not in output
+    assert "parser 'geventhttpclient' needs the fast extra" in output, output
+    assert "pip install '.[fast]'" in output
