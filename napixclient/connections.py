@@ -470,14 +470,22 @@ class ConnectionManager:
 
     def _expire(self) -> None:
         """Close idle connections as they pass ``keepalive_expiry``; end
-        when none is idle."""
+        when no connection is open (idle or in use)."""
         try:
             self._expire_idle()
         finally:
             self._reaper = None
 
     def _expire_idle(self) -> None:
-        while self._idle and not self._closed:
+        # The reaper outlives the idle connections while others are in use:
+        # ending as soon as none is idle made a connection reused at once
+        # start a new reaper at each release, one greenlet per request
+        # (profiled: sequential GETs on one connection mapped and unmapped
+        # a greenlet's 16 KiB frame stack each time, a page fault a request).
+        while self._open and not self._closed:
+            if not self._idle:
+                gevent.sleep(self.keepalive_expiry)
+                continue
             oldest = next(iter(self._idle))
             wait = oldest.idle_since + self.keepalive_expiry - time.monotonic()
             if wait > 0:

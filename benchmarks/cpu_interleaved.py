@@ -1,0 +1,105 @@
+"""CPU time per request, every client in one process, in interleaved batches.
+
+valgrind's instruction counts (cpu_per_request.py) are repeatable, but they
+leave out the kernel and they count what valgrind's virtual CPU runs: under
+valgrind OpenSSL sees no SHA extensions, so an HMAC costs there several
+times what it costs natively. This script measures what a process pays, user
+and system CPU (:func:`time.process_time`), with the run-to-run drift of a
+shared machine taken out by interleaving: every client holds one keep-alive
+connection to the same nginx, and the clients take turns, a batch of
+``--batch`` requests each, ``--batches`` times, the order rotating. Each
+client's figure is the median of its batches; the ratios are against
+napixclient unsigned. By hand, never in CI:
+
+    apt-get install -y nginx
+    python benchmarks/cpu_interleaved.py                       # about 1 minute
+    python benchmarks/cpu_interleaved.py --batches 60 --batch 500
+
+Clients: as in cpu_per_request.py (napixclient, napixclient_signed,
+napixclient_token, napixclient_callable, geventhttpclient, floor). nginx
+listens on 127.0.0.1 only and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from backends import Nginx  # noqa: E402
+from cpu_per_request import CLIENTS, _callable_auth, _floor, _geventhttpclient, _napix  # noqa: E402
+
+OneRequest = Callable[[], Tuple[int, Any]]
+
+
+def build(client: str, port: int) -> OneRequest:
+    """The ``one()`` of ``client``: one GET, its status and decoded JSON."""
+    if client == "napixclient":
+        return _napix(port, None, None)
+    if client == "napixclient_signed":
+        from napixclient.authenticators import LoginAuthenticator
+        return _napix(port, LoginAuthenticator("root", "toor"), None)
+    if client == "napixclient_token":
+        from napixclient.authenticators import TokenIdentifier
+        return _napix(port, TokenIdentifier("root:0123456789abcdef"), None)
+    if client == "napixclient_callable":
+        return _napix(port, _callable_auth, None)
+    if client == "geventhttpclient":
+        return _geventhttpclient(port)
+    return _floor(port)
+
+
+def batch(one: OneRequest, count: int) -> float:
+    """CPU seconds ``count`` requests took; raises on a bad answer."""
+    started = time.process_time()
+    for _ in range(count):
+        status, body = one()
+        if status != 200 or body.get("status") != "ok":
+            raise RuntimeError(f"unexpected answer {status} {body!r}")
+    return time.process_time() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=300, help="requests per batch")
+    parser.add_argument("--warmup", type=int, default=200)
+    args = parser.parse_args()
+    if args.batches < 1 or args.batch < 1 or args.warmup < 0:
+        parser.error("--batches and --batch must be >= 1, --warmup >= 0")
+    nginx = Nginx(1).start()
+    try:
+        port = nginx.ports[0]
+        ones = {client: build(client, port) for client in args.clients}
+        for one in ones.values():
+            batch(one, args.warmup)
+        seconds: Dict[str, List[float]] = {client: [] for client in args.clients}
+        order = list(args.clients)
+        for turn in range(args.batches):
+            shift = turn % len(order)
+            for client in order[shift:] + order[:shift]:
+                seconds[client].append(batch(ones[client], args.batch))
+    finally:
+        nginx.stop()
+    per_request = {client: statistics.median(values) / args.batch * 1e6
+                   for client, values in seconds.items()}
+    base = per_request.get("napixclient")
+    print(f"CPU per request (user + system), one keep-alive connection each to one "
+          f"nginx, medians of {args.batches} interleaved batches of {args.batch}:\n")
+    print("| client | CPU us/req | / napixclient |")
+    print("|---|---|---|")
+    for client, value in per_request.items():
+        ratio = f"{value / base:.2f}" if base else ""
+        print(f"| {client} | {value:.1f} | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
