@@ -199,6 +199,42 @@ def test_an_idle_connection_past_keepalive_expiry_is_closed_and_not_reused(napix
     assert napix_server.max_open_connections == 1
 
 
+def test_one_reaper_serves_requests_one_after_the_other_on_one_connection(napix_server):
+    """The keep-alive reaper is not started anew after each request: it
+    lives while a connection is open, idle or in use (a reaper per request
+    cost a greenlet, its frame stack and a page fault each time)."""
+    napix_server.route("/", body={"ok": True})
+    reapers = []
+    with Client(napix_server.host, AUTH, timeout=5) as client:
+        for _ in range(30):
+            # The next request takes the connection before a new reaper
+            # runs: one that ends when nothing is idle would end in its wait.
+            client.get("/")
+            reapers.append(client._manager._reaper)
+        assert napix_server.max_open_connections == 1
+    assert reapers[0] is not None
+    assert all(reaper is reapers[0] for reaper in reapers)
+
+
+def test_the_reaper_still_closes_a_connection_that_goes_idle_after_being_busy(napix_server):
+    """A reaper that slept while the connection was in use closes it once it
+    has been idle for keepalive_expiry."""
+    napix_server.route("/", body={"ok": True})
+    with Client(napix_server.host, AUTH, keepalive_expiry=0.3, timeout=5) as client:
+        for _ in range(5):
+            client.get("/")
+            gevent.sleep(0.1)  # less than the expiry: reused each time
+        assert napix_server.max_open_connections == 1
+        deadline = time.monotonic() + 3
+        while napix_server.open_connections and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert napix_server.open_connections == 0
+        deadline = time.monotonic() + 3
+        while client._manager._reaper is not None and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        assert client._manager._reaper is None  # no connection open: it ended
+
+
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json")])
     return [b'{"hello": "tls"}']
