@@ -33,7 +33,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from backends import Nginx  # noqa: E402
-from cpu_per_request import CLIENTS, _callable_auth, _floor, _geventhttpclient, _napix  # noqa: E402
+from cpu_per_request import (  # noqa: E402
+    CLIENTS,
+    _callable_auth,
+    _floor,
+    _geventhttpclient,
+    _napix,
+    print_table,
+)
 
 OneRequest = Callable[[], Tuple[int, Any]]
 
@@ -90,14 +97,9 @@ def main() -> int:
         nginx.stop()
     per_request = {client: statistics.median(values) / args.batch * 1e6
                    for client, values in seconds.items()}
-    base = per_request.get("napixclient")
     print(f"CPU per request (user + system), one keep-alive connection each to one "
           f"nginx, medians of {args.batches} interleaved batches of {args.batch}:\n")
-    print("| client | CPU us/req | / napixclient |")
-    print("|---|---|---|")
-    for client, value in per_request.items():
-        ratio = f"{value / base:.2f}" if base else ""
-        print(f"| {client} | {value:.1f} | {ratio} |")
+    print_table(per_request, "CPU us/req", "{:.1f}")
     return 0
 
 

@@ -163,6 +163,17 @@ def count_instructions(client: str, port: int, count: int, warmup: int,
     return int(found.group(1))
 
 
+def print_table(figures: Dict[str, float], column: str, number: str) -> None:
+    """Print ``figures`` as a Markdown table, each with its ratio to
+    napixclient's (when there is one); ``number`` formats a figure."""
+    base = figures.get("napixclient")
+    print(f"| client | {column} | / napixclient |")
+    print("|---|---|---|")
+    for label, value in figures.items():
+        ratio = f"{value / base:.2f}" if base else ""
+        print(f"| {label} | {number.format(value)} | {ratio} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
@@ -205,14 +216,9 @@ def main() -> int:
             print(f"{label}: {figures[label]:,.0f} instructions per request", file=sys.stderr)
     finally:
         nginx.stop()
-    base = figures.get("napixclient")
     print(f"\nInstructions per request (valgrind --tool=callgrind), "
           f"{args.large} - {args.small} requests, parser {args.parser or 'default'}:\n")
-    print("| client | instructions / request | / napixclient |")
-    print("|---|---|---|")
-    for label, value in figures.items():
-        ratio = f"{value / base:.2f}" if base else ""
-        print(f"| {label} | {value:,.0f} | {ratio} |")
+    print_table(figures, "instructions / request", "{:,.0f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=1)
