@@ -72,6 +72,19 @@ def batch(one: OneRequest, count: int) -> float:
     return time.process_time() - started
 
 
+def interleave(ones: Dict[str, OneRequest], batches: int, size: int) -> Dict[str, float]:
+    """CPU microseconds per request of each ``one()``: ``batches`` turns,
+    each a batch of ``size`` requests per client, the order rotating; the
+    median of each client's batches."""
+    seconds: Dict[str, List[float]] = {name: [] for name in ones}
+    names = list(ones)
+    for turn in range(batches):
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds[name].append(batch(ones[name], size))
+    return {name: statistics.median(values) / size * 1e6 for name, values in seconds.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
@@ -87,16 +100,9 @@ def main() -> int:
         ones = {client: build(client, port) for client in args.clients}
         for one in ones.values():
             batch(one, args.warmup)
-        seconds: Dict[str, List[float]] = {client: [] for client in args.clients}
-        order = list(args.clients)
-        for turn in range(args.batches):
-            shift = turn % len(order)
-            for client in order[shift:] + order[:shift]:
-                seconds[client].append(batch(ones[client], args.batch))
+        per_request = interleave(ones, args.batches, args.batch)
     finally:
         nginx.stop()
-    per_request = {client: statistics.median(values) / args.batch * 1e6
-                   for client, values in seconds.items()}
     print(f"CPU per request (user + system), one keep-alive connection each to one "
           f"nginx, medians of {args.batches} interleaved batches of {args.batch}:\n")
     print_table(per_request, "CPU us/req", "{:.1f}")

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from backends import Nginx  # noqa: E402
+from cpu_interleaved import interleave  # noqa: E402
 
 from napixclient import Client  # noqa: E402
 from napixclient.authenticators import LoginAuthenticator, SignedRequest  # noqa: E402
@@ -63,6 +62,13 @@ class ConstantSignature(LoginAuthenticator):
         return SignedRequest(target, self._fields, target)
 
 
+def _one(client: Any) -> Callable[[], Tuple[int, Any]]:
+    def one() -> Tuple[int, Any]:
+        response = client.get("/json")
+        return response.status, response.body
+    return one
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=50)
@@ -84,23 +90,12 @@ def main() -> int:
         for client in clients.values():
             for _ in range(200):
                 client.get("/json")
-        seconds: Dict[str, List[float]] = {name: [] for name in clients}
-        names = list(clients)
-        for turn in range(args.batches):
-            shift = turn % len(names)
-            for name in names[shift:] + names[:shift]:
-                client = clients[name]
-                started = time.process_time()
-                for _ in range(args.batch):
-                    if client.get("/json").status != 200:
-                        raise RuntimeError(f"{name}: not 200")
-                seconds[name].append(time.process_time() - started)
+        per_request = interleave({name: _one(client) for name, client in clients.items()},
+                                 args.batches, args.batch)
         for client in clients.values():
             client.close()
     finally:
         nginx.stop()
-    per_request = {name: statistics.median(values) / args.batch * 1e6
-                   for name, values in seconds.items()}
     print(f"CPU per request (user + system), medians of {args.batches} interleaved "
           f"batches of {args.batch}:\n")
     print("| client | CPU us/req | more than the row above |")
