@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -155,12 +155,21 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(15)
 
 
+#: With --profile-command DIR: each ``napix`` run under cProfile, its
+#: statistics written in DIR (read them with ``python -m pstats``).
+PROFILE_DIR: Optional[str] = None
+
+
 def command(args: List[str], env: Dict[str, str], out_path: str) -> Dict[str, Any]:
     """Run ``napix ARGS`` with --json, stdout to a file; makespan and outcomes."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
+    profile: List[str] = []
+    if PROFILE_DIR is not None:
+        name = os.path.splitext(os.path.basename(out_path))[0]
+        profile = ["-m", "cProfile", "-o", os.path.join(PROFILE_DIR, f"{name}.prof")]
     with open(out_path, "w") as out:
-        done = subprocess.run([sys.executable, "-m", "napixclient", *args], env=env,
+        done = subprocess.run([sys.executable, *profile, "-m", "napixclient", *args], env=env,
                               stdout=out, stderr=subprocess.PIPE, text=True,
                               timeout=DEADLINE_S)
     makespan = time.monotonic() - started
@@ -272,10 +281,17 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--workers", default="1,2,4", help="fleet sizes (default: 1,2,4)")
     parser.add_argument("--concurrency", type=int, default=fleet.DEFAULT_CONCURRENCY)
     parser.add_argument("--json", help="write the results there too")
+    parser.add_argument("--profile-command", metavar="DIR",
+                        help="run each napix command under cProfile, its statistics in DIR "
+                             "(the figures then include the profiler's cost)")
     args = parser.parse_args(argv)
     if shutil.which("redis-server") is None:
         parser.error("redis-server is not installed: apt-get install -y redis-server")
     raise_fd_limit()
+    global PROFILE_DIR
+    if args.profile_command:
+        os.makedirs(args.profile_command, exist_ok=True)
+        PROFILE_DIR = os.path.abspath(args.profile_command)
     sizes = [int(n) for n in args.workers.split(",")]
     path = f"/delay/{args.delay_ms}"
     work = tempfile.mkdtemp(prefix="napix-w5-")

@@ -475,6 +475,27 @@ def test_napix_probe_with_broker_prints_what_a_local_probe_prints(
     assert remote.stderr.startswith("300 hosts: 300 ok, 0 failed, 0 timed out in ")
 
 
+def test_napix_probe_with_broker_makes_no_local_client(live_fleet, backend, tmp_path,
+                                                       monkeypatch, capsys,
+                                                       no_caller_credentials):
+    """With --broker the workers probe: the caller makes no ClientPool and
+    no Client per host (making one per host was most of its CPU per row)."""
+    import napixclient.cli.command as command
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a ClientPool was made for a fleet probe")
+
+    monkeypatch.setattr(command, "ClientPool", refuse)
+    hosts_file = tmp_path / "fleet.txt"
+    hosts_file.write_text("\n".join(hosts_of(backend)[:50]) + "\n")
+    code = command.main(["probe", "--json", "--broker", live_fleet.url,
+                         "--hosts-file", str(hosts_file), "/t/cli/0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(out.splitlines()) == 50
+    assert err.startswith("50 hosts: 50 ok, 0 failed, 0 timed out in ")
+
+
 def test_napix_probe_with_broker_and_first_where_exits_0_at_the_match(
         live_fleet, backend, tmp_path):
     hosts = hosts_of(backend)[:300]

@@ -4,6 +4,7 @@ statuses, and :func:`main`, which runs them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -149,13 +150,18 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
     fleet_probe = _start_fleet(args, hosts, path, condition, output) if args.broker else None
     if args.broker and fleet_probe is None:
         return EXIT_FAILED
-    try:
-        pool = ClientPool(credentials.authenticator, simultaneous=args.simultaneous,
-                          timeout=args.timeout, **connection.options)
-        for host in hosts:
-            pool.client(host)  # the route of each host, checked now
-    except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
-        raise UsageError(str(error)) from None
+    pool: Optional[ClientPool] = None
+    if fleet_probe is None:
+        # With --broker the workers probe (fleet.probe checked each host):
+        # no client here, whose making cost the caller most of its CPU per
+        # row (a Client per host).
+        try:
+            pool = ClientPool(credentials.authenticator, simultaneous=args.simultaneous,
+                              timeout=args.timeout, **connection.options)
+            for host in hosts:
+                pool.client(host)  # the route of each host, checked now
+        except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
+            raise UsageError(str(error)) from None
     # Each request is bounded by --timeout once its turn under
     # --simultaneous comes; this deadline only catches what the client did
     # not, so that a probe always ends.
@@ -178,7 +184,8 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
         if table is not None:
             for line in table.header():
                 output.row(line)
-    with pool, output.progress(len(hosts)) as advance:
+    with (contextlib.nullcontext() if pool is None else pool), \
+            output.progress(len(hosts)) as advance:
         if fleet_probe is not None:
             from napixclient.fleet import FleetError
             try:
@@ -187,6 +194,7 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
                 output.message(f"napix: {error}")
                 return EXIT_FAILED
         else:
+            assert pool is not None
             rows, left = probe_hosts(pool, hosts, path, condition, deadline, show, advance,
                                      credentials.secrets)
     elapsed = time.monotonic() - started

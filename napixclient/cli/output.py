@@ -118,6 +118,8 @@ def printable(text: str, keep: str = "") -> str:
     starts a terminal's escape sequences, other control characters) written
     as its Python escape (``\\x1b``), except those in ``keep``: a far
     side's text must not drive the terminal."""
+    if text.isprintable():  # the common case, at C speed
+        return text
     return "".join(c if c.isprintable() or c in keep
                    else c.encode("unicode_escape").decode("ascii") for c in text)
 

@@ -139,6 +139,8 @@ class ProbeRow:
         the same JSON, and cannot drive a terminal or split a line-reader's
         line."""
         line = json.dumps(self.as_json(), ensure_ascii=False, default=str)
+        if line.isprintable():  # the common case: one C call, not one per character
+            return line
         return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in line)
 
     def summary(self) -> str:
