@@ -342,6 +342,8 @@ def choose_proxy(url: str, proxies: Any = None, trust_env: bool = True) -> Optio
         if environ and not _bypassed(url, environ.get("no") if no_proxy is None else no_proxy):
             for key, value in environ.items():
                 chosen.setdefault(key, value)
+    if not chosen:
+        return None  # what select_proxy gives for no proxies, without parsing the URL
     selected = requests.utils.select_proxy(url, chosen)  # type: ignore[arg-type]
     if not selected:
         return None
