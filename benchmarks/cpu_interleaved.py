@@ -33,33 +33,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from backends import Nginx  # noqa: E402
-from cpu_per_request import (  # noqa: E402
-    CLIENTS,
-    _callable_auth,
-    _floor,
-    _geventhttpclient,
-    _napix,
-    print_table,
-)
+from cpu_per_request import CLIENTS, one_request, print_table  # noqa: E402
 
 OneRequest = Callable[[], Tuple[int, Any]]
-
-
-def build(client: str, port: int) -> OneRequest:
-    """The ``one()`` of ``client``: one GET, its status and decoded JSON."""
-    if client == "napixclient":
-        return _napix(port, None, None)
-    if client == "napixclient_signed":
-        from napixclient.authenticators import LoginAuthenticator
-        return _napix(port, LoginAuthenticator("root", "toor"), None)
-    if client == "napixclient_token":
-        from napixclient.authenticators import TokenIdentifier
-        return _napix(port, TokenIdentifier("root:0123456789abcdef"), None)
-    if client == "napixclient_callable":
-        return _napix(port, _callable_auth, None)
-    if client == "geventhttpclient":
-        return _geventhttpclient(port)
-    return _floor(port)
 
 
 def batch(one: OneRequest, count: int) -> float:
@@ -97,7 +73,7 @@ def main() -> int:
     nginx = Nginx(1).start()
     try:
         port = nginx.ports[0]
-        ones = {client: build(client, port) for client in args.clients}
+        ones = {client: one_request(client, port) for client in args.clients}
         for one in ones.values():
             batch(one, args.warmup)
         per_request = interleave(ones, args.batches, args.batch)

@@ -60,10 +60,14 @@ _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
 
 # -- in the child -------------------------------------------------------------------
 
-def _napix(port: int, auth: Any, parser: Optional[str]) -> Callable[[], Tuple[int, Any]]:
+def napix_one(port: int, auth: Any, parser: Optional[str],
+           **options: Any) -> Callable[[], Tuple[int, Any]]:
+    """A :class:`napixclient.Client` of nginx at ``port`` signing with
+    ``auth``; ``options`` go to the Client too (``headers=``...)."""
     from napixclient import Client
 
-    options = {} if parser is None else {"parser": parser}
+    if parser is not None:
+        options["parser"] = parser
     client = Client(f"127.0.0.1:{port}", auth, simultaneous=1, timeout=30.0, **options)
 
     def one() -> Tuple[int, Any]:
@@ -112,24 +116,33 @@ def _floor(port: int) -> Callable[[], Tuple[int, Any]]:
     return one
 
 
+def one_request(client: str, port: int, parser: Optional[str] = None
+                ) -> Callable[[], Tuple[int, Any]]:
+    """``one()`` for ``client`` (a name of :data:`CLIENTS`): one GET of
+    nginx's JSON at ``port``, returning its status and decoded body.
+
+    :raises SystemExit: for a name not in :data:`CLIENTS`.
+    """
+    if client == "napixclient":
+        return napix_one(port, None, parser)
+    if client == "napixclient_signed":
+        from napixclient.authenticators import LoginAuthenticator
+        return napix_one(port, LoginAuthenticator("root", "toor"), parser)
+    if client == "napixclient_token":
+        from napixclient.authenticators import TokenIdentifier
+        return napix_one(port, TokenIdentifier("root:0123456789abcdef"), parser)
+    if client == "napixclient_callable":
+        return napix_one(port, _callable_auth, parser)
+    if client == "geventhttpclient":
+        return _geventhttpclient(port)
+    if client == "floor":
+        return _floor(port)
+    raise SystemExit(f"unknown client {client!r}")
+
+
 def child(client: str, port: int, count: int, warmup: int, parser: Optional[str]) -> None:
     """Make ``warmup`` + ``count`` requests with ``client``; exit 1 on a bad answer."""
-    if client == "napixclient":
-        one = _napix(port, None, parser)
-    elif client == "napixclient_signed":
-        from napixclient.authenticators import LoginAuthenticator
-        one = _napix(port, LoginAuthenticator("root", "toor"), parser)
-    elif client == "napixclient_token":
-        from napixclient.authenticators import TokenIdentifier
-        one = _napix(port, TokenIdentifier("root:0123456789abcdef"), parser)
-    elif client == "napixclient_callable":
-        one = _napix(port, _callable_auth, parser)
-    elif client == "geventhttpclient":
-        one = _geventhttpclient(port)
-    elif client == "floor":
-        one = _floor(port)
-    else:
-        raise SystemExit(f"unknown client {client!r}")
+    one = one_request(client, port, parser)
     for _ in range(warmup + count):
         status, body = one()
         if status != 200 or body.get("status") != "ok":

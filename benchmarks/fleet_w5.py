@@ -155,19 +155,17 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(15)
 
 
-#: With --profile-command DIR: each ``napix`` run under cProfile, its
-#: statistics written in DIR (read them with ``python -m pstats``).
-PROFILE_DIR: Optional[str] = None
-
-
-def command(args: List[str], env: Dict[str, str], out_path: str) -> Dict[str, Any]:
-    """Run ``napix ARGS`` with --json, stdout to a file; makespan and outcomes."""
+def command(args: List[str], env: Dict[str, str], out_path: str,
+            profile_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Run ``napix ARGS`` with --json, stdout to a file; makespan and outcomes.
+    With ``profile_dir``, under cProfile, its statistics written there as
+    ``<out_path's name>.prof`` (read them with ``python -m pstats``)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     profile: List[str] = []
-    if PROFILE_DIR is not None:
+    if profile_dir is not None:
         name = os.path.splitext(os.path.basename(out_path))[0]
-        profile = ["-m", "cProfile", "-o", os.path.join(PROFILE_DIR, f"{name}.prof")]
+        profile = ["-m", "cProfile", "-o", os.path.join(profile_dir, f"{name}.prof")]
     with open(out_path, "w") as out:
         done = subprocess.run([sys.executable, *profile, "-m", "napixclient", *args], env=env,
                               stdout=out, stderr=subprocess.PIPE, text=True,
@@ -288,10 +286,10 @@ def main(argv: List[str]) -> int:
     if shutil.which("redis-server") is None:
         parser.error("redis-server is not installed: apt-get install -y redis-server")
     raise_fd_limit()
-    global PROFILE_DIR
+    profile_dir = None
     if args.profile_command:
         os.makedirs(args.profile_command, exist_ok=True)
-        PROFILE_DIR = os.path.abspath(args.profile_command)
+        profile_dir = os.path.abspath(args.profile_command)
     sizes = [int(n) for n in args.workers.split(",")]
     path = f"/delay/{args.delay_ms}"
     work = tempfile.mkdtemp(prefix="napix-w5-")
@@ -317,7 +315,8 @@ def main(argv: List[str]) -> int:
         probe_args = ["probe", "--json", "--timeout", "30", "--hosts-file", hosts_file, path]
 
         print(f"local: napix probe of {len(hosts)} hosts", flush=True)
-        results["runs"]["local"] = command(probe_args, env, os.path.join(work, "local.json"))
+        results["runs"]["local"] = command(probe_args, env, os.path.join(work, "local.json"),
+                                           profile_dir)
         print(json.dumps(results["runs"]["local"]), flush=True)
         for size in sizes:
             workers = start_workers(size, args.concurrency, env, work)
@@ -327,7 +326,7 @@ def main(argv: List[str]) -> int:
                 name = f"fleet x{size}"
                 print(f"{name}: napix probe --broker", flush=True)
                 run = command(["probe", "--broker", broker, *probe_args[1:]], env,
-                              os.path.join(work, f"fleet{size}.json"))
+                              os.path.join(work, f"fleet{size}.json"), profile_dir)
                 run["api"] = api_run(hosts, path, broker, workers)
                 results["runs"][name] = run
                 print(json.dumps(run), flush=True)

@@ -358,7 +358,7 @@ def main() -> int:
             impls[label] = impl
             checkouts[label] = os.path.abspath(args.before)
         if not any("@" in client for client in clients):
-            parser.error("--before needs napixclient or napixclient_signed in --clients")
+            parser.error(f"--before needs one of {', '.join(BEFORE_VARIANTS)} in --clients")
     hard = raise_fd_limit()
     if "W4" in args.workloads and args.w4_nofile > hard:
         parser.error(f"--w4-nofile {args.w4_nofile} is above the hard limit {hard}")

@@ -26,15 +26,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from backends import Nginx  # noqa: E402
-from cpu_interleaved import interleave  # noqa: E402
+from cpu_interleaved import batch, interleave  # noqa: E402
+from cpu_per_request import napix_one  # noqa: E402
 
-from napixclient import Client  # noqa: E402
 from napixclient.authenticators import LoginAuthenticator, SignedRequest  # noqa: E402
 
 NONCE = "0123456789abcdef0123456789abcdef"
@@ -62,13 +62,6 @@ class ConstantSignature(LoginAuthenticator):
         return SignedRequest(target, self._fields, target)
 
 
-def _one(client: Any) -> Callable[[], Tuple[int, Any]]:
-    def one() -> Tuple[int, Any]:
-        response = client.get("/json")
-        return response.status, response.body
-    return one
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=50)
@@ -78,22 +71,20 @@ def main() -> int:
         parser.error("--batches and --batch must be >= 1")
     nginx = Nginx(1).start()
     try:
-        host = f"127.0.0.1:{nginx.ports[0]}"
+        port = nginx.ports[0]
+        host = f"127.0.0.1:{port}"
         field = LoginAuthenticator("root", "toor").authorization("GET", host, "/json")
-        clients: Dict[str, Any] = {
-            "unsigned": Client(host, None),
-            "unsigned + 190 B field": Client(host, None, headers={"X-Padding": field}),
-            "signature constant": Client(host, ConstantSignature("root", "toor", host, "/json")),
-            "fixed nonce": Client(host, FixedNonce("root", "toor")),
-            "signed": Client(host, LoginAuthenticator("root", "toor")),
+        ones = {
+            "unsigned": napix_one(port, None, None),
+            "unsigned + 190 B field": napix_one(port, None, None, headers={"X-Padding": field}),
+            "signature constant": napix_one(port, ConstantSignature("root", "toor", host, "/json"),
+                                         None),
+            "fixed nonce": napix_one(port, FixedNonce("root", "toor"), None),
+            "signed": napix_one(port, LoginAuthenticator("root", "toor"), None),
         }
-        for client in clients.values():
-            for _ in range(200):
-                client.get("/json")
-        per_request = interleave({name: _one(client) for name, client in clients.items()},
-                                 args.batches, args.batch)
-        for client in clients.values():
-            client.close()
+        for one in ones.values():
+            batch(one, 200)
+        per_request = interleave(ones, args.batches, args.batch)
     finally:
         nginx.stop()
     print(f"CPU per request (user + system), medians of {args.batches} interleaved "
