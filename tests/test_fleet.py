@@ -525,6 +525,17 @@ def test_napix_probe_with_broker_refuses_credential_flags():
     assert "t0k" not in done.stderr
 
 
+@pytest.mark.parametrize("flags", [["--proxy", "http://u:pw@127.0.0.1:3128"],
+                                   ["--no-proxy"], ["--cert", "/nonexistent.pem"]])
+def test_napix_probe_with_broker_refuses_connection_flags(flags):
+    """The workers reach the hosts with their own environment's proxies and
+    certificate: a flag that would not be sent is a usage error, at once."""
+    done = napix("probe", "--broker", "redis://127.0.0.1:1/0", *flags, "127.0.0.1:1", "/")
+    assert done.returncode == 2
+    assert "--proxy, --no-proxy, --cert and --cert-key are not sent" in done.stderr
+    assert "pw" not in done.stderr
+
+
 def test_first_where_stops_at_the_match_and_revokes_the_shards_not_started(
         live_fleet, backend, no_caller_credentials):
     hosts = hosts_of(backend)
