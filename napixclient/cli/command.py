@@ -242,9 +242,9 @@ def _start_fleet(args: argparse.Namespace, hosts: List[str], path: str, conditio
                          "NAPIX_TOKEN from their own environment; --login, --key and "
                          "--token are not sent")
     if args.proxy or args.no_proxy or args.cert or args.cert_key:
-        raise UsageError("--broker: the workers connect with the proxies and client "
-                         "certificate of their own environment; --proxy, --no-proxy, "
-                         "--cert and --cert-key are not sent")
+        raise UsageError("--broker: the workers reach the hosts through the proxies of "
+                         "their own environment and present no client certificate; "
+                         "--proxy, --no-proxy, --cert and --cert-key are not sent")
     try:
         return fleet.probe(hosts, path, broker=args.broker, first_where=condition,
                            timeout=args.timeout, simultaneous=args.simultaneous,
