@@ -12,7 +12,7 @@ PACKAGE = Path(napixclient.__file__).parent
 #: Lowest first. A new module must be placed here, or this test fails.
 LAYERS = {
     "values": ["response", "exceptions", "chain", "redact", "failures"],
-    "core": ["http11", "authenticators"],
+    "core": ["core", "http11", "authenticators"],
     "connection": ["retry", "dialing", "connections", "transport", "adapter"],
     "client": ["client", "otel"],
     "pool": ["pool"],
