@@ -460,6 +460,7 @@ class LeasesMachine(RuleBasedStateMachine):
         if lease.connection is not None:
             mine = [entry for entry in self.idle if entry[1] == waiter.key]
             assert mine and mine[-1][0] is lease.connection, "not the most recently used"
+            assert mine[-1][2] > self.now, "handed over past its expiry"
             self.idle.remove(mine[-1])
         self.held.append(lease)
 
