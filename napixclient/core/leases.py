@@ -427,9 +427,12 @@ class Leases:
 
     def _serve_blocked(self, actions: List[Action]) -> None:
         """Serve the blocked keys, first blocked first, while a place is
-        free or can be made."""
+        free or can be made. Each key is taken once: one blocked again went
+        to the back, and the places are gone by then."""
         blocked = self._blocked
-        while blocked and (self._open < self.max_connections or self._idle):
+        for _ in range(len(blocked)):
+            if not (blocked and (self._open < self.max_connections or self._idle)):
+                return
             state, _ = blocked.popitem(last=False)
             self._serve(state, actions)
 
