@@ -24,10 +24,11 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "gevent>=22.10",
-        # llhttp, the default parser (napixclient.http11.default_parser):
-        # 2.4 is the last release with wheels for CPython 3.10; later ones
-        # need 3.11, and pip picks them there.
-        "geventhttpclient>=2.4,<3",
+        # llhttp, the default parser (napixclient.core.parser), through
+        # httptools: wheels for CPython 3.10 to 3.13; it imports no gevent.
+        "httptools>=0.6",
+        # The pure-Python parser, where httptools does not load.
+        "h11>=0.14",
         "requests>=2.28",
         "rich>=12",
         "urllib3>=2.0,<3",
@@ -62,9 +63,9 @@ setup(
             "opentelemetry-api>=1.30",
             "opentelemetry-sdk>=1.30",
         ],
-        # Kept for the installations that name it: geventhttpclient, the
-        # default parser's library, is now a dependency.
-        "fast": ["geventhttpclient>=2.4,<3"],
+        # Kept for the installations that name it: llhttp, the fast parser,
+        # comes with the default install (httptools).
+        "fast": [],
         # Accept-Encoding: br and zstd besides gzip and deflate. brotli 1.2
         # bounds its output (bombs); zstd is in the standard library from 3.14.
         "compression": [

@@ -25,6 +25,7 @@ from typing import Any, Dict, Type
 
 import gevent
 import gevent.socket
+import gevent.ssl
 import requests.adapters
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -33,7 +34,8 @@ from urllib3.poolmanager import ProxyManager
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
-from napixclient.dialing import ip_family, ssl_context
+from napixclient.core.origin import ip_family
+from napixclient.core.tls import TLSContexts
 from napixclient.redact import register_secret_parameters
 
 __all__ = [
@@ -247,10 +249,8 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
 
     def _ssl_context(self, verify: Any) -> Any:
         """The gevent SSL context for ``verify``, built once."""
-        contexts = self.__dict__.setdefault("_ssl_contexts", {})
-        if verify not in contexts:
-            contexts[verify] = ssl_context(verify)
-        return contexts[verify]
+        contexts = self.__dict__.setdefault("_ssl_contexts", TLSContexts(gevent.ssl.SSLContext))
+        return contexts.get(verify)
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         """Set the pool's TLS verification as requests does, through gevent

@@ -1,215 +1,45 @@
-"""Client: requests to one Napix host.
+"""Client: requests to one Napix host, from gevent code.
 
-A :class:`Client` validates and builds each request (with
-:mod:`napixclient.http11`), runs the authenticator, and sends it over the
-keep-alive connections of its
-:class:`~napixclient.connections.ConnectionManager` (its own, or its pool's),
-which caps how many requests run at once per origin and in total. It reads
-the answer into a :class:`~napixclient.Response`, or raises an
-:class:`~napixclient.HTTPError`; transport failures
-(:mod:`napixclient.failures`) become its subclasses by one table.
+A :class:`Client` is the gevent driver of :class:`~napixclient.core.client.BaseClient`:
+the core checks, builds and signs each request and decides between
+attempts; the client waits for a turn under its
+:class:`~napixclient.connections.ConnectionManager` (its own, or its
+pool's), which moves the bytes, and sleeps between attempts
+(:func:`gevent.sleep`) under a :class:`gevent.Timeout` for the whole
+exchange.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import sys
-import time
-import warnings
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Union
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Callable, Optional, Tuple, Union
 
 import gevent
-import gevent.lock
-import requests
-from requests.structures import CaseInsensitiveDict
 from urllib3.util import Retry
 
-from napixclient import __version__
-from napixclient.authenticators import Authenticator, SignedRequest, coerce_authenticator
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
+    Deadline,
     Lease,
     TraceHook,
 )
-from napixclient.dialing import Cert, Origin, Verify, check_cert, check_verify, choose_proxy
-from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, ProxyError, Timeout
-from napixclient.failures import ConnectionBroken, TransportFailure
-from napixclient.http11 import (
-    Answer,
-    accept_encoding,
-    check_fields,
-    check_headers,
-    check_method,
-    decode_content,
-    encode_body,
-    field_block,
-    merge_fields,
-    quote_target,
-    request_bytes,
+from napixclient.core.client import (
+    DEFAULT_MAX_BODY_SIZE,
+    BaseClient,
+    ClientOptions,
+    PreparedCall,
+    TimeoutSpec,
 )
-from napixclient.http11 import (
-    parser as http_parser,
-)
-from napixclient.redact import MASK, register_secret_parameters
-from napixclient.response import RequestRecord, Response
-from napixclient.retry import IDEMPOTENT_METHODS, RetryPolicy, StatusRetry
+from napixclient.core.hosts import base_url, parse_host
+from napixclient.core.tls import Cert, Verify
+from napixclient.failures import TransportFailure
+from napixclient.response import Response
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
 
-_log = logging.getLogger(__name__)
 
-#: What a timeout may be: seconds (``float``) or a ``(connect, read)`` pair.
-TimeoutSpec = Union[float, Tuple[float, float]]
-
-#: The parser a :class:`Client` uses when ``parser`` is not given: a name,
-#: or ``None`` for :func:`napixclient.http11.default_parser` (llhttp, from
-#: geventhttpclient, wherever it loads; else http.client).
-DEFAULT_PARSER: Optional[str] = None
-
-#: The default ``max_body_size``: 64 MiB.
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
-
-# Matched with fullmatch: "$" would let a trailing "\n" through.
-_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
-# A request target an authenticator may return: visible ASCII, no space.
-_VALID_TARGET = re.compile(r"[!-~]+")
-
-
-def parse_host(host: str) -> Tuple[str, str, Optional[int], str]:
-    """Parse a ``host`` argument as :class:`Client` accepts it.
-
-    :param host: ``name``, ``name:port``, ``[v6]:port``, or a base URL
-        ``http(s)://name[:port][/prefix]``. A bare name means plain ``http``,
-        what Napix servers speak by default.
-    :returns: ``(scheme, name, port or None, prefix)``; the prefix has no
-        trailing ``/`` (``""`` for none).
-    :raises ValueError: naming the problem when the host is malformed (empty,
-        another scheme, credentials, a query, a bad port or name).
-    """
-    if not isinstance(host, str) or not host.strip():
-        raise ValueError(f"host must be a non-empty str such as 'server.napix.nx:8002', "
-                         f"got {host!r}")
-    text = host.strip()
-    if any(c in text for c in "\t\r\n\x00"):
-        # urlsplit would silently drop them, so "a\nb" would become "ab".
-        raise ValueError(f"host {host!r} contains a control character")
-    if "://" not in text:
-        text = "http://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as error:
-        raise ValueError(f"host {host!r} is malformed: {error}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"host {host!r}: the scheme must be http or https")
-    if "@" in parts.netloc:
-        raise ValueError(f"host {host!r}: credentials belong in the authenticator, "
-                         "not in the host")
-    if parts.query or parts.fragment:
-        raise ValueError(f"host {host!r}: a host has no query string or fragment")
-    name = parts.hostname or ""
-    bracketed = parts.netloc.startswith("[")
-    if not name or (not bracketed and not _HOST_NAME.fullmatch(name)):
-        raise ValueError(f"host {host!r}: {name!r} is not a valid host name")
-    if any(c in parts.path for c in " \r\n\t"):
-        raise ValueError(f"host {host!r}: the path prefix has white space")
-    if port == 0:
-        raise ValueError(f"host {host!r}: port 0 is not a valid port")
-    return parts.scheme, name, port, parts.path.rstrip("/")
-
-
-def _host_header(scheme: str, name: str, port: Optional[int]) -> str:
-    """``name`` or ``name:port`` as the ``Host`` header says it: IPv6 in
-    brackets, the scheme's default port left out (RFC 9110, section 7.2)."""
-    netloc_name = f"[{name}]" if ":" in name else name
-    default_port = 443 if scheme == "https" else 80
-    return netloc_name if port in (None, default_port) else f"{netloc_name}:{port}"
-
-
-def base_url(host: str) -> str:
-    """The base URL a :class:`Client` for ``host`` has: ``scheme://host[/prefix]``,
-    with the default port left out and no trailing ``/``, so that two
-    spellings of one destination (``"h"``, ``"http://h:80/"``) give one URL.
-
-    :param host: as :func:`parse_host` accepts it.
-    :raises ValueError: for a malformed host (see :func:`parse_host`).
-    """
-    scheme, name, port, prefix = parse_host(host)
-    return f"{scheme}://{_host_header(scheme, name, port)}{prefix}"
-
-
-def _check_timeout(timeout: Any) -> TimeoutSpec:
-    def positive(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-
-    if positive(timeout):
-        return float(timeout)
-    if (isinstance(timeout, tuple) and len(timeout) == 2
-            and all(positive(v) for v in timeout)):
-        return float(timeout[0]), float(timeout[1])
-    raise ValueError(f"timeout must be seconds > 0 or a (connect, read) pair of them, "
-                     f"got {timeout!r}")
-
-
-def _socket_timeouts(timeout: TimeoutSpec) -> Tuple[Tuple[float, float], float]:
-    """The ``(connect, read)`` socket timeouts, and the deadline of the whole
-    exchange (seconds)."""
-    if isinstance(timeout, tuple):
-        return timeout, timeout[0] + timeout[1]
-    return (timeout, timeout), timeout
-
-
-class PreparedCall:
-    """A request validated and built, ready to be signed and sent.
-
-    Made by :meth:`Client.prepare`; pass it to :meth:`Client.send`. It holds
-    no secret: the authenticator runs in :meth:`Client.send`, when the
-    request's turn comes, so a signature's timestamp is fresh.
-
-    :ivar method: the HTTP method, upper case.
-    :ivar url: the absolute URL, percent-encoded.
-    :ivar target: the request target of ``url`` (path and ``?query``).
-    :ivar extra_headers: the headers of this request only (``dict``), on top
-        of the client's.
-    :ivar body: the encoded body (``bytes``) or ``None``.
-    :ivar timeout: seconds, or a ``(connect, read)`` pair.
-    :ivar record: the :class:`~napixclient.RequestRecord` of the request
-        before it is signed (made once, here).
-    """
-
-    __slots__ = ("method", "url", "target", "base_headers", "extra_headers", "body",
-                 "timeout", "record")
-
-    def __init__(self, method: str, url: str, target: str,
-                 base_headers: CaseInsensitiveDict[str], extra_headers: dict[str, str],
-                 body: Optional[bytes], timeout: TimeoutSpec) -> None:
-        self.method = method
-        self.url = url
-        self.target = target
-        # The client's headers, shared by its calls: never changed here.
-        self.base_headers = base_headers
-        self.extra_headers = extra_headers
-        self.body = body
-        self.timeout = timeout
-        self.record = RequestRecord(method, url.split("/", 3)[2], url, target)
-
-    @property
-    def headers(self) -> CaseInsensitiveDict[str]:
-        """The request headers (``Host`` included): a new case-insensitive
-        mapping, the client's headers updated with this request's."""
-        headers = self.base_headers.copy()
-        headers.update(self.extra_headers)
-        return headers
-
-    def __repr__(self) -> str:
-        return f"<PreparedCall {self.method} {self.url}>"
-
-
-class Client:
+class Client(BaseClient):
     """Requests to one Napix host, signed, capped and kept alive.
 
     :param host: ``name``, ``name:port``, or a base URL
@@ -238,12 +68,12 @@ class Client:
     :param headers: headers sent with every request (``Mapping[str, str]``).
         By default a request says ``Accept-Encoding: gzip, deflate`` (plus
         ``br`` and ``zstd`` with the ``compression`` extra, see
-        :func:`~napixclient.http11.accept_encoding`); whatever it says, an
+        :func:`~napixclient.core.codings.accept_encoding`); whatever it says, an
         answer's content codings that napixclient knows are undone, so
         ``Response.content`` and ``Response.body`` are the decoded body (its
         headers stay as they came), and one it cannot decode raises
         :class:`~napixclient.ConnectionError` (see
-        :func:`~napixclient.http11.decode_content`).
+        :func:`~napixclient.core.codings.decode_content`).
     :param retries: how many times a connection failure of an idempotent
         request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is retried on a new
         connection (``int`` >= 0, default 0): a connection refused or
@@ -253,9 +83,8 @@ class Client:
         statuses, POST and PATCH. Whatever ``retries`` says, a kept-alive
         connection that the server closed before answering is retried once
         on a fresh connection, for idempotent methods only. Retries happen
-        within the request's timeout. The policy of
-        :class:`~napixclient.retry.RetryPolicy`, applied by
-        :meth:`napixclient.connections.ConnectionManager.exchange`.
+        within the request's timeout, each attempt signed anew. The policy
+        of :class:`~napixclient.core.retry.RetryPolicy`.
         Or a :class:`urllib3.util.Retry` (what requests users pass as
         ``HTTPAdapter(max_retries=...)``): then the statuses of its
         ``status_forcelist`` are retried too, for the methods of its
@@ -265,18 +94,21 @@ class Client:
         waiting past the request's deadline, within its ``total``,
         ``status``, ``connect`` and ``read`` counts; when they run out, the
         last answer is the result (an :class:`HTTPError` for a 503). See
-        :class:`~napixclient.retry.StatusRetry`.
+        :meth:`~napixclient.core.retry.RetryPolicy.from_option`.
     :param retry_backoff: seconds (``float`` >= 0, default 0): no wait before
         the first retry, then ``retry_backoff * 2 ** (n - 1)`` before the n-th,
         spent in :func:`gevent.sleep`. Only with an ``int`` ``retries``: a
         ``Retry`` has its own ``backoff_factor``.
-    :param parser: how answers are parsed: ``"geventhttpclient"`` (llhttp,
-        in C: the least CPU per request; geventhttpclient is a dependency) or
-        ``"http.client"`` (the standard library's parser, as urllib3 uses);
-        ``None`` (the default) means :data:`DEFAULT_PARSER`, which is
-        llhttp wherever geventhttpclient loads and http.client elsewhere
-        (:func:`~napixclient.http11.default_parser`). Both serve every
-        feature of this class; see :mod:`napixclient.http11`.
+    :param parser: how answers are parsed: ``"llhttp"`` (in C, through
+        httptools, a dependency: the least CPU per request) or ``"h11"``
+        (pure Python); ``None`` (the default) means
+        :data:`~napixclient.core.client.DEFAULT_PARSER`, which is llhttp
+        wherever httptools loads and h11 elsewhere
+        (:func:`~napixclient.core.parser.default_parser`). Both serve every
+        feature of this class and hold the same limits; see
+        :mod:`napixclient.core.parser`. ``"geventhttpclient"`` and
+        ``"http.client"``, names of earlier releases, still work with a
+        :class:`DeprecationWarning`.
     :param transport: the old name of ``parser``; it still works, with a
         :class:`DeprecationWarning`.
     :param max_connections: the most sockets this client keeps open, idle
@@ -285,7 +117,7 @@ class Client:
     :param keepalive_expiry: seconds (``float`` > 0, default 5) an idle
         connection is kept alive before it is closed.
     :param trace: a callable ``trace(event, info)`` receiving the connection
-        layer's events (see :mod:`napixclient.connections`), or ``None``.
+        layer's events (see :mod:`napixclient.core.trace`), or ``None``.
     :param connections: a :class:`~napixclient.connections.ConnectionManager`
         to share (a :class:`~napixclient.ClientPool` passes its own); then
         ``max_connections``, ``keepalive_expiry`` and ``trace`` are the
@@ -301,7 +133,7 @@ class Client:
         absolute form; ``https`` through a ``CONNECT`` tunnel, the origin's
         certificate verified against ``verify``. Credentials in the URL are
         sent as ``Proxy-Authorization`` and shown nowhere. See
-        :func:`~napixclient.dialing.choose_proxy` and :doc:`/proxies`.
+        :func:`~napixclient.core.proxies.choose_proxy` and :doc:`/proxies`.
     :param trust_env: whether the environment's proxies apply (``bool``,
         default ``True``): ``http_proxy``, ``https_proxy``, ``all_proxy``
         and ``no_proxy``, in lower or upper case, read once, here, as
@@ -352,74 +184,12 @@ class Client:
         trust_env: bool = True,
         cert: Optional[Cert] = None,
     ) -> None:
-        if transport is not None:
-            warnings.warn("Client(transport=...) is now Client(parser=...)",
-                          DeprecationWarning, stacklevel=2)
-            if parser is None:
-                parser = transport
-        scheme, name, port, prefix = parse_host(host)
-        self.authenticator: Optional[Authenticator] = (
-            None if authenticator is None else coerce_authenticator(authenticator)
-        )
-        if (not isinstance(simultaneous, int) or isinstance(simultaneous, bool)
-                or simultaneous < 1):
-            raise ValueError(f"simultaneous must be an int >= 1, got {simultaneous!r}")
-        self.timeout = _check_timeout(timeout)
-        if (not isinstance(max_body_size, int) or isinstance(max_body_size, bool)
-                or max_body_size < 1):
-            raise ValueError(f"max_body_size must be a number of bytes >= 1, "
-                             f"got {max_body_size!r}")
-        # One immutable policy serves every request (after() returns new ones).
-        self._status_retry: Optional[StatusRetry] = None
-        if isinstance(retries, Retry):
-            if retry_backoff != 0.0:
-                raise ValueError("retry_backoff goes with an int retries=; a Retry has "
-                                 "its own backoff_factor")
-            self._status_retry = StatusRetry(retries)
-            self._retry = self._status_retry.connection_policy()
-        elif not isinstance(retries, int) or isinstance(retries, bool):
-            raise ValueError(f"retries must be an int >= 0 or a urllib3.util.Retry, "
-                             f"got {retries!r}")
-        else:
-            self._retry = RetryPolicy(retries, retry_backoff)
-        self.retries = retries
-        self.retry_backoff = self._retry.backoff_factor
-        register_secret_parameters(getattr(self.authenticator, "secret_parameters", ()))
-        self.simultaneous = simultaneous
-        self.max_body_size = max_body_size
-        self.scheme = scheme
-        #: ``name`` or ``name:port``, as the ``Host`` header says it.
-        self.host = _host_header(scheme, name, port)
-        #: ``scheme://host[/prefix]``, with no trailing ``/``.
-        self.base_url = f"{scheme}://{self.host}{prefix}"
-        self._prefix = prefix
-        # One field per name: the client's headers replace the defaults
-        # whatever the case of their names (a request's replace both).
-        self._headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(merge_fields({
-            "Host": self.host,
-            "User-Agent": f"napixclient/{__version__}",
-            "Accept": "application/json",
-            # What decode_content can undo: gzip, deflate (br, zstd).
-            "Accept-Encoding": accept_encoding(),
-        }, check_headers(headers)))
-        # Prepared once per host: the fields every request sends, the
-        # percent-encoded prefix, the socket timeouts of the default timeout.
-        self._fields = field_block(self._headers)
-        self._fields_have_length = "Content-Length" in self._headers
-        self._quoted_prefix = quote_target(prefix)
-        self._timeouts = _socket_timeouts(self.timeout)
-        self._parser = http_parser(DEFAULT_PARSER if parser is None else parser)
-        if not isinstance(trust_env, bool):
-            raise ValueError(f"trust_env must be True or False, got {trust_env!r}")
-        # The route is chosen once, here: the proxy (or none) is part of the
-        # origin, so connections through it are never mixed with direct ones.
-        proxy = choose_proxy(f"{scheme}://{self.host}/", proxies, trust_env)
-        #: The proxy requests go through, ``"scheme://host:port"`` (never
-        #: its credentials), or ``None`` for a direct connection.
-        self.proxy: Optional[str] = None if proxy is None else str(proxy)
-        self._origin = Origin(scheme, name,
-                              port if port is not None else (443 if scheme == "https" else 80),
-                              check_verify(verify), check_cert(cert), proxy)
+        parsed = parse_host(host)
+        options = ClientOptions(authenticator, simultaneous, timeout, verify,
+                                max_body_size=max_body_size, headers=headers, retries=retries,
+                                retry_backoff=retry_backoff, parser=parser,
+                                transport=transport, proxies=proxies, trust_env=trust_env,
+                                cert=cert)
         if connections is None:
             self._manager = ConnectionManager(max_connections, keepalive_expiry, trace)
             self._owns_manager = True
@@ -432,179 +202,31 @@ class Client:
         else:
             self._manager = connections
             self._owns_manager = False
-        # Built (and so checked) now, once per TLS configuration; a client
-        # certificate is checked even for http, where it is not used.
-        if scheme == "https" or self._origin.cert is not None:
-            self._manager.dialer.context(self._origin.verify, self._origin.cert)
-        if proxy is not None and proxy.scheme == "https":
-            self._manager.dialer.context(self._origin.verify)
-        self._closed = False
+        self._attach(parsed, options)
 
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<Client {self.base_url} simultaneous={self.simultaneous}{state}>"
+    @classmethod
+    def for_pool(cls, host: Tuple[str, str, Optional[int], str], options: ClientOptions,
+                 connections: ConnectionManager) -> "Client":
+        """The client of one host of a pool: ``host`` as
+        :func:`~napixclient.core.hosts.parse_host` returned it, the pool's
+        checked options and its connection manager (nothing checked again).
 
-    # -- building ---------------------------------------------------------
-
-    def prepare(
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        headers: Optional[Mapping[str, str]] = None,
-        *,
-        timeout: Optional[TimeoutSpec] = None,
-        params: Any = None,
-    ) -> PreparedCall:
-        """Validate and build a request without sending it.
-
-        The arguments are those of :meth:`request`.
-
-        :returns: a :class:`PreparedCall` for :meth:`send`.
-        :raises ValueError: naming the argument, for a method that is not an
-            HTTP token, a URL holding CR, LF, NUL or a ``#`` fragment (see
-            :func:`~napixclient.http11.quote_target`), a body of another type
-            or that is not JSON, bad headers or a bad timeout.
-        :raises RuntimeError: if the client is closed.
+        :raises ValueError: for a malformed proxy URL in the environment.
         """
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed")
-        method = check_method(method)
-        if not isinstance(url, str):
-            raise ValueError(f"url must be a str path such as '/vm-ip/', "
-                             f"got {type(url).__name__}")
-        if "://" in url.split("?", 1)[0]:
-            raise ValueError(f"url {url!r} must be a path on {self.host}, "
-                             "not an absolute URL")
-        path = url if url.startswith("/") else "/" + url
-        try:
-            target = self._quoted_prefix + quote_target(path)
-        except ValueError as error:
-            raise ValueError(f"url {url!r}: {error}") from None
-        if params:
-            pairs = params.items() if isinstance(params, Mapping) else params
-            query = urlencode(list(pairs), doseq=True)
-            target += ("&" if "?" in target else "?") + query
-        payload, content_type = encode_body(body)
-        extra = check_headers(headers) if headers else {}
-        if (content_type and "Content-Type" not in self._headers
-                and not any(name.lower() == "content-type" for name in extra)):
-            extra["Content-Type"] = content_type
-        return PreparedCall(method.upper(), f"{self.scheme}://{self.host}{target}", target,
-                            self._headers, extra, payload,
-                            self.timeout if timeout is None else _check_timeout(timeout))
+        client = cls.__new__(cls)
+        client._manager = connections
+        client._owns_manager = False
+        client._attach(host, options)
+        return client
+
+    def _attach(self, host: Tuple[str, str, Optional[int], str],
+                options: ClientOptions) -> None:
+        BaseClient.__init__(self, host, options)
+        # Built (and so checked) now, once per TLS configuration.
+        for verify, cert in self._tls_contexts_needed():
+            self._manager.dialer.contexts.get(verify, cert)
 
     # -- sending ----------------------------------------------------------
-
-    # For signing: the Host field and the lower-case names of the client's
-    # headers (which never change), made on the first signed request.
-    _signing_base: Optional[Tuple[str, FrozenSet[str]]] = None
-
-    def _authenticate(self, call: PreparedCall) -> requests.PreparedRequest:
-        """Run a requests-style authenticator (one without ``sign_request``)
-        on a :class:`requests.PreparedRequest` of ``call`` (its public
-        contract); the headers are copied once, here."""
-        assert self.authenticator is not None
-        prepared = requests.PreparedRequest()
-        prepared.method = call.method
-        prepared.url = call.url
-        prepared.headers = call.headers
-        prepared.body = call.body
-        result = self.authenticator(prepared)
-        return prepared if result is None else result
-
-    def _record(self, call: PreparedCall, sent_url: str) -> Tuple[RequestRecord, str]:
-        """The secret-free record of what a requests-style authenticator
-        sent, and the request target to send: query parameters the
-        authenticator added (or named as secret) read ``***`` in the record."""
-        if sent_url == call.url:
-            return call.record, call.target
-        before = {name for name, _ in parse_qsl(call.target.partition("?")[2],
-                                                keep_blank_values=True)}
-        secret = set(getattr(self.authenticator, "secret_parameters", ()))
-        parts = urlsplit(sent_url)
-        sent_target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        redacted = [(n, MASK if (n not in before or n in secret) else v)
-                    for n, v in pairs]
-        query = urlencode(redacted, safe="*")
-        target = (parts.path or "/") + ("?" + query if query else "")
-        return (RequestRecord(call.method, self.host,
-                              urlunsplit(parts._replace(query=query)), target), sent_target)
-
-    def _build(self, call: PreparedCall) -> Tuple[str, bytes, RequestRecord]:
-        """The method, the bytes to send and the record of ``call``, signed."""
-        if self.authenticator is None:
-            fields = self._fields
-            has_length = self._fields_have_length
-            if call.extra_headers:
-                # One field per name: this request's replace the client's.
-                merged = merge_fields(call.base_headers, call.extra_headers)
-                fields = field_block(merged)
-                has_length = any(name.lower() == "content-length" for name in merged)
-            return call.method, request_bytes(call.method, call.target, fields, call.body,
-                                              has_length), call.record
-        sign_request = getattr(self.authenticator, "sign_request", None)
-        if sign_request is not None:
-            return self._build_signed(call, sign_request)
-        prepared = self._authenticate(call)
-        record, target = self._record(call, str(prepared.url))
-        method = str(prepared.method)
-        body = prepared.body
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        data = request_bytes(method, target, field_block(check_fields(prepared.headers)), body,
-                     "Content-Length" in prepared.headers)
-        return method, data, record
-
-    def _build_signed(self, call: PreparedCall, sign_request: Callable[..., SignedRequest]
-                      ) -> Tuple[str, bytes, RequestRecord]:
-        """:meth:`_build` for an authenticator with ``sign_request`` (see
-        :class:`~napixclient.authenticators.NativeAuthenticator`): it signs
-        the request as it goes on the wire; its fields are added to the
-        ones prepared once per host, and the record comes from the redacted
-        target it returns, with no URL parsed."""
-        extra = call.extra_headers
-        known = self._signing_base
-        if known is None:
-            base = call.base_headers
-            known = self._signing_base = (base["Host"], frozenset(name.lower() for name in base))
-        if extra:
-            headers = call.headers
-            host = headers["Host"]
-        else:
-            headers = call.base_headers
-            host = known[0]
-        signed = sign_request(call.method, host, call.target, headers, call.body)
-        added = _added_fields(signed.headers) if signed.headers else ()
-        repeated = bool(extra)
-        for _, _, lower in added:
-            repeated = repeated or lower in known[1]
-        if repeated:
-            # One field per name: the authenticator's replace the request's.
-            merged = merge_fields(call.base_headers, extra,
-                                  {name: value for name, value, _ in added})
-            fields = field_block(merged)
-            has_length = any(name.lower() == "content-length" for name in merged)
-        else:
-            fields = self._fields
-            has_length = self._fields_have_length
-            for name, value, lower in added:
-                fields += f"{name}: {value}\r\n"
-                has_length = has_length or lower == "content-length"
-        target = signed.target
-        if target == call.target:
-            record = call.record
-        else:
-            if not isinstance(target, str) or not _VALID_TARGET.fullmatch(target):
-                # Never quoted: it may hold a secret.
-                raise ValueError("the authenticator returned a request target that is not "
-                                 "valid (visible ASCII characters only)")
-            shown = signed.redacted_target
-            record = RequestRecord(call.method, self.host, f"{self.scheme}://{self.host}{shown}",
-                                   shown)
-        return call.method, request_bytes(call.method, target, fields, call.body,
-                                          has_length), record
 
     def send(self, call: PreparedCall) -> Response:
         """Sign and send a prepared request, waiting for a turn under
@@ -623,155 +245,69 @@ class Client:
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        lease = self._manager.acquire(self._origin, self.simultaneous, _record_of(call))
+        manager = self._manager
+        lease = manager.acquire(self.origin, self.simultaneous, call.record)
         try:
             return self.send_on(lease, call)
         finally:
-            lease.release()
+            manager.release(lease)
 
-    def reserve(self, call: PreparedCall, grant: Callable[[Lease], None]) -> None:
+    def reserve(self, call: PreparedCall, grant: Callable[[Lease], None]) -> Callable[[], None]:
         """Ask for a turn for ``call`` without waiting: ``grant(lease)`` is
         called when it comes (at once if it is free), in the greenlet that
-        freed it, so it must not block; then :meth:`send_on` sends the call.
+        freed it, so it must not block; then :meth:`send_on` sends the call,
+        and :meth:`release` gives the turn back.
 
+        :returns: a function that withdraws the call while it still waits.
         :raises RuntimeError: if the client is closed.
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        self._manager.reserve(self._origin, self.simultaneous, grant, _record_of(call))
+        return self._manager.reserve(self.origin, self.simultaneous, grant, call.record)
+
+    def release(self, lease: Lease) -> None:
+        """Give back a turn that :meth:`reserve` granted (harmless twice)."""
+        self._manager.release(lease)
 
     def send_on(self, lease: Lease, call: PreparedCall) -> Response:
         """Sign and send ``call`` on a lease got from :meth:`reserve`, and
-        read the whole answer; the caller releases the lease. With
-        OpenTelemetry in use, in a span whose context the request's headers
-        carry (:mod:`napixclient.otel`).
+        read the whole answer, each attempt signed anew; the caller releases
+        the lease.
 
         :returns: and :raises: as :meth:`send`.
         """
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        otel = _instrumentation()
-        if otel is not None:
-            return otel.send(self._manager, lease, call, self._send_on)
-        return self._send_on(lease, call)
-
-    def _send_on(self, lease: Lease, call: PreparedCall) -> Response:
-        method, data, record = self._build(call)
-        timeouts, deadline = (self._timeouts if call.timeout is self.timeout
-                              else _socket_timeouts(call.timeout))
-        guard = gevent.Timeout(deadline)
+        manager = self._manager
+        attempts = self.attempts(call, manager.tracer)
+        guard = gevent.Timeout(attempts.total)
         guard.start()
-        started = time.monotonic()
         try:
-            if self._status_retry is not None:
-                return self._exchange_retrying(lease, call, method, data, record, timeouts,
-                                               started, deadline)
-            return self._exchange(lease, method, data, record, timeouts, started)
+            while True:
+                method, data, record = attempts.next()
+                try:
+                    answer = manager.exchange(
+                        lease, method, data, record, engine=self.parser,
+                        timeouts=attempts.timeouts, deadline=attempts.deadline,
+                        max_body_size=self.max_body_size, attempt=attempts.attempt)
+                except TransportFailure as failure:
+                    wait = attempts.failed(failure)
+                else:
+                    wait = attempts.answered(answer)
+                if wait is None:
+                    break
+                if wait > 0:
+                    gevent.sleep(wait)
         except gevent.Timeout as fired:
             if fired is not guard:
                 raise
-            raise Timeout(record, remote_error=(
-                f"the exchange took longer than {deadline:g} s")) from None
+            raise attempts.expired() from None
+        except Deadline:
+            raise attempts.expired() from None
         finally:
             guard.close()
-
-    def _exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
-                  timeouts: Tuple[float, float], started: float) -> Response:
-        return self._respond(self._answer(lease, method, data, record, timeouts, self._retry),
-                             record, started)
-
-    def _answer(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
-                timeouts: Tuple[float, float], retry: RetryPolicy) -> Answer:
-        """One exchange on ``lease``, its connection failures retried as
-        ``retry`` says.
-
-        :raises HTTPError: a subclass, for the failure that ended it.
-        """
-        failure: Optional[HTTPError] = None
-        try:
-            return self._manager.exchange(
-                lease, method, data, record, parser=self._parser, timeout=timeouts,
-                max_body_size=self.max_body_size, retry=retry)
-        except TransportFailure as transport_failure:
-            failure = _failure_error(transport_failure, record)
-        # Raised out of the except block, so that no __context__ keeps the
-        # failure's cause, whose text may hold the URL and its token.
-        raise failure
-
-    def _respond(self, answer: Answer, record: RequestRecord, started: float) -> Response:
-        """The :class:`Response` of ``answer``, its body decoded.
-
-        :raises HTTPError: for a status of 400 or more; its subclasses for a
-            body that does not decode or is too large once decoded.
-        """
-        failure: Optional[HTTPError] = None
-        try:
-            content = self._decoded(answer)
-        except TransportFailure as transport_failure:
-            failure = _failure_error(transport_failure, record)
-            if self._manager.tracing():
-                self._manager.emit("request.failed", self._origin, record,
-                                   failure=str(transport_failure),
-                                   error_class=transport_failure.error_class)
-        if failure is not None:
-            raise failure
-        response = Response(answer.status, answer.reason, answer.headers, content,
-                            time.monotonic() - started, record)
-        if response.status >= 400:
-            raise HTTPError.from_response(response)
-        return response
-
-    def _exchange_retrying(self, lease: Lease, call: PreparedCall, method: str, data: bytes,
-                           record: RequestRecord, timeouts: Tuple[float, float],
-                           started: float, deadline: float) -> Response:
-        """:meth:`_exchange` with the status retries of a
-        :class:`urllib3.util.Retry` (:class:`~napixclient.retry.StatusRetry`):
-        an answer to retry is followed by a wait (``Retry-After``, or the
-        backoff) and the request signed anew (a nonce is never sent twice)
-        and sent again on the same lease, while the counts allow and the
-        wait ends before the deadline; else the last answer is the result.
-        """
-        schedule = self._status_retry
-        assert schedule is not None
-        while True:
-            spent: List[RetryPolicy] = []
-            policy = schedule.connection_policy(spent)
-            answer = self._answer(lease, method, data, record, timeouts, policy)
-            schedule = schedule.spent(spent[-1] if spent else policy)
-            decision = schedule.after_status(method, answer.status,
-                                             answer.headers.get("Retry-After"), time.time())
-            if decision is None:
-                break
-            schedule, wait = decision
-            if time.monotonic() + wait >= started + deadline:
-                break  # the wait would pass the deadline: this answer is the last
-            if self._manager.tracing():
-                self._manager.emit("request.retry", self._origin, record, status=answer.status,
-                                   failure=f"the server answered {answer.status}", wait=wait)
-            if wait > 0:
-                gevent.sleep(wait)
-            method, data, record = self._build(call)
-        return self._respond(answer, record, started)
-
-    def _decoded(self, answer: Answer) -> bytes:
-        """The body of ``answer`` with its content codings undone
-        (:func:`~napixclient.http11.decode_content`), at most
-        ``max_body_size`` bytes of it.
-
-        :raises napixclient.failures.BodyLimitExceeded: past that size.
-        :raises napixclient.failures.MalformedAnswer: for a body its coding
-            cannot read.
-        """
-        content = answer.content
-        if content:
-            # A scan of the fields: building the headers' index for this
-            # costs more than the rest of reading a small answer.
-            codings = [value for name, value in answer.headers.fields
-                       if len(name) == 16 and name.lower() == "content-encoding"]
-            if codings:
-                return decode_content(content, ", ".join(codings), self.max_body_size,
-                                      answer.status)
-        return content
+            attempts.close()
+        return attempts.result()
 
     def request(
         self,
@@ -834,6 +370,12 @@ class Client:
 
     # -- lifetime ---------------------------------------------------------
 
+    @property
+    def connections(self) -> ConnectionManager:
+        """The :class:`~napixclient.connections.ConnectionManager` this
+        client sends through (its own, or its pool's)."""
+        return self._manager
+
     def close(self) -> None:
         """Close every connection to the host; later requests raise
         :class:`RuntimeError`. Closing twice is harmless."""
@@ -846,80 +388,3 @@ class Client:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-
-_ERROR_CLASSES = {"ConnectionError": ConnectionError, "Timeout": Timeout,
-                  "BodyTooLarge": BodyTooLarge, "ProxyError": ProxyError}
-
-
-def _failure_error(failure: TransportFailure, record: RequestRecord) -> HTTPError:
-    """The :class:`HTTPError` that stands for a transport failure."""
-    text = failure.message
-    if (isinstance(failure, ConnectionBroken) and failure.stale
-            and record.method not in IDEMPOTENT_METHODS):
-        text += f"; not retried, since a {record.method} may not be repeated"
-    status = getattr(failure, "status", None)
-    return _ERROR_CLASSES[failure.error_class](record, status=status, remote_error=text)
-
-
-# Names of fields that native authenticators set and that were found valid
-# (RFC 9110 tokens), with their lower case: not checked again. Bounded.
-_VALID_NAMES: Dict[str, str] = {}
-
-
-def _added_fields(headers: Mapping[str, Any]) -> List[Tuple[str, str, str]]:
-    """The fields a native authenticator adds, checked as
-    :func:`~napixclient.http11.check_fields` checks them, as ``(name,
-    value, name in lower case)``: a ``str`` value is looked at for CR, LF
-    and NUL with ``in`` (a seventh of what the regular expression costs on
-    a signature's 180 characters), and a name found valid once is not
-    checked again; anything else goes through ``check_fields``, which
-    raises its :class:`ValueError`.
-    """
-    fields = []
-    for name, value in headers.items():
-        lower = _VALID_NAMES.get(name)
-        if (lower is not None and type(value) is str
-                and "\r" not in value and "\n" not in value and "\x00" not in value):
-            fields.append((name, value, lower))
-            continue
-        for checked, text in check_fields({name: value}):
-            fields.append((checked, text, checked.lower()))
-        if len(_VALID_NAMES) < 256:
-            _VALID_NAMES[name] = name.lower()
-    return fields
-
-
-def _record_of(call: PreparedCall) -> RequestRecord:
-    """The record of ``call`` before it is signed."""
-    return call.record
-
-
-# -- OpenTelemetry (napixclient.otel) ------------------------------------------
-
-# napixclient.otel's hooks once loaded, or False when they could not be.
-_otel: Any = None
-
-
-def _instrumentation() -> Any:
-    """napixclient.otel's hooks while the instrumentation is on, else ``None``.
-
-    napixclient never imports OpenTelemetry first: the hooks are loaded at
-    the first call after the program has imported ``opentelemetry.trace``
-    (until then this costs one dictionary look-up), and never when
-    OpenTelemetry cannot be imported. See :mod:`napixclient.otel`.
-    """
-    global _otel
-    hooks = _otel
-    if hooks is None:
-        if sys.modules.get("opentelemetry.trace") is None:
-            return None
-        try:
-            from napixclient.otel import HOOKS
-        except ImportError:
-            _log.warning("opentelemetry.trace is loaded but napixclient.otel cannot be: "
-                         "no OpenTelemetry instrumentation", exc_info=True)
-            _otel = False
-            return None
-        hooks = _otel = HOOKS
-    return hooks if hooks and hooks.enabled else None

@@ -78,8 +78,10 @@ class HTTPError(Exception):
         status: Optional[int] = None,
         response: Optional["Response"] = None,
         remote_error: Any = None,
+        proxy: Optional[str] = None,
     ) -> None:
         super().__init__(request, status)
+        self.proxy = proxy
         self.request = request
         self.status = status
         self.response = response
@@ -88,7 +90,7 @@ class HTTPError(Exception):
         self._chain: Optional[Chain] = None
 
     @classmethod
-    def from_response(cls, response: "Response") -> "HTTPError":
+    def from_response(cls, response: "Response", proxy: Optional[str] = None) -> "HTTPError":
         """Build the error for an answer with a status of 400 or more.
 
         ``remote_error`` is the decoded body when it is a JSON object (kept
@@ -107,7 +109,7 @@ class HTTPError(Exception):
         else:
             remote_error = _status_prefix(response) + (_text_of(body) or "")
         return cls(response.request, status=response.status, response=response,
-                   remote_error=remote_error)
+                   remote_error=remote_error, proxy=proxy)
 
     @property
     def chain(self) -> Chain:

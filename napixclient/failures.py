@@ -1,12 +1,13 @@
 """The ways an exchange can fail below HTTP, named once.
 
-The connection layer (:mod:`napixclient.connections`) and the HTTP/1.1 core
-(:mod:`napixclient.http11`) translate socket, TLS and parser errors into
-these classes where they happen, and nothing above them reads another
-library's exception again (the way httpcore maps its backends' errors once,
-at the boundary). :class:`~napixclient.Client` turns each into the
-:class:`~napixclient.HTTPError` subclass its :attr:`~TransportFailure.error_class`
-names, with the failure's text as ``remote_error``.
+The drivers (:mod:`napixclient.connections`, :mod:`napixclient.aio`) and
+the parser (:mod:`napixclient.core.parser`) translate socket, TLS and parser
+errors into these classes where they happen, and nothing above them reads
+another library's exception again (the way httpcore maps its backends'
+errors once, at the boundary). Each kind names the
+:class:`~napixclient.HTTPError` subclass it becomes
+(:attr:`TransportFailure.error`), with the failure's text as
+``remote_error``: failures map to exceptions by type.
 
 Every message is written for a person and holds no secret: no URL, no
 query string, no header value, none of the far side's bytes.
@@ -14,7 +15,10 @@ query string, no header value, none of the far side's bytes.
 
 from __future__ import annotations
 
-from typing import Optional
+import http
+from typing import Optional, Type
+
+from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, ProxyError, Timeout
 
 __all__ = [
     "BodyLimitExceeded",
@@ -28,6 +32,8 @@ __all__ = [
     "ReadTimedOut",
     "TLSFailed",
     "TransportFailure",
+    "os_reason",
+    "status_text",
 ]
 
 
@@ -36,15 +42,23 @@ class TransportFailure(Exception):
 
     :param message: what happened, for a person, secret-free (``str``).
     :ivar message: the same.
-    :cvar error_class: the name of the :class:`~napixclient.HTTPError`
-        subclass this failure becomes: ``"ConnectionError"``, ``"Timeout"``,
-        ``"BodyTooLarge"`` or ``"ProxyError"``.
+    :cvar error: the :class:`~napixclient.HTTPError` subclass this failure
+        becomes: :class:`~napixclient.ConnectionError`,
+        :class:`~napixclient.Timeout`,
+        :class:`~napixclient.exceptions.BodyTooLarge` or
+        :class:`~napixclient.ProxyError`.
     :cvar before_sending: ``True`` when the request cannot have reached the
         server (so repeating it, whatever its method, cannot act twice).
     """
 
-    error_class = "ConnectionError"
+    error: Type[HTTPError] = ConnectionError
     before_sending = False
+
+    @property
+    def error_class(self) -> str:
+        """The name of :attr:`error` (``"ConnectionError"``...), as trace
+        events and spans say it."""
+        return self.error.__name__
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -71,7 +85,7 @@ class ConnectTimedOut(TransportFailure):
     """Connecting (TCP, or the TLS handshake) took longer than the connect
     timeout."""
 
-    error_class = "Timeout"
+    error = Timeout
     before_sending = True
 
 
@@ -100,7 +114,7 @@ class ProxyFailed(TransportFailure):
     :ivar status: the same status.
     """
 
-    error_class = "ProxyError"
+    error = ProxyError
     before_sending = True
 
     def __init__(self, message: str, proxy: object, *, status: Optional[int] = None) -> None:
@@ -118,7 +132,7 @@ class ProxyUnreachable(ProxyFailed, ConnectFailed):
 class ReadTimedOut(TransportFailure):
     """The server sent nothing for longer than the read timeout."""
 
-    error_class = "Timeout"
+    error = Timeout
 
 
 class ConnectionBroken(TransportFailure):
@@ -142,11 +156,12 @@ class ConnectionBroken(TransportFailure):
 class MalformedAnswer(TransportFailure):
     """The answer is not HTTP/1.1 as RFC 9112 allows (ambiguous framing, a
     101 nobody asked for...), or breaks one of the limits of
-    :mod:`napixclient.http11`, which the message names: ``the answer has too
+    :mod:`napixclient.core.parser`, which the message names: ``the answer has too
     many header fields (more than 99)``
-    (:data:`~napixclient.http11.MAX_HEADER_FIELDS`), ``the answer has a
+    (:data:`~napixclient.core.parser.MAX_HEADER_FIELDS`), ``the answer has a
     header line longer than 65536 bytes``
-    (:data:`~napixclient.http11.MAX_LINE`)."""
+    (:data:`~napixclient.core.parser.MAX_LINE`), and the bounds of interim
+    answers, of the whole head and of the trailer section."""
 
 
 class BodyLimitExceeded(TransportFailure):
@@ -158,7 +173,7 @@ class BodyLimitExceeded(TransportFailure):
     :param limit: ``max_body_size`` (bytes).
     """
 
-    error_class = "BodyTooLarge"
+    error = BodyTooLarge
 
     def __init__(self, length: Optional[int], status: int, limit: int) -> None:
         super().__init__(
@@ -167,3 +182,22 @@ class BodyLimitExceeded(TransportFailure):
         self.length = length
         self.status = status
         self.limit = limit
+
+
+def status_text(status: int) -> str:
+    """``"407 Proxy Authentication Required"``: a status and the phrase RFC
+    9110 gives it (never the far side's own reason phrase), or the status
+    alone when it has none.
+
+    :param status: an HTTP status (``int``).
+    """
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def os_reason(error: OSError) -> str:
+    """What an :class:`OSError` says, for a person: its ``strerror`` in lower
+    case (``"connection refused"``), else its class's name."""
+    return error.strerror.lower() if error.strerror else type(error).__name__

@@ -77,13 +77,10 @@ with, if any. See :doc:`/tracing` for the measured cost.
 from __future__ import annotations
 
 import contextvars
-import copy
 import logging
 import os
-import sys
 import time
-import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 try:
     from opentelemetry import context as otel_context
@@ -102,14 +99,12 @@ except ImportError as missing:  # pragma: no cover - checked in a subprocess
         f"({missing})") from missing
 
 from napixclient import __version__
-from napixclient.exceptions import HTTPError
-from napixclient.http11 import check_headers
+from napixclient.core import trace as core_trace
+from napixclient.core.request import check_headers
 from napixclient.redact import redact_secret_parameters
 
 if TYPE_CHECKING:
-    from napixclient.client import PreparedCall
-    from napixclient.connections import ConnectionManager, Lease
-    from napixclient.response import RequestRecord, Response
+    from napixclient.core.client import BaseClient, PreparedCall
 
 __all__ = [
     "DISABLE_VARIABLE",
@@ -157,25 +152,38 @@ class _Request:
     attempt, and what the next attempt's span and each measurement need."""
 
     __slots__ = ("hooks", "span", "parent", "name", "attributes", "metric", "started",
-                 "resends", "recording", "measuring")
+                 "resends", "recording", "measuring", "status", "open")
 
-    def __init__(self, hooks: "_Hooks", span: Any, parent: Any, name: str,
+    def __init__(self, hooks: "_Hooks", parent: Any, name: str,
                  attributes: Dict[str, Any], metric: Dict[str, Any],
                  recording: bool, measuring: bool) -> None:
         self.hooks = hooks
-        self.span = span
+        self.span: Any = None
         self.parent = parent
         self.name = name
         self.attributes = attributes
         self.metric = metric
-        self.started = time.perf_counter()
+        self.started = 0.0
         self.resends = 0
         self.recording = recording
         self.measuring = measuring
+        #: The status of the current attempt's answer, once read.
+        self.status: Optional[int] = None
+        self.open = False
+
+    def start_attempt(self, span: Any) -> None:
+        """``span`` is the current attempt's, from now on."""
+        self.span = span
+        self.started = time.perf_counter()
+        self.status = None
+        self.open = True
 
     def end_attempt(self, url: Optional[str], status: Optional[int],
                     error_type: Optional[str], description: Optional[str] = None) -> None:
-        """End the current attempt's span and record its duration."""
+        """End the current attempt's span and record its duration (once)."""
+        if not self.open:
+            return
+        self.open = False
         seconds = time.perf_counter() - self.started
         span = self.span
         if self.recording:
@@ -197,109 +205,76 @@ class _Request:
                     metric["error.type"] = error_type
             self.hooks.duration.record(seconds, metric)
 
-    def retried(self, info: Dict[str, Any], error_class: str) -> None:
-        """The connection layer retries (its ``request.retry`` event): end
-        this attempt, start the next one's span when its wait is over."""
-        record = info.get("request")
-        failure = info.get("failure")
-        self.end_attempt(getattr(record, "url", None), None, error_class,
-                         failure if isinstance(failure, str) else None)
-        wait = info.get("wait") or 0.0
+    def next_attempt(self) -> Any:
+        """The span of the next attempt: a sibling of the first under the
+        caller's span or, for a request made outside any span, a child of
+        the first attempt, so that a request is always one trace."""
         if self.resends == 0 and not trace.get_current_span(
                 self.parent).get_span_context().is_valid:
-            # A request made outside any span: its first attempt is the
-            # root, and the later ones its children, so that the request is
-            # one trace (the far side sees the first attempt's traceparent).
             self.parent = trace.set_span_in_context(self.span, self.parent)
         self.resends += 1
         attributes = dict(self.attributes)
         attributes["http.request.resend_count"] = self.resends
-        self.span = self.hooks.tracer.start_span(
-            self.name, self.parent, SpanKind.CLIENT, attributes,
-            start_time=time.time_ns() + int(wait * 1e9))
-        self.started = time.perf_counter() + wait
+        return self.hooks.tracer.start_span(self.name, self.parent, SpanKind.CLIENT, attributes)
 
 
-# The request the current greenlet runs, for the retry watcher.
+# The request the current greenlet or task runs (a greenlet of a pool runs in
+# a copy of its caller's context; an asyncio task in its own).
 _CURRENT: contextvars.ContextVar[Optional[_Request]] = contextvars.ContextVar(
     "napixclient.otel.request", default=None)
 
 
-class _RetryWatcher:
-    """A connection manager's ``trace`` hook, put in front of the one it had:
-    tells the request running in this greenlet that an attempt ended."""
-
-    __slots__ = ("previous", "__weakref__")
-
-    def __init__(self, previous: Optional[Callable[[str, Dict[str, Any]], None]]) -> None:
-        self.previous = previous
-
-    def __call__(self, event: str, info: Dict[str, Any]) -> None:
-        if event == "request.retry":
-            request = _CURRENT.get()
-            if request is not None:
-                # Emitted while the connection layer handles the failure:
-                # its class is the one the HTTPError would have had.
-                failure = sys.exc_info()[1]
-                try:
-                    request.retried(info, getattr(failure, "error_class", None)
-                                    or "ConnectionError")
-                except Exception:
-                    _log.warning("napixclient.otel failed on a retry", exc_info=True)
-        if self.previous is not None:
-            self.previous(event, info)
-
-
-_WATCHED: "weakref.WeakSet[ConnectionManager]" = weakref.WeakSet()
-
-
-def _watch(manager: "ConnectionManager") -> None:
-    if not isinstance(manager.trace, _RetryWatcher):
-        manager.trace = _RetryWatcher(manager.trace)
-        _WATCHED.add(manager)
-
-
-def _error_type(error: BaseException) -> str:
-    status = getattr(error, "status", None)
-    if isinstance(error, HTTPError) and isinstance(status, int) and status >= 400:
+def _error_type(status: Optional[int], error_class: Optional[str]) -> Optional[str]:
+    """``error.type``: the status as a string for 400 and more, else the
+    class of the failure (``"ConnectionError"``...), else none."""
+    if isinstance(status, int) and status >= 400:
         return str(status)
-    return type(error).__name__
+    return error_class
 
 
-def _with_headers(call: "PreparedCall", carrier: Dict[str, str]) -> "PreparedCall":
-    """A copy of ``call`` with the propagator's headers, but those the caller
-    set itself; ``call`` itself when there is nothing to add."""
+def _listen(event: str, info: Dict[str, Any]) -> None:
+    """The trace events' listener: ends each attempt's span (at a retry, and
+    when the request has its result) and notes the status it read."""
+    if event not in ("response.done", "request.retry", "request.done"):
+        return
+    request = _CURRENT.get()
+    if request is None:
+        return
+    try:
+        if event == "response.done":
+            request.status = info.get("status")
+            return
+        record = info.get("request")
+        url = getattr(record, "url", None)
+        status = info.get("status")
+        if event == "request.retry":
+            failure = info.get("failure")
+            request.end_attempt(url, status if status is not None else request.status,
+                                _error_type(status, info.get("error_class"))
+                                or "ConnectionError",
+                                failure if isinstance(failure, str) else None)
+            return
+        request.end_attempt(url, status, _error_type(status, info.get("error_class")))
+        _CURRENT.set(None)
+    except Exception:
+        _log.warning("napixclient.otel failed on %s", event, exc_info=True)
+
+
+def _with_headers(call: "PreparedCall", carrier: Dict[str, str]) -> Optional[Dict[str, str]]:
+    """The propagator's headers that ``call`` does not set itself, checked;
+    ``None`` when there is nothing to add."""
     present = {name.lower() for name in call.extra_headers}
     added = {name: value for name, value in carrier.items()
              if name.lower() not in present and name not in call.base_headers}
     if not added:
-        return call
+        return None
     try:
         check_headers(added)
     except ValueError:
         _log.warning("the OpenTelemetry propagator wrote headers that are not valid HTTP "
                      "fields; the trace context is not sent")
-        return call
-    copied = copy.copy(call)
-    copied.extra_headers = {**call.extra_headers, **added}
-    return copied
-
-
-class _Carried:
-    """A context captured where a request was made, attached in the greenlet
-    that runs it (``with carried: ...``)."""
-
-    __slots__ = ("context", "token")
-
-    def __init__(self, context: Any) -> None:
-        self.context = context
-        self.token: Any = None
-
-    def __enter__(self) -> None:
-        self.token = otel_context.attach(self.context)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        otel_context.detach(self.token)
+        return None
+    return added
 
 
 # -- server ---------------------------------------------------------------------
@@ -409,7 +384,7 @@ class _ServerScope:
 
 class _Hooks:
     """What napixclient's client, pool and WSGI middleware call (through
-    ``napixclient.client._instrumentation()``); one instance, :data:`HOOKS`."""
+    :mod:`napixclient.core.trace`); one instance, :data:`HOOKS`."""
 
     def __init__(self) -> None:
         self.enabled = False
@@ -454,26 +429,32 @@ class _Hooks:
 
     # -- client --
 
-    def send(self, manager: "ConnectionManager", lease: "Lease", call: "PreparedCall",
-             send: Callable[["Lease", "PreparedCall"], "Response"]) -> "Response":
-        """Run ``send(lease, call)`` (the client's signing and sending) in a
-        ``CLIENT`` span, ``call`` carrying the span's context in its headers.
-
-        :returns: and :raises: what ``send`` returns and raises.
-        """
+    def attempt(self, client: "BaseClient", call: "PreparedCall",
+                attempt: int) -> Optional[Dict[str, str]]:
+        """Start the ``CLIENT`` span of an attempt (see the module); return
+        the headers that carry its context (``None``: none to add).
+        Called by the core before each attempt is signed."""
+        carrier: Dict[str, str] = {}
+        if attempt > 0:
+            request = _CURRENT.get()
+            if request is None:
+                return None
+            span = request.next_attempt()
+            request.start_attempt(span)
+            propagate.inject(carrier, trace.set_span_in_context(span, request.parent))
+            return _with_headers(call, carrier)
         if not (self._tracing and self._measuring):
             self._look()
             if not (self._tracing or self._measuring):
                 # No SDK: pass on the trace a request of ours came in with.
                 if trace.get_current_span().get_span_context().is_valid:
-                    carrier: Dict[str, str] = {}
                     propagate.inject(carrier)
-                    call = _with_headers(call, carrier)
-                return send(lease, call)
+                    return _with_headers(call, carrier)
+                return None
         method = call.method
         known = method if method in KNOWN_METHODS else "_OTHER"
         name = method if known == method else "HTTP"
-        origin = lease.origin
+        origin = client.origin
         metric: Dict[str, Any] = {
             "http.request.method": known,
             "server.address": origin.host,
@@ -486,36 +467,18 @@ class _Hooks:
             attributes["http.request.method_original"] = method
         parent = otel_context.get_current()
         span = self.tracer.start_span(name, parent, SpanKind.CLIENT, attributes)
+        added = None
         if span.get_span_context().is_valid:
-            headers: Dict[str, str] = {}
-            propagate.inject(headers, trace.set_span_in_context(span, parent))
-            call = _with_headers(call, headers)
+            propagate.inject(carrier, trace.set_span_in_context(span, parent))
+            added = _with_headers(call, carrier)
         recording = span.is_recording()
-        measuring = self._measuring
-        if not recording and not measuring:
-            return send(lease, call)
-        request = _Request(self, span, parent, name, attributes, metric, recording, measuring)
-        _watch(manager)
-        token = _CURRENT.set(request)
-        try:
-            response = send(lease, call)
-        except BaseException as error:
-            record: Optional[RequestRecord] = getattr(error, "request", None)
-            status = getattr(error, "status", None)
-            request.end_attempt(getattr(record, "url", None),
-                                status if isinstance(status, int) else None,
-                                _error_type(error))
-            raise
-        finally:
-            _CURRENT.reset(token)
-        request.end_attempt(response.request.url, response.status, None)
-        return response
-
-    def capture(self) -> Optional[_Carried]:
-        """The caller's context, to attach in a request's greenlet; ``None``
-        when it is empty (nothing to carry)."""
-        current = otel_context.get_current()
-        return _Carried(current) if current else None
+        if not recording and not self._measuring:
+            span.end()
+            return added
+        request = _Request(self, parent, name, attributes, metric, recording, self._measuring)
+        request.start_attempt(span)
+        _CURRENT.set(request)
+        return added
 
     # -- server --
 
@@ -551,7 +514,21 @@ def _disabled_by_environment() -> bool:
 
 #: napixclient's own modules call these; not a public interface.
 HOOKS = _Hooks()
-HOOKS.enabled = not _disabled_by_environment()
+HOOKS.enabled = False
+
+
+def _enable(on: bool) -> None:
+    """Hook into the core (:mod:`napixclient.core.trace`), or unhook."""
+    HOOKS.enabled = on
+    if on:
+        core_trace.set_instrumentation(HOOKS)
+        core_trace.add_listener(_listen)
+    else:
+        core_trace.set_instrumentation(None)
+        core_trace.remove_listener(_listen)
+
+
+_enable(not _disabled_by_environment())
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -570,19 +547,14 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     most once a second (the look costs more than the no-op path itself).
     """
     HOOKS.configure(tracer_provider, meter_provider)
-    HOOKS.enabled = True
+    _enable(True)
 
 
 def uninstrument() -> None:
     """Turn the instrumentation off: napixclient records no span nor
     measurement, sends no trace context and writes no ``trace_id``, until
     :func:`instrument` is called."""
-    HOOKS.enabled = False
-    for manager in list(_WATCHED):
-        watcher = manager.trace
-        if isinstance(watcher, _RetryWatcher):
-            manager.trace = watcher.previous
-    _WATCHED.clear()
+    _enable(False)
 
 
 def is_instrumented() -> bool:

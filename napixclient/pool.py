@@ -1,26 +1,24 @@
-"""ClientPool: requests fanned out over many Napix hosts at once."""
+"""ClientPool: requests fanned out over many Napix hosts at once, from gevent code."""
 
 from __future__ import annotations
 
+import contextvars
+from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import gevent
 from gevent import Greenlet, GreenletExit
 
-from napixclient.client import (
-    Client,
-    PreparedCall,
-    TimeoutSpec,
-    _instrumentation,
-    base_url,
-)
+from napixclient.client import Client
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
     Lease,
     TraceHook,
 )
-from napixclient.dialing import Verify
+from napixclient.core.client import ClientOptions, PreparedCall, TimeoutSpec
+from napixclient.core.hosts import host_header, parse_host
+from napixclient.core.tls import Verify
 from napixclient.exceptions import ConnectionError, HTTPError
 from napixclient.response import RequestRecord, Response
 
@@ -97,14 +95,22 @@ class ClientPool:
         **client_options: Any,
     ) -> None:
         self._connections = ConnectionManager(max_connections, keepalive_expiry, trace)
-        self._client_options: Dict[str, Any] = dict(
-            authenticator=authenticator, simultaneous=simultaneous, timeout=timeout,
-            verify=verify, connections=self._connections, **client_options,
-        )
-        # Builds (and so validates) the options once, here, rather than at
-        # the first request; the probe client opens no connection.
-        Client("127.0.0.1", **self._client_options).close()
+        for name in ("connections", "max_connections", "keepalive_expiry", "trace"):
+            if name in client_options:
+                raise ValueError(f"{name} is the pool's own: ClientPool({name}=...) sets it "
+                                 "for every host")
+        # Checked once, here, and shared by the client of every host.
+        self._options = ClientOptions(authenticator, simultaneous, timeout, verify,
+                                      **client_options)
+        # The client of each host, under each spelling of the host met and
+        # its base URL. A client no request of the pool uses rests, the most
+        # recently used last; past as many resting clients as connections
+        # may be open (each could keep an idle one), the oldest is dropped,
+        # so a pool that meets a million hosts a day stays flat.
         self._clients: Dict[str, Client] = {}
+        self._keys: Dict[Client, List[str]] = {}
+        self._running: Dict[Client, int] = {}
+        self._resting: "OrderedDict[Client, None]" = OrderedDict()
         # Greenlets not yet collected, in submission order (dicts keep it),
         # with their client and call: gevent forgets the arguments of a
         # greenlet killed before it started.
@@ -112,8 +118,7 @@ class ClientPool:
         self._closed = False
 
     def __repr__(self) -> str:
-        # A client is kept under each spelling of its host: count it once.
-        hosts = len(set(self._clients.values()))
+        hosts = len(self._keys)
         state = " closed" if self._closed else ""
         return f"<ClientPool hosts={hosts} pending={self.pending}{state}>"
 
@@ -137,13 +142,36 @@ class ClientPool:
         if client is None:
             # Keyed by the normalised base URL too, so that two spellings of
             # one destination share one Client, and so one cap.
-            key = base_url(host)
+            parsed = parse_host(host)
+            scheme, name, port, prefix = parsed
+            key = f"{scheme}://{host_header(scheme, name, port)}{prefix}"
             client = self._clients.get(key)
             if client is None:
-                client = Client(host, **self._client_options)
+                client = Client.for_pool(parsed, self._options, self._connections)
                 self._clients[key] = client
-            self._clients[host] = client
+                self._keys[client] = [key]
+            if host != key:
+                self._clients[host] = client
+                self._keys[client].append(host)
         return client
+
+    def _done_with(self, client: Client) -> None:
+        """A request of ``client`` ended: the client rests when it was the
+        last, and the oldest resting one is dropped past the bound."""
+        left = self._running.get(client, 0) - 1
+        if left > 0:
+            self._running[client] = left
+            return
+        self._running.pop(client, None)
+        if client not in self._keys:
+            return  # the pool was closed meanwhile
+        resting = self._resting
+        resting[client] = None
+        if len(resting) > self._connections.max_connections:
+            oldest, _ = resting.popitem(last=False)
+            for key in self._keys.pop(oldest, ()):
+                if self._clients.get(key) is oldest:
+                    del self._clients[key]
 
     def request(
         self,
@@ -175,12 +203,19 @@ class ClientPool:
         """
         client = self.client(host)
         call = client.prepare(method, url, body, headers, **kwargs)
-        otel = _instrumentation()
-        # The caller's OpenTelemetry context, carried into the greenlet.
-        job = _Job(client, call, None if otel is None else otel.capture())
+        # The caller's context (contextvars: OpenTelemetry's among them),
+        # carried into the greenlet, which gevent starts with an empty one.
+        job = _Job(self, client, call, contextvars.copy_context())
         greenlet = job.greenlet
         self._pending[greenlet] = (client, call)
-        client.reserve(call, job.start)
+        self._running[client] = self._running.get(client, 0) + 1
+        self._resting.pop(client, None)
+        try:
+            job.withdraw = client.reserve(call, job.start)
+        except BaseException:
+            del self._pending[greenlet]
+            self._done_with(client)
+            raise
         return greenlet
 
     @property
@@ -277,9 +312,12 @@ class ClientPool:
         raise :class:`RuntimeError`. Closing twice is harmless."""
         self.cancel()
         self._closed = True
-        for client in set(self._clients.values()):
+        for client in list(self._keys):
             client.close()
         self._clients.clear()
+        self._keys.clear()
+        self._running.clear()
+        self._resting.clear()
         self._connections.close()
 
     def __enter__(self) -> "ClientPool":
@@ -292,32 +330,40 @@ class ClientPool:
 class _Job:
     """One request of the pool: its greenlet starts when its turn comes."""
 
-    __slots__ = ("client", "call", "greenlet", "lease", "context")
+    __slots__ = ("pool", "client", "call", "greenlet", "lease", "context", "withdraw")
 
-    def __init__(self, client: Client, call: PreparedCall, context: Any = None) -> None:
+    def __init__(self, pool: ClientPool, client: Client, call: PreparedCall,
+                 context: contextvars.Context) -> None:
+        self.pool = pool
         self.client = client
         self.call = call
         self.greenlet = Greenlet(self.run)
         self.lease: Optional[Lease] = None
-        # The OpenTelemetry context of the caller (``with context:`` attaches
-        # it), or None: gevent starts a greenlet with an empty one.
         self.context = context
+        self.withdraw: Any = None
+        self.greenlet.rawlink(self._ended)
 
     def start(self, lease: Lease) -> None:
-        """The turn came: start the greenlet, unless it was killed first.
-        The lease is released when the greenlet ends, however it ends."""
+        """The turn came: start the greenlet, unless it was killed first
+        (then the turn is given back at once)."""
         if self.greenlet.ready():
-            lease.release()
+            self.client.release(lease)
             return
         self.lease = lease
-        self.greenlet.rawlink(lambda _: lease.release())
         self.greenlet.start()
 
+    def _ended(self, _: Greenlet) -> None:
+        """However the greenlet ended (killed before its turn, too): its
+        turn is given back, and the pool may drop the host's client."""
+        lease = self.lease
+        if lease is not None:
+            self.client.release(lease)
+        elif self.withdraw is not None:
+            self.withdraw()  # killed while it waited: its turn goes to the next
+        self.pool._done_with(self.client)
+
     def run(self) -> Result:
-        if self.context is not None:
-            with self.context:
-                return self._run()
-        return self._run()
+        return self.context.run(self._run)
 
     def _run(self) -> Result:
         assert self.lease is not None
@@ -327,7 +373,7 @@ class _Job:
             return error
         finally:
             # At once, so that the next request's turn comes now.
-            self.lease.release()
+            self.client.release(self.lease)
 
 
 def _record_of(call: PreparedCall, host: str) -> RequestRecord:

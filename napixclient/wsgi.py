@@ -43,7 +43,7 @@ from typing import (
 )
 
 from napixclient.chain import write_document
-from napixclient.client import _instrumentation
+from napixclient.core.trace import instrumentation
 from napixclient.exceptions import HTTPError
 
 __all__ = ["ExceptionsCatcher"]
@@ -189,7 +189,7 @@ class ExceptionsCatcher:
     def __call__(self, environ: Dict[str, Any],
                  start_response: StartResponse) -> Iterable[bytes]:
         """Run the application for one request (the WSGI interface)."""
-        otel = _instrumentation()
+        otel = instrumentation()
         scope = None if otel is None else otel.serve(environ)
         if scope is None:
             return self._run(environ, start_response, None)
@@ -240,7 +240,7 @@ class ExceptionsCatcher:
         if isinstance(error, HTTPError):
             relayed = {"remote_call": error.remote_call, "remote_error": error.remote_error,
                        "remote_status": error.status}
-        otel = _instrumentation()
+        otel = instrumentation()
         if otel is not None:
             relayed["trace_id"], relayed["span_id"] = otel.current_ids()
         document = write_document(type(error).__name__, _safe_text(error),

@@ -9,21 +9,21 @@ pytest_plugins = ["napixclient.testing"]
 def pytest_addoption(parser):
     parser.addoption(
         "--napix-parser", "--napix-transport", dest="napix_parser", default=None,
-        help="run every Client with this response parser (napixclient.client.DEFAULT_PARSER), "
+        help="run every Client with this response parser (napixclient.core.client.DEFAULT_PARSER), "
              "e.g. geventhttpclient; the whole suite must pass on each")
 
 
 def pytest_configure(config):
     name = config.getoption("napix_parser")
     if name:
-        import napixclient.client
-        from napixclient.http11 import parser
+        import napixclient.core.client
+        from napixclient.core.parser import check_parser
 
         try:
-            parser(name)
+            name = check_parser(name)
         except ValueError as error:  # unknown, or its extra is not installed
             raise pytest.UsageError(f"--napix-parser: {error}") from None
-        napixclient.client.DEFAULT_PARSER = name
+        napixclient.core.client.DEFAULT_PARSER = name
 
 
 #: The variables requests and napixclient read proxies from.

@@ -9,7 +9,7 @@ import requests.auth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import napixclient.client
+import napixclient.core.client
 from napixclient import Client, HTTPError
 from napixclient.authenticators import (
     LoginAuthenticator,
@@ -124,7 +124,7 @@ def _no_prepared_request(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the client built a requests.PreparedRequest")
 
-    monkeypatch.setattr(napixclient.client.requests, "PreparedRequest", refuse)
+    monkeypatch.setattr(napixclient.core.client.requests, "PreparedRequest", refuse)
 
 
 def test_login_signatures_are_made_natively_and_accepted_by_a_napix_server(

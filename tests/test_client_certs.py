@@ -124,7 +124,7 @@ def test_a_connection_made_with_a_certificate_never_serves_a_client_without_one(
         assert caught.value.status == 400
         assert with_cert.get("/who").status == 200
         # Two TLS configurations, one context each.
-        assert manager.dialer.contexts == 2
+        assert len(manager.dialer.contexts) == 2
     finally:
         manager.close()
 
@@ -137,7 +137,7 @@ def test_a_pool_builds_one_tls_context_for_all_its_hosts(nginx_mtls, files, tmp_
             pool.request(nginx_mtls.host, "GET", "/who")
             pool.request(second.host, "GET", "/who")
             assert [presented(r.body) for r in pool.wait(timeout=10)] == [True, True]
-            assert pool.connections.dialer.contexts == 1
+            assert len(pool.connections.dialer.contexts) == 1
 
 
 def test_the_client_certificate_goes_to_the_origin_through_a_connect_tunnel(

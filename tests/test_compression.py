@@ -2,7 +2,7 @@
 back (gzip, deflate, br, zstd; several codings; bodies that do not decode;
 a compression bomb), over real servers on loopback: nginx with ``gzip on``,
 NapixTestServer routes sending encoded bodies, and I/O-free checks of
-:func:`napixclient.http11.decode_content`."""
+:func:`napixclient.core.codings.decode_content`."""
 
 import functools
 import gzip
@@ -14,15 +14,15 @@ import zlib
 import pytest
 
 from napixclient import Client, ConnectionError, HTTPError
-from napixclient.exceptions import BodyTooLarge
-from napixclient.failures import BodyLimitExceeded, MalformedAnswer
-from napixclient.http11 import (
+from napixclient.core.codings import (
     MAX_CODINGS,
     MAX_MEMBERS,
     accept_encoding,
     content_codings,
     decode_content,
 )
+from napixclient.exceptions import BodyTooLarge
+from napixclient.failures import BodyLimitExceeded, MalformedAnswer
 from napixclient.testing import NapixTestServer
 from tests.helpers import AUTH
 from tests.nginxserver import NginxServer, find_nginx

@@ -16,7 +16,7 @@ import pytest
 import trustme
 from gevent.pywsgi import WSGIServer
 
-import napixclient.dialing
+import napixclient.core.tls
 from napixclient import Client, ClientPool, Response
 from napixclient.connections import ConnectionManager, default_max_connections
 from tests.faultserver import FaultServer
@@ -250,9 +250,10 @@ def test_forty_https_hosts_with_one_verify_setting_build_one_tls_context(tmp_pat
     servers = [WSGIServer(("127.0.0.1", 0), hello, ssl_context=context, log=None,
                           error_log=None) for _ in range(40)]
     built = []
-    real = napixclient.dialing.ssl_context
-    monkeypatch.setattr(napixclient.dialing, "ssl_context",
-                        lambda verify=True, cert=None: built.append(verify) or real(verify, cert))
+    real = napixclient.core.tls.ssl_context
+    monkeypatch.setattr(napixclient.core.tls, "ssl_context",
+                        lambda verify=True, cert=None, context_class=None:
+                        built.append(verify) or real(verify, cert, context_class))
     try:
         for server in servers:
             server.start()
@@ -260,7 +261,7 @@ def test_forty_https_hosts_with_one_verify_setting_build_one_tls_context(tmp_pat
             for server in servers:
                 pool.request(f"https://127.0.0.1:{server.server_port}", "GET", "/")
             results = pool.wait(timeout=30)
-            assert pool.connections.dialer.contexts == 1
+            assert len(pool.connections.dialer.contexts) == 1
     finally:
         for server in servers:
             server.stop(timeout=1)
@@ -291,12 +292,14 @@ def test_trace_receives_each_event_of_a_request_in_order_with_a_retry_and_a_clos
         client.get("/race?n=2")  # the server hangs up: stale, retried once
     assert [event for event, *_ in events] == [
         "connection.opened", "request.sent", "response.headers", "response.done",
+        "request.done",
         "connection.reused", "request.sent", "connection.closed", "request.retry",
         "connection.opened", "request.sent", "response.headers", "response.done",
+        "request.done",
         "connection.closed",
     ]
-    assert events[6][2] == "failed" and events[6][3] == 1
-    assert events[8][3] == 2
+    assert events[7][2] == "failed" and events[7][3] == 1
+    assert events[9][3] == 2
     assert events[-1][2] == "closed" and events[-1][1] is None
     assert all(path in ("/race", "/race?n=2") for _, path, *_ in events[:-1])
 

@@ -8,7 +8,7 @@ import pytest
 from gevent.server import StreamServer
 
 from napixclient import Client, ConnectionError, Response
-from napixclient.http11 import available_parsers
+from napixclient.core.parser import available_parsers
 from tests.faultserver import FaultServer
 from tests.helpers import AUTH
 from tests.nginxserver import nginx_fixture  # noqa: F401 (the nginx fixture)

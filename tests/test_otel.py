@@ -194,7 +194,7 @@ def test_a_request_without_an_answer_has_the_failure_class_as_error_type(otel, n
         assert span.status.status_code == StatusCode.ERROR
 
 
-def test_a_retried_request_gives_one_span_per_attempt_and_resends_the_first_traceparent(otel):
+def test_a_retried_request_gives_one_span_per_attempt_each_sending_its_own_traceparent(otel):
     SpanKind, StatusCode = kinds()
     with FaultServer() as server:
         with otel.tracer.start_as_current_span("handler") as parent:
@@ -212,8 +212,8 @@ def test_a_retried_request_gives_one_span_per_attempt_and_resends_the_first_trac
     assert second.attributes["http.response.status_code"] == 200
     assert "error.type" not in second.attributes
     assert first.end_time <= second.start_time
-    # The retry sends the same bytes again: the first attempt's traceparent.
-    assert sent == [traceparent(first), traceparent(first)]
+    # Each attempt is signed anew, with its own span's traceparent.
+    assert sent == [traceparent(first), traceparent(second)]
     measured = otel.durations()
     assert sum(count for count, _ in measured.values()) == 2
 

@@ -26,7 +26,7 @@ from gevent.pywsgi import WSGIServer
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, ProxyError
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.connections import ConnectionManager
-from napixclient.dialing import Proxy, check_proxies, choose_proxy, parse_proxy
+from napixclient.core.proxies import Proxy, check_proxies, choose_proxy, parse_proxy
 from napixclient.redact import redact_url_credentials
 from napixclient.testing import NapixTestServer
 from tests import proxyserver
@@ -473,7 +473,7 @@ def test_no_proxy_credential_in_any_output(authenticated_proxy, origin, tls_orig
             results = pool.wait(timeout=10)
             clients = [pool.client(origin.host), pool.client(tls_origin)]
             outputs += [repr(pool), repr(pool.connections)]
-            outputs += [repr(client) + repr(client._origin) + str(client._origin)
+            outputs += [repr(client) + repr(client.origin) + str(client.origin)
                         + str(client.proxy) for client in clients]
         for result in results:
             outputs += [repr(result), repr(result.request), result.request.call]
@@ -614,7 +614,7 @@ def test_redact_url_credentials_masks_the_user_information_of_every_url():
 def test_the_proxy_is_part_of_the_origin_and_str_shows_the_destination_only(forward_proxy):
     url = forward_proxy.url.replace("http://", f"http://{USER}:{PASSWORD}@")
     with Client("127.0.0.1:8002", proxies={"http": url}) as client:
-        origin = client._origin
+        origin = client.origin
     assert str(origin) == "http://127.0.0.1:8002"
     assert origin.proxy == parse_proxy(url)
     assert origin != origin._replace(proxy=None)

@@ -260,14 +260,14 @@ def test_cr_and_lf_in_query_parameters_are_percent_encoded_not_sent_raw(fault_se
 def test_nonces_come_from_the_secrets_csprng_and_are_never_reused(
         napix_server_factory, monkeypatch):
     drawn = []
-    real = napixclient.authenticators.secrets.token_hex
+    real = napixclient.core.authenticators.secrets.token_hex
 
     def spy(nbytes):
         value = real(nbytes)
         drawn.append(value)
         return value
 
-    monkeypatch.setattr(napixclient.authenticators.secrets, "token_hex", spy)
+    monkeypatch.setattr(napixclient.core.authenticators.secrets, "token_hex", spy)
     server = napix_server_factory(users=USERS, reject_replayed_nonces=True)
     server.route("/ok", body=[])
     with ClientPool(LoginAuthenticator("root", KEY), simultaneous=4) as pool:

@@ -9,7 +9,7 @@ import trustme
 from gevent.pywsgi import WSGIServer
 
 from napixclient import Client, ClientPool, ConnectionError, Response
-from napixclient.dialing import ssl_context
+from napixclient.core.tls import ssl_context
 
 
 def hello(environ, start_response):

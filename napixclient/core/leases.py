@@ -65,7 +65,28 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Any, Deque, Dict, Hashable, List, NamedTuple, Optional, Union
 
-__all__ = ["Action", "Close", "Grant", "Lease", "Leases"]
+__all__ = ["Action", "Close", "Grant", "Lease", "Leases", "default_max_connections"]
+
+
+def default_max_connections() -> int:
+    """The default ``max_connections``: the soft limit on open files
+    (``RLIMIT_NOFILE``) less a headroom of a quarter of it (at least 32) for
+    the rest of the program (its files, logs, listening sockets), and at
+    least 8. With the common soft limit of 1,024 that is 768.
+
+    Read when a machine is made, so a program (or the ``napix`` command)
+    that raised its limit first gets a larger default. Where the limit
+    cannot be read (no :mod:`resource` module), 768.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        soft = 1024
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft < 0 or soft > 1 << 20:
+        soft = 1 << 20
+    return max(8, soft - max(32, soft // 4))
 
 
 class Lease:
@@ -170,7 +191,9 @@ class Leases:
     :raises ValueError: for a bad ``max_connections`` or ``keepalive_expiry``.
     """
 
-    def __init__(self, max_connections: int, keepalive_expiry: float) -> None:
+    def __init__(self, max_connections: Optional[int], keepalive_expiry: float) -> None:
+        if max_connections is None:
+            max_connections = default_max_connections()
         if (not isinstance(max_connections, int) or isinstance(max_connections, bool)
                 or max_connections < 1):
             raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
