@@ -25,6 +25,9 @@ from tests.helpers import AUTH
 ROOT = Path(__file__).resolve().parent.parent
 MANYHOSTS = ROOT / "tests" / "manyhosts.py"
 
+# These tests run under gevent.monkey.patch_all() too: python tests/patched.py
+pytestmark = pytest.mark.patched
+
 
 class ManyHosts:
     """tests/manyhosts.py in a subprocess: COUNT hosts on 127.0.0.1."""
