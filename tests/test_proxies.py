@@ -364,6 +364,50 @@ def test_a_proxy_that_cannot_reach_the_origin_answers_connect_with_an_error_name
     assert caught.value.remote_error.endswith(" to CONNECT")
 
 
+def _xfail(item, what):
+    return pytest.mark.xfail(strict=True, reason=f"issue 19 item {item}: {what}")
+
+
+@_xfail(14, "a dead origin's proxy error page reads as the origin's own error")
+def test_a_dead_origin_behind_a_forwarding_proxy_is_an_error_naming_the_proxy(
+        authenticated_proxy):
+    dead = f"127.0.0.1:{closed_port()}"
+    proxies = {"http": authenticated_proxy.url_with_credentials}
+    with Client(dead, timeout=5, proxies=proxies) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/x")
+    error = caught.value
+    # tinyproxy answers 500 with an HTML page of its own; others say 502 or 503.
+    assert error.status in (500, 502, 503)
+    named = f"via the proxy {authenticated_proxy.url}"
+    assert named in error.remote_call
+    assert named in str(error)
+    for text in (str(error), repr(error), error.remote_call, error.format_chain()):
+        assert USER not in text and PASSWORD not in text
+
+
+# tests/hostileserver.py as a proxy: to CONNECT 127.0.0.1:PORT it answers a
+# head that never ends; to CONNECT 127.0.0.2:PORT, interim answers without end.
+@pytest.mark.parametrize("origin_host, words", [
+    pytest.param("127.0.0.1", ("head",), id="endless-head",
+                 marks=_xfail(1, "the flood of a CONNECT answer's head is not named so")),
+    pytest.param("127.0.0.2", ("interim", "head"), id="endless-interim",
+                 marks=_xfail(1, "interim answers to CONNECT are not bounded")),
+])
+def test_a_proxy_flooding_its_answer_to_connect_is_a_proxy_error_naming_the_bound(
+        hostile_server, origin_host, words):
+    # The origin is never reached: the proxy alone answers.
+    origin = f"https://{origin_host}:{closed_port()}"
+    with Client(origin, timeout=4, proxies={"https": hostile_server.url}) as client:
+        started = time.monotonic()
+        with pytest.raises(HTTPError) as caught:
+            client.get("/")
+        spent = time.monotonic() - started
+    assert type(caught.value) is ProxyError, str(caught.value)
+    assert spent < 2, f"the flood held the request {spent:.1f} s"
+    assert any(word in str(caught.value) for word in words), str(caught.value)
+
+
 # -- https:// proxies: TLS to the proxy --------------------------------------------------
 
 
