@@ -282,6 +282,24 @@ def test_bad_retry_options_are_refused_at_once(options):
         ClientPool(**options)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 19 item 6: a retry re-sends the same signed "
+                   "bytes, so the server refuses the replayed nonce")
+def test_a_retried_request_is_signed_anew_and_accepted_by_a_server_refusing_replays(
+        napix_server):
+    # Dropped the first time: the route is replaced when the retry is announced.
+    napix_server.route("/once", drop=True)
+
+    def trace(event, info):
+        if event == "request.retry":
+            napix_server.route("/once", body={"ok": True})
+
+    with Client(napix_server.host, AUTH, retries=1, trace=trace) as client:
+        response = client.get("/once")
+    assert response.status == 200 and response.body == {"ok": True}
+    nonces = [request.nonce for request in napix_server.requests]
+    assert len(nonces) == 2 and nonces[0] != nonces[1] and all(nonces)
+
+
 # -- cancellation --------------------------------------------------------------
 
 def _slow(fault_server, head_delay=0.0, delay=0.3):
