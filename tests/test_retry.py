@@ -446,3 +446,20 @@ def test_a_status_retry_is_never_changed_by_using_it():
     schedule.spent(RetryPolicy(retries=1, attempts=1))
     schedule.connection_policy([])
     assert [getattr(schedule, name) for name in StatusRetry.__slots__] == before
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19 item 7: the backoff after 1,024 retries "
+                   "raises OverflowError")
+def test_the_backoff_after_more_than_1024_retries_is_a_number_not_an_overflow_error():
+    policy = RetryPolicy(retries=2000, backoff=0.5, backoff_max=120)
+    for _ in range(1100):
+        policy = policy.after("GET", refused())
+    assert policy.attempts == 1100
+    assert policy.backoff() == 120.0
+    uncapped = RetryPolicy(retries=1, backoff=0.5, attempts=1100).backoff()
+    assert isinstance(uncapped, float) and uncapped >= 0
+    schedule = StatusRetry(Retry(total=None, status_forcelist=[503], backoff_factor=0.5,
+                                 backoff_max=120))
+    for _ in range(1100):
+        schedule, wait = schedule.after_status("GET", 503, None, 0.0)
+    assert wait == 120.0
