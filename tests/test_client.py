@@ -7,6 +7,7 @@ import pytest
 
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, Response, Timeout
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
+from napixclient.exceptions import BodyTooLarge
 from napixclient.testing import hmac_token
 from tests.helpers import AUTH, closed_port
 
@@ -183,9 +184,12 @@ def test_a_body_larger_than_max_body_size_is_refused(napix_server):
     napix_server.route("/big", body=b"x" * 5000)
     napix_server.route("/small", body=b"x" * 10)
     with Client(napix_server.host, AUTH, max_body_size=1000, simultaneous=1) as client:
-        with pytest.raises(HTTPError, match="max_body_size"):
+        with pytest.raises(BodyTooLarge) as caught:
             client.get("/big")
         assert client.get("/small").content == b"x" * 10
+    # The answer was a 200: its body alone was refused.
+    assert caught.value.status == 200 and caught.value.response is None
+    assert "max_body_size (1000 bytes)" in str(caught.value)
 
 
 def test_a_closed_client_refuses_requests(napix_server):
