@@ -96,3 +96,21 @@ def hostile_server():
         process.wait(timeout=10)
         for stream in (process.stdin, process.stdout):
             stream.close()
+
+
+# -- a throwaway certificate authority (trustme), for TLS servers on 127.0.0.1 -------
+
+@pytest.fixture(scope="module")
+def ca():
+    """A certificate authority made for the test module (``trustme.CA``)."""
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_bundle(ca, tmp_path):
+    """The path (``str``) of a PEM bundle holding ``ca``'s certificate, for ``verify=``."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)

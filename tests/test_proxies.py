@@ -20,7 +20,6 @@ import gevent
 import gevent.ssl
 import gevent.subprocess
 import pytest
-import trustme
 from gevent.pywsgi import WSGIServer
 
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, ProxyError
@@ -70,18 +69,6 @@ def via_proxy(request):
 
 
 # -- TLS origins ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_bundle(ca, tmp_path):
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def hello(environ, start_response):
