@@ -451,17 +451,31 @@ def test_32_mb_of_trailer_fields_are_refused_without_being_kept_in_memory(
 
 # A body within max_body_size is bounded by the timeout alone: as 1 TB announced
 # with Content-Length, and as chunks of one byte (more work per byte kept).
-BODY_FLOODS = [
-    pytest.param("/flood-body?seconds=6&then=hold", id="content-length"),
-    pytest.param("/flood-body?chunked=1&seconds=6", id="one-byte-chunks"),
-]
+BODY_FLOODS = {
+    "content-length": "/flood-body?seconds=6&then=hold",
+    "one-byte-chunks": "/flood-body?chunked=1&seconds=6",
+}
+NEVER_YIELDS = "a read loop fed by a fast server never yields nor checks the deadline"
 
 
-@_xfail(1, "a read loop fed by a fast server never yields nor checks the deadline")
-@pytest.mark.parametrize("parser", PARSERS)
-@pytest.mark.parametrize("path", BODY_FLOODS)
-def test_a_body_flood_within_max_body_size_is_cut_by_the_timeout(hostile_server, parser,
-                                                                  path):
+def _body_flood_case(flood, parser):
+    if (flood, parser) == ("content-length", "geventhttpclient"):
+        # llhttp reads a plain body about as fast as the server sends it: on
+        # a loaded machine the server falls behind now and then, the read
+        # yields, and the deadline fires in time. Not strict, for that.
+        mark = pytest.mark.xfail(strict=False, reason=f"issue 19 item 1: {NEVER_YIELDS} "
+                                 "(passes on main when load slows the server)")
+    elif (flood, parser) == ("content-length", "http.client"):
+        mark = _xfail(1, "http.client's read of a 1 TB Content-Length is a MemoryError")
+    else:
+        mark = _xfail(1, NEVER_YIELDS)
+    return pytest.param(BODY_FLOODS[flood], parser, id=f"{flood}-{parser}", marks=mark)
+
+
+@pytest.mark.parametrize("path, parser", [_body_flood_case(flood, parser)
+                                          for flood in BODY_FLOODS for parser in PARSERS])
+def test_a_body_flood_within_max_body_size_is_cut_by_the_timeout(hostile_server, path,
+                                                                  parser):
     with Client(hostile_server.host, timeout=2, max_body_size=2 ** 40,
                 parser=parser) as client:
         started = time.monotonic()
