@@ -9,9 +9,9 @@ arguments to pytest, from the root of the checkout::
     python tests/patched.py -q tests/test_pool.py tests/test_connections.py
     python tests/patched.py -q            # the files marked for it (see below)
 
-Without a test path it runs the tests marked ``patched`` (test files say
-``pytestmark = pytest.mark.patched``: the pool, connection and fleet
-tests). ``tests/conftest.py`` adds a line to pytest's header saying what is
+Without a test path it runs the tests marked ``patched`` (a test file
+says ``pytestmark = pytest.mark.patched``, as test_pool.py and
+test_connections.py do). ``tests/conftest.py`` adds a line to pytest's header saying what is
 patched, so a run's output shows which way it ran.
 """
 
