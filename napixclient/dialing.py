@@ -25,10 +25,11 @@ the core's (:mod:`napixclient.core`).
   a tunnel through it is TLS inside TLS (urllib3's
   :class:`~urllib3.util.ssltransport.SSLTransport`).
 * :func:`receive` reads from a socket into a
-  :class:`~napixclient.core.parser.Reading` and yields to the hub every
-  :data:`YIELD_EVERY` reads, checking the deadline: in gevent, ``recv``
-  only yields when no data is ready, so a server that sends faster than
-  the client parses would otherwise hold every greenlet of the process.
+  :class:`~napixclient.core.parser.Reading`, checks the deadline after each
+  read, and yields to the hub after :data:`YIELD_AFTER` seconds of reading
+  in a row: in gevent, ``recv`` only yields when no data is ready, so a
+  server that sends faster than the client parses would otherwise hold
+  every greenlet of the process.
 """
 
 from __future__ import annotations
@@ -61,14 +62,18 @@ from napixclient.failures import (
     status_text,
 )
 
-__all__ = ["DNS_TTL", "RECV_SIZE", "YIELD_EVERY", "Deadline", "Dialer", "receive"]
+__all__ = ["DNS_TTL", "RECV_SIZE", "YIELD_AFTER", "Deadline", "Dialer", "receive"]
 
 #: How long a resolved name is reused, in seconds.
 DNS_TTL = 10.0
 #: Bytes asked of a socket at once.
 RECV_SIZE = 64 * 1024
-#: Reads in a row after which :func:`receive` yields to the hub.
-YIELD_EVERY = 16
+#: Seconds of reading in a row after which :func:`receive` yields to the hub.
+YIELD_AFTER = 0.005
+# How long it then sleeps: a timer, so that the hub runs a whole turn of its
+# loop, timers included (gevent.sleep(0) only runs the callbacks queued, and
+# a greenlet that sleeps(0) again and again keeps the hub from its timers).
+_PAUSE = 1e-6
 
 Address = Tuple[int, Any]  # (family, sockaddr)
 
@@ -81,9 +86,9 @@ def receive(sock: Any, reading: Reading, deadline: float, head_only: bool = Fals
     """Read an answer from ``sock`` into ``reading`` until it is whole (or,
     with ``head_only``, until its head is read).
 
-    Every :data:`YIELD_EVERY` reads it checks the deadline and yields to the
-    hub (``gevent.sleep(0)``), so that a host that floods never holds the
-    other greenlets, whatever it sends.
+    After each read it checks the deadline, and after :data:`YIELD_AFTER`
+    seconds of reads in a row it yields to the hub, so that a host that
+    floods never holds the other greenlets, whatever it sends.
 
     :param sock: a connected gevent socket, with its read timeout set.
     :param reading: the :class:`~napixclient.core.parser.Reading`.
@@ -93,7 +98,8 @@ def receive(sock: Any, reading: Reading, deadline: float, head_only: bool = Fals
     :raises napixclient.failures.TransportFailure: as the parser raises it.
     """
     recv = sock.recv
-    reads = 0
+    monotonic = time.monotonic
+    resumed = monotonic()
     while True:
         data = recv(RECV_SIZE)
         if not data:
@@ -101,12 +107,12 @@ def receive(sock: Any, reading: Reading, deadline: float, head_only: bool = Fals
             return
         if reading.feed(data) or (head_only and reading.head is not None):
             return
-        reads += 1
-        if reads == YIELD_EVERY:
-            reads = 0
-            if time.monotonic() >= deadline:
-                raise Deadline()
-            gevent.sleep(0)
+        now = monotonic()
+        if now >= deadline:
+            raise Deadline()
+        if now - resumed >= YIELD_AFTER:
+            gevent.sleep(_PAUSE)
+            resumed = monotonic()
 
 
 class _TunnelledTLS(SSLTransport):

@@ -9,7 +9,6 @@ import gevent
 import gevent.ssl
 import pytest
 import requests
-import trustme
 from gevent.pywsgi import WSGIServer
 from urllib3.util.retry import Retry
 
@@ -138,18 +137,6 @@ def test_two_one_second_gets_through_an_http_proxy_overlap_and_the_hub_keeps_run
 
 
 # A slow TLS server on 127.0.0.1 with a certificate from a throwaway CA.
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_bundle(ca, tmp_path):
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def _server_context(ca):

@@ -275,3 +275,17 @@ def test_a_field_value_that_turns_bad_after_good_ones_is_still_refused(
         with pytest.raises(ValueError, match="header 'X-Turns'"):
             client.get("/ok")
     assert len(server.requests) == 1
+
+
+def test_a_login_authenticator_subclass_overriding_call_is_called(napix_server):
+    napix_server.route("/ok", body=[])
+
+    class Traced(LoginAuthenticator):
+        def __call__(self, request):
+            request.headers["X-Traced"] = "yes"
+            return super().__call__(request)
+
+    with Client(napix_server.host, Traced("root", "toor")) as client:
+        assert client.get("/ok").status == 200
+    traced = napix_server.requests[0].headers.get("X-Traced")
+    assert traced == "yes"

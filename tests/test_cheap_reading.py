@@ -36,12 +36,32 @@ def test_looking_a_field_up_gives_what_the_index_gives_whatever_the_names(fields
     assert indexed.get(name, "d") == scanned.get(name, "d")
 
 
-def test_a_lookup_builds_no_index_and_iteration_does():
-    headers = Headers([("Content-Type", "application/json"), ("X-A", "1"), ("x-a", "2")])
-    assert headers["content-type"] == "application/json" and headers["X-A"] == "1, 2"
-    assert headers._index is None
-    assert len(headers) == 2
-    assert headers._index is not None and headers.get("X-A") == "1, 2"
+class _Name(str):
+    """A field name that counts how many times it is lower-cased."""
+
+    lowered = 0
+
+    def lower(self):
+        _Name.lowered += 1
+        return super().lower()
+
+
+def test_a_lookup_lower_cases_only_names_of_its_length_and_the_index_each_name_once():
+    """As Headers documents: a lookup scans the fields, lower-casing only
+    the ASCII names as long as the one looked up; what needs every name
+    (len, iteration) builds the index, each name lower-cased once, and
+    later lookups lower-case none."""
+    _Name.lowered = 0
+    headers = Headers([(_Name("Content-Type"), "application/json"), (_Name("X-A"), "1"),
+                       (_Name("x-a"), "2"), (_Name("X-Other"), "o")])
+    assert headers["content-type"] == "application/json"
+    assert _Name.lowered == 1  # X-A, x-a and X-Other were skipped by their length
+    assert headers["X-A"] == "1, 2"
+    assert _Name.lowered == 3
+    assert len(headers) == 3 and list(headers) == ["Content-Type", "X-A", "X-Other"]
+    assert _Name.lowered == 3 + 4
+    assert headers.get("x-a") == "1, 2" and headers.get("content-type") == "application/json"
+    assert _Name.lowered == 3 + 4
 
 
 def test_headers_from_a_list_keep_their_own_copy():

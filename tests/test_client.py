@@ -1,10 +1,13 @@
 """Client against real NapixTestServers on 127.0.0.1."""
 
+import re
+
 import gevent
 import pytest
 
-from napixclient import Client, ConnectionError, HTTPError, Response, Timeout
+from napixclient import Client, ClientPool, ConnectionError, HTTPError, Response, Timeout
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
+from napixclient.exceptions import BodyTooLarge
 from napixclient.testing import hmac_token
 from tests.helpers import AUTH, closed_port
 
@@ -181,9 +184,12 @@ def test_a_body_larger_than_max_body_size_is_refused(napix_server):
     napix_server.route("/big", body=b"x" * 5000)
     napix_server.route("/small", body=b"x" * 10)
     with Client(napix_server.host, AUTH, max_body_size=1000, simultaneous=1) as client:
-        with pytest.raises(HTTPError, match="max_body_size"):
+        with pytest.raises(BodyTooLarge) as caught:
             client.get("/big")
         assert client.get("/small").content == b"x" * 10
+    # The answer was a 200: its body alone was refused.
+    assert caught.value.status == 200 and caught.value.response is None
+    assert "max_body_size (1000 bytes)" in str(caught.value)
 
 
 def test_a_closed_client_refuses_requests(napix_server):
@@ -252,3 +258,49 @@ def test_a_closed_client_says_so_in_its_repr():
     assert repr(client) == "<Client http://127.0.0.1:8002 simultaneous=2>"
     client.close()
     assert repr(client) == "<Client http://127.0.0.1:8002 simultaneous=2 closed>"
+
+
+def test_a_header_value_outside_latin_1_is_refused_at_once_naming_the_header(napix_server):
+    with Client(napix_server.host, AUTH) as client:
+        with pytest.raises(ValueError) as caught:
+            client.request("GET", "/", headers={"X-Price": "5 €"})
+    assert "X-Price" in str(caught.value)
+    # Today's UnicodeEncodeError holds the request's bytes, its signature included.
+    assert not isinstance(caught.value, UnicodeError)
+    assert "Authorization" not in repr(caught.value)
+    with ClientPool(AUTH) as pool:
+        with pytest.raises(ValueError) as caught:
+            pool.request(napix_server.host, "GET", "/", headers={"X-Price": "5 €"})
+        assert pool.pending == 0
+    assert "X-Price" in str(caught.value)
+    assert napix_server.requests == []
+
+
+def test_a_bare_question_mark_is_neither_sent_nor_signed(napix_server):
+    napix_server.route("/items/", body=[])
+    with Client(napix_server.host, AUTH) as client:
+        assert client.get("/items/?").status == 200
+        assert client.get("/items/?", params={"a": "1"}).status == 200
+    # What napixd signs: the path, and "?" + query only when there is a query.
+    assert [request.path for request in napix_server.requests] == ["/items/", "/items/?a=1"]
+
+
+def test_empty_params_add_no_question_mark(napix_server):
+    napix_server.route("/items/", body=[])
+    with Client(napix_server.host, AUTH) as client:
+        assert client.get("/items/", params={}).status == 200
+        assert client.get("/items/", params=[]).status == 200
+    assert [request.path for request in napix_server.requests] == ["/items/", "/items/"]
+
+
+def test_an_ipv6_address_with_a_port_and_no_brackets_is_refused_saying_how_to_write_it():
+    with pytest.raises(ValueError, match=re.escape("write [::1]:8002")):
+        Client("::1:8002")
+
+
+def test_a_bare_ipv6_address_is_a_host_on_the_default_port():
+    with Client("::1") as client:
+        assert client.base_url == "http://[::1]"
+        assert client.host == "[::1]"
+    with Client("https://[::1]:8443") as client:
+        assert client.base_url == "https://[::1]:8443"

@@ -42,11 +42,6 @@ def clean_environment(monkeypatch):
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
 @pytest.fixture
 def files(ca, tmp_path):
     """The paths of what the tests use: the CA bundle, the server's

@@ -11,19 +11,25 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.socket
 import gevent.ssl
 import pytest
 import trustme
 from gevent.pywsgi import WSGIServer
 
 import napixclient.core.tls
-from napixclient import Client, ClientPool, Response
+import napixclient.dialing
+from napixclient import Client, ClientPool, ConnectionError, Response
 from napixclient.connections import ConnectionManager, default_max_connections
+from napixclient.core.parser import available_parsers
 from tests.faultserver import FaultServer
 from tests.helpers import AUTH
 
 ROOT = Path(__file__).resolve().parent.parent
 MANYHOSTS = ROOT / "tests" / "manyhosts.py"
+
+# These tests run under gevent.monkey.patch_all() too: python tests/patched.py
+pytestmark = pytest.mark.patched
 
 
 class ManyHosts:
@@ -325,3 +331,75 @@ def test_the_default_cap_follows_the_soft_limit_on_open_files(monkeypatch):
     assert default_max_connections() == 75000
     monkeypatch.setattr(resource, "getrlimit", lambda which: (40, 40))
     assert default_max_connections() == 8
+
+
+@pytest.mark.parametrize("parser", available_parsers())
+def test_the_response_headers_event_carries_the_answer_s_status(napix_server, parser):
+    napix_server.route("/made", "POST", status=201, body={"made": True})
+    events = []
+    with Client(napix_server.host, AUTH, parser=parser,
+                trace=lambda event, info: events.append((event, info))) as client:
+        assert client.post("/made", {}).status == 201
+    (info,) = [info for event, info in events if event == "response.headers"]
+    assert info["status"] == 201
+
+
+# -- one name lookup shared by the requests that wait for it (issue 19, item 5) ------
+
+#: The name the slow lookup answers for. "localhost" is in /etc/hosts: were
+#: the lookup not intercepted, no query would leave the machine.
+SLOW_NAME = "localhost"
+
+
+@pytest.fixture
+def slow_lookup(monkeypatch):
+    """The name lookup napixclient.dialing calls (gevent.socket.getaddrinfo
+    today) takes 0.5 s for SLOW_NAME and gives 127.0.0.1; returns the list
+    of the names it was asked for. If the library looks names up elsewhere,
+    patch that instead."""
+    real = gevent.socket.getaddrinfo
+    asked = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != SLOW_NAME:
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        gevent.sleep(0.5)
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(napixclient.dialing.gevent.socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_killing_a_request_during_a_shared_name_lookup_leaves_the_other_to_succeed(
+        napix_server, slow_lookup):
+    napix_server.route("/ok", body={"ok": True})
+    host = f"{SLOW_NAME}:{napix_server.port}"
+    with ClientPool(AUTH, timeout=5) as pool:
+        first = pool.request(host, "GET", "/ok")
+        pool.request(host, "GET", "/ok")
+        gevent.sleep(0.2)  # both wait for the one lookup
+        assert slow_lookup == [SLOW_NAME]
+        first.kill()
+        killed, other = pool.wait(timeout=10)
+    assert isinstance(killed, ConnectionError)
+    assert isinstance(other, Response) and other.body == {"ok": True}
+
+
+def test_a_caller_s_timeout_during_a_shared_name_lookup_leaves_the_other_to_succeed(
+        napix_server, slow_lookup):
+    napix_server.route("/ok", body={"ok": True})
+    with Client(f"{SLOW_NAME}:{napix_server.port}", AUTH, timeout=5) as client:
+
+        def impatient():
+            with gevent.Timeout(0.1, False):
+                client.get("/ok")
+
+        first = gevent.spawn(impatient)
+        gevent.sleep(0)  # it starts the lookup
+        other = gevent.spawn(client.get, "/ok")
+        gevent.joinall([first, other], timeout=10)
+        assert slow_lookup[:1] == [SLOW_NAME]
+        assert first.successful()
+        assert other.successful(), repr(other.exception)
+        assert other.value.body == {"ok": True}

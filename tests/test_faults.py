@@ -3,10 +3,14 @@ the right class, nothing is retried that should not be, and the client keeps
 working after each fault. Cancellation never returns a half-read connection
 to the pool. All over real loopback sockets (tests/faultserver.py)."""
 
+import time
+import tracemalloc
+
 import gevent
 import pytest
 
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, Response, Timeout
+from napixclient.core.parser import available_parsers
 from napixclient.exceptions import BodyTooLarge
 from tests.faultserver import FaultServer
 from tests.helpers import AUTH, closed_port
@@ -278,6 +282,22 @@ def test_bad_retry_options_are_refused_at_once(options):
         ClientPool(**options)
 
 
+def test_a_retried_request_is_signed_anew_and_accepted_by_a_server_refusing_replays(
+        napix_server):
+    # Dropped the first time: the route is replaced when the retry is announced.
+    napix_server.route("/once", drop=True)
+
+    def trace(event, info):
+        if event == "request.retry":
+            napix_server.route("/once", body={"ok": True})
+
+    with Client(napix_server.host, AUTH, retries=1, trace=trace) as client:
+        response = client.get("/once")
+    assert response.status == 200 and response.body == {"ok": True}
+    nonces = [request.nonce for request in napix_server.requests]
+    assert len(nonces) == 2 and nonces[0] != nonces[1] and all(nonces)
+
+
 # -- cancellation --------------------------------------------------------------
 
 def _slow(fault_server, head_delay=0.0, delay=0.3):
@@ -368,3 +388,125 @@ def test_a_connection_closed_without_a_byte_says_so(napix_server):
             "the server closed the connection without answering")
         assert client.get("/ok").body == {"ok": True}
     assert [r.path for r in napix_server.requests] == ["/drop", "/ok"]
+
+
+# -- floods, from a server in a process of its own (tests/hostileserver.py) ------
+#
+# gevent's recv yields to the hub only when no data is ready: a server that
+# sends faster than the client parses must still not hold the hub, nor the
+# request past its deadline (issue 19, item 1).
+
+PARSERS = available_parsers()
+
+
+# (path, the word naming the bound): each flood outlasts the timeout of 4 s.
+BOUNDED_FLOODS = [
+    pytest.param("/flood-interim?seconds=6", "interim", id="interim"),
+    pytest.param("/flood-head?seconds=6", "head", id="head"),
+    pytest.param("/flood-trailers?seconds=6", "trailer", id="trailers"),
+]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("path, bound", BOUNDED_FLOODS)
+def test_a_flood_of_a_bounded_part_fails_naming_the_bound_well_within_the_timeout(
+        hostile_server, parser, path, bound):
+    with Client(hostile_server.host, timeout=4, parser=parser) as client:
+        started = time.monotonic()
+        with pytest.raises(HTTPError) as caught:
+            client.get(path)
+        spent = time.monotonic() - started
+    assert type(caught.value) is ConnectionError, str(caught.value)
+    assert spent < 2, f"the flood held the request {spent:.1f} s"
+    assert bound in str(caught.value)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_32_mb_of_trailer_fields_are_refused_without_being_kept_in_memory(
+        hostile_server, parser):
+    with Client(hostile_server.host, timeout=30, max_body_size=1024 * 1024,
+                parser=parser) as client:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            with pytest.raises(HTTPError) as caught:
+                # 32 MB of trailer fields, then the empty line that ends them.
+                client.get("/flood-trailers?mb=32&then=end")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert type(caught.value) is ConnectionError, str(caught.value)
+    assert "trailer" in str(caught.value)
+    assert peak - before < 16 * 1024 * 1024, f"{(peak - before) / 2 ** 20:.0f} MiB"
+
+
+# A body within max_body_size is bounded by the timeout alone: as 1 TB announced
+# with Content-Length, and as chunks of one byte (more work per byte kept).
+BODY_FLOODS = {
+    "content-length": "/flood-body?seconds=6&then=hold",
+    "one-byte-chunks": "/flood-body?chunked=1&seconds=6",
+}
+
+
+def _body_flood_case(flood, parser):
+    return pytest.param(BODY_FLOODS[flood], parser, id=f"{flood}-{parser}")
+
+
+@pytest.mark.parametrize("path, parser", [_body_flood_case(flood, parser)
+                                          for flood in BODY_FLOODS for parser in PARSERS])
+def test_a_body_flood_within_max_body_size_is_cut_by_the_timeout(hostile_server, path,
+                                                                  parser):
+    with Client(hostile_server.host, timeout=2, max_body_size=2 ** 40,
+                parser=parser) as client:
+        started = time.monotonic()
+        with pytest.raises(Timeout):
+            client.get(path)
+        spent = time.monotonic() - started
+    assert spent < 2 + 1.5, f"a timeout of 2 s fired after {spent:.1f} s"
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_other_greenlets_keep_running_while_a_flood_is_read(hostile_server, parser):
+    ticks = []
+
+    def ticker():
+        for _ in range(100):
+            ticks.append(time.monotonic())
+            gevent.sleep(0.1)
+
+    beat = gevent.spawn(ticker)
+    gevent.sleep(0)
+    try:
+        with Client(hostile_server.host, timeout=2, max_body_size=2 ** 40,
+                    parser=parser) as client:
+            started = time.monotonic()
+            with pytest.raises(HTTPError):
+                client.get("/flood-body?chunked=1&seconds=6")
+            ended = time.monotonic()
+    finally:
+        beat.kill()
+    during = [tick for tick in ticks if started <= tick <= ended]
+    # Ten ticks a second while the hub is free; none while a flood holds it.
+    assert len(during) >= 5, f"{len(during)} ticks in {ended - started:.1f} s"
+
+
+def test_a_flooding_host_does_not_hold_back_the_other_hosts_of_a_pool(
+        hostile_server, napix_server_factory):
+    healthy = []
+    for number in range(20):
+        server = napix_server_factory(users={"root": "toor"})
+        server.route("/ok", body={"n": number})
+        healthy.append(server)
+    with ClientPool(AUTH, timeout=10, max_body_size=2 ** 40) as pool:
+        pool.request(hostile_server.host, "GET", "/flood-body?chunked=1&seconds=8")
+        for server in healthy:
+            pool.request(server.host, "GET", "/ok")
+        started = time.monotonic()
+        results = list(pool.wait_unordered(timeout=3))
+        spent = time.monotonic() - started
+        still_pending = pool.pending
+    assert spent < 4.5, f"wait_unordered(timeout=3) returned after {spent:.1f} s"
+    hosts = [result.request.host for result in results]
+    assert hostile_server.host not in hosts and still_pending == 1  # the flood goes on
+    assert sorted(hosts) == sorted(server.host for server in healthy)
+    assert sorted(result.body["n"] for result in results) == list(range(20))

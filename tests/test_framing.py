@@ -7,7 +7,7 @@ import gevent
 import pytest
 from gevent.server import StreamServer
 
-from napixclient import Client, ConnectionError, Response
+from napixclient import Client, ClientPool, ConnectionError, Response
 from napixclient.core.parser import available_parsers
 from tests.faultserver import FaultServer
 from tests.helpers import AUTH
@@ -331,3 +331,80 @@ def test_repeated_set_cookie_fields_come_back_each_apart_and_joined(fault_server
     assert headers["set-cookie"] == ("a=1; Path=/, b=2; Expires=Wed, 21 Oct 2015 "
                                      "07:28:00 GMT, c=3")
     assert headers.get_all("X-Other") == ["x"] and headers.get_all("X-Missing") == []
+
+
+# -- malformed answers on each parser (issue 19, items 7 and 9) ------------------------
+
+MALFORMED = {
+    # A chunk size must be hexadecimal digits: "-5" is none.
+    "/negative-chunk-size": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"-5\r\nhello\r\n0\r\n\r\n"),
+    # A status has three digits, 100 to 599 (RFC 9110, section 15).
+    "/status-099": b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+}
+MALFORMED_CASES = [pytest.param(path, parser, id=f"{path[1:]}-{parser}")
+                   for path in sorted(MALFORMED) for parser in PARSERS]
+
+
+@pytest.mark.parametrize("path, parser", MALFORMED_CASES)
+def test_a_malformed_answer_is_a_connection_error_on_every_parser(canned, path, parser):
+    canned.answers[path] = MALFORMED[path]
+    with Client(f"127.0.0.1:{canned.server_port}", parser=parser, timeout=3) as client:
+        with pytest.raises(ConnectionError):
+            client.get(path)
+
+
+# -- the body is framed by the library alone (issue 19, item 4) ------------------------
+
+# What a body would smuggle past a Content-Length that says less, or a
+# Transfer-Encoding that the body does not follow.
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+DISAGREEING = [
+    pytest.param({"Content-Length": "10"}, b"abc", "content-length", id="length-above"),
+    pytest.param({"content-length": "0"}, SMUGGLED, "content-length", id="length-below"),
+    pytest.param({"Transfer-Encoding": "chunked"}, b"abc", "transfer-encoding",
+                 id="chunked-not-chunked"),
+    pytest.param({"Transfer-Encoding": "chunked"}, b"0\r\n\r\n" + SMUGGLED,
+                 "transfer-encoding", id="chunked-smuggling"),
+]
+
+
+@pytest.mark.parametrize("headers, body, name", DISAGREEING)
+def test_a_framing_field_that_disagrees_with_the_body_is_refused_before_anything_is_sent(
+        fault_server, headers, body, name):
+    with Client(fault_server.host, timeout=2) as client:
+        with pytest.raises(ValueError, match=f"(?i){name}"):
+            client.post("/framed", body, headers=headers)
+    with ClientPool(timeout=2) as pool:
+        with pytest.raises(ValueError, match=f"(?i){name}"):
+            pool.request(fault_server.host, "POST", "/framed", body, headers)
+        assert pool.pending == 0
+    gevent.sleep(0.1)
+    assert fault_server.connections == 0 and fault_server.requests == []
+
+
+def test_a_content_length_on_a_request_without_a_body_is_refused(fault_server):
+    with Client(fault_server.host, timeout=2) as client:
+        with pytest.raises(ValueError, match="(?i)content-length"):
+            client.get("/framed", headers={"Content-Length": "5"})
+    gevent.sleep(0.1)
+    assert fault_server.requests == []
+
+
+def test_a_content_length_equal_to_the_body_s_length_is_sent_once(fault_server):
+    with Client(fault_server.host, timeout=5) as client:
+        response = client.post("/framed", b"abc", headers={"Content-Length": "3"})
+        assert response.body["path"] == "/framed"
+        _own_answers(client, count=1)
+    first = fault_server.requests[0]
+    assert _named(first, "Content-Length") == ["3"] and not _named(first, "Transfer-Encoding")
+    assert fault_server.paths() == ["/framed", "/ok?after=0"]
+
+
+def test_a_body_that_looks_like_a_request_reaches_the_server_as_a_body_only(fault_server):
+    with Client(fault_server.host, timeout=5, simultaneous=1) as client:
+        response = client.post("/framed", SMUGGLED)
+        assert response.body["path"] == "/framed"
+        _own_answers(client, count=1)
+    assert fault_server.paths() == ["/framed", "/ok?after=0"]
+    assert _named(fault_server.requests[0], "Content-Length") == [str(len(SMUGGLED))]

@@ -1,9 +1,10 @@
 """What the package declares about the Pythons it supports (issue 10, item
 21): the versions gevent ships wheels for, 3.10 and up, and the same range
-in setup.py's classifiers, CI's oldest and newest runs, and the README."""
+in setup.py's classifiers, CI's oldest and newest runs, and the README; and
+the package's code is written in the oldest one's grammar."""
 
+import ast
 import re
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,5 +45,16 @@ def test_the_readme_states_the_same_range():
     assert f"3.{minors[0]} to 3.{minors[-1]} are tested" in readme
 
 
-def test_this_interpreter_is_one_the_package_supports():
-    assert sys.version_info >= (3, 10)
+def test_every_module_of_the_package_parses_as_the_oldest_classified_python():
+    """Running the suite on a newer Python would not see syntax the oldest
+    one lacks (``except*``, ``def f[T]``, ...): the grammar of the oldest
+    classified version is checked on every module of the package."""
+    oldest = (3, _classified_minors()[0])
+    modules = sorted((ROOT / "napixclient").rglob("*.py"))
+    assert modules
+    for module in modules:
+        try:
+            ast.parse(module.read_text(encoding="utf-8"), str(module), feature_version=oldest)
+        except SyntaxError as error:
+            raise AssertionError(f"{module.relative_to(ROOT)} is not Python "
+                                 f"{oldest[0]}.{oldest[1]}: {error}") from None

@@ -1,12 +1,26 @@
 """ClientPool against real NapixTestServers on 127.0.0.1."""
 
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 import time
+import tracemalloc
+from pathlib import Path
 
 import gevent
 import pytest
 
 from napixclient import ClientPool, ConnectionError, HTTPError, Response, Timeout
 from tests.helpers import AUTH, closed_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# These tests run under gevent.monkey.patch_all() too: python tests/patched.py
+pytestmark = pytest.mark.patched
 
 
 @pytest.fixture
@@ -56,12 +70,13 @@ def test_wait_unordered_stops_quietly_at_timeout_and_keeps_the_rest(servers):
         pool.request(a.host, "GET", "/d/2")
         pool.request(b.host, "GET", "/d/0")
         pool.request(c.host, "GET", "/d/2")
-        seen = []
-        for result in pool.wait_unordered(timeout=0.5):
-            seen.append(result.body["server"])
-        else:
-            timed_out = True
-        assert timed_out and seen == ["b"]
+        started = time.monotonic()
+        # Stopping quietly: the iteration ends with no exception, and only
+        # once the timeout has passed, long before the 2 s answers.
+        seen = [result.body["server"] for result in pool.wait_unordered(timeout=0.5)]
+        spent = time.monotonic() - started
+        assert seen == ["b"]
+        assert 0.4 <= spent < 1.5, f"wait_unordered(timeout=0.5) took {spent:.2f} s"
         assert pool.pending == 2
         rest = pool.wait(timeout=10)
         assert [r.body["server"] for r in rest] == ["a", "c"]
@@ -239,3 +254,83 @@ def test_the_pool_repr_counts_each_host_once_whatever_its_spelling(napix_server)
         pool.wait(timeout=5)
         assert repr(pool) == "<ClientPool hosts=1 pending=0>"
     assert repr(pool) == "<ClientPool hosts=0 pending=0 closed>"
+
+
+# -- under gevent.monkey.patch_all() (issue 19, item 3) ---------------------------
+
+PATCHED_POOLS = textwrap.dedent("""
+    from gevent import monkey; monkey.patch_all()
+    import json, sys, time
+    from napixclient import ClientPool, Response
+    from napixclient.testing import NapixTestServer
+
+    TRIALS, BUDGET = int(sys.argv[1]), float(sys.argv[2])
+    server = NapixTestServer(users={"root": "toor"}).start()
+    server.route("/ok", body={"ok": True})
+    ran, failures, started = 0, [], time.monotonic()
+    while ran < TRIALS and time.monotonic() - started < BUDGET:
+        ran += 1
+        with ClientPool({"login": "root", "key": "toor"}, simultaneous=2, timeout=10) as pool:
+            for n in range(25):
+                pool.request(server.host, "GET", "/ok", params={"n": n})
+            try:
+                results = pool.wait(timeout=20)
+            except Exception as error:
+                failures.append(f"trial {ran}: {type(error).__name__}: {error}"[:300])
+                continue
+        good = [r for r in results if isinstance(r, Response) and r.status == 200]
+        if len(good) != 25:
+            bad = [str(r)[:200] for r in results if r not in good][:2]
+            failures.append(f"trial {ran}: {len(good)} of 25 answered 200; {bad}")
+    server.stop()
+    print(json.dumps({"trials": ran, "failed": len(failures), "examples": failures[:3]}))
+""")
+
+
+def test_a_pool_of_25_gets_to_one_host_in_a_patched_process_gets_25_answers_every_time():
+    trials = 100
+    process = subprocess.run([sys.executable, "-c", PATCHED_POOLS, str(trials), "100"],
+                             capture_output=True, text=True, timeout=180, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = process.stdout.strip().splitlines()
+    assert process.returncode == 0 and lines, process.stderr[-2000:]
+    summary = json.loads(lines[-1])
+    assert summary["trials"] == trials, summary
+    assert summary["failed"] == 0, summary
+
+
+# -- a long-lived pool forgets the hosts it is done with (issue 19, item 9) --------
+
+def _ports_where_nothing_listens(count):
+    """``count`` distinct ports of 127.0.0.1, bound at once, then released."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_pool_keeps_little_memory_for_the_2000_hosts_it_is_done_with():
+    hosts = [f"127.0.0.1:{port}" for port in _ports_where_nothing_listens(2000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        with ClientPool(keepalive_expiry=0.1, timeout=5) as pool:
+            before = tracemalloc.get_traced_memory()[0]
+            for host in hosts:
+                pool.request(host, "GET", "/")
+            results = pool.wait(timeout=60)
+            assert len(results) == 2000
+            assert {type(result) for result in results} == {ConnectionError}
+            del results
+            gevent.sleep(0.5)
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained / 2000 < 300, f"{retained / 2000:.0f} bytes kept per host"

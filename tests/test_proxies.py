@@ -20,7 +20,6 @@ import gevent
 import gevent.ssl
 import gevent.subprocess
 import pytest
-import trustme
 from gevent.pywsgi import WSGIServer
 
 from napixclient import Client, ClientPool, ConnectionError, HTTPError, ProxyError
@@ -70,18 +69,6 @@ def via_proxy(request):
 
 
 # -- TLS origins ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_bundle(ca, tmp_path):
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def hello(environ, start_response):
@@ -362,6 +349,43 @@ def test_a_proxy_that_cannot_reach_the_origin_answers_connect_with_an_error_name
     assert caught.value.remote_error.startswith(f"the proxy {forward_proxy.url} answered "
                                                 f"{caught.value.status} ")
     assert caught.value.remote_error.endswith(" to CONNECT")
+
+
+def test_a_dead_origin_behind_a_forwarding_proxy_is_an_error_naming_the_proxy(
+        authenticated_proxy):
+    dead = f"127.0.0.1:{closed_port()}"
+    proxies = {"http": authenticated_proxy.url_with_credentials}
+    with Client(dead, timeout=5, proxies=proxies) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/x")
+    error = caught.value
+    # tinyproxy answers 500 with an HTML page of its own; others say 502 or 503.
+    assert error.status in (500, 502, 503)
+    named = f"via the proxy {authenticated_proxy.url}"
+    assert named in error.remote_call
+    assert named in str(error)
+    for text in (str(error), repr(error), error.remote_call, error.format_chain()):
+        assert USER not in text and PASSWORD not in text
+
+
+# tests/hostileserver.py as a proxy: to CONNECT 127.0.0.1:PORT it answers a
+# head that never ends; to CONNECT 127.0.0.2:PORT, interim answers without end.
+@pytest.mark.parametrize("origin_host, words", [
+    pytest.param("127.0.0.1", ("head",), id="endless-head"),
+    pytest.param("127.0.0.2", ("interim", "head"), id="endless-interim"),
+])
+def test_a_proxy_flooding_its_answer_to_connect_is_a_proxy_error_naming_the_bound(
+        hostile_server, origin_host, words):
+    # The origin is never reached: the proxy alone answers.
+    origin = f"https://{origin_host}:{closed_port()}"
+    with Client(origin, timeout=4, proxies={"https": hostile_server.url}) as client:
+        started = time.monotonic()
+        with pytest.raises(HTTPError) as caught:
+            client.get("/")
+        spent = time.monotonic() - started
+    assert type(caught.value) is ProxyError, str(caught.value)
+    assert spent < 2, f"the flood held the request {spent:.1f} s"
+    assert any(word in str(caught.value) for word in words), str(caught.value)
 
 
 # -- https:// proxies: TLS to the proxy --------------------------------------------------

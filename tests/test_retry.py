@@ -472,3 +472,19 @@ def test_a_status_retry_is_never_changed_by_using_it():
     schedule.after_status("GET", 503, "1", NOW)
     schedule.after_failure("GET", refused())
     assert [getattr(schedule, name) for name in RetryPolicy.__slots__] == before
+
+
+def test_the_backoff_after_more_than_1024_retries_is_a_number_not_an_overflow_error():
+    """Issue 19, item 7."""
+    policy = RetryPolicy(2000, backoff_factor=0.5, backoff_max=120)
+    for _ in range(1100):
+        policy = after(policy, "GET", refused())
+    assert policy.attempts == 1100
+    assert policy.backoff() == 120.0
+    uncapped = RetryPolicy(1, backoff_factor=0.5, attempts=1100).backoff()
+    assert isinstance(uncapped, float) and uncapped >= 0
+    schedule = RetryPolicy.from_option(Retry(total=None, status_forcelist=[503],
+                                             backoff_factor=0.5, backoff_max=120))
+    for _ in range(1100):
+        schedule, wait = schedule.after_status("GET", 503, None, 0.0)
+    assert wait == 120.0

@@ -163,12 +163,17 @@ def test_parameters_an_authenticator_adds_are_redacted_in_logs_too(
     assert any("api_key=***" in line for line in every_log_record)
 
 
-def test_a_custom_token_parameter_is_redacted_in_urllib3_records(fault_server,
-                                                                  every_log_record):
+def test_a_custom_token_parameter_is_redacted_in_the_client_s_log_records(
+        fault_server, every_log_record):
+    """The records napixclient writes (its connection layer's DEBUG lines;
+    a Client makes no urllib3 record) show the request with the token
+    parameter masked."""
     with Client(fault_server.host, TokenIdentifier("TK-987654321", parameter="auth")) as c:
         assert c.get("/ok").status == 200
+    assert fault_server.paths() == ["/ok?auth=TK-987654321"]  # it was sent
     assert_no_secret(every_log_record, ["TK-987654321"])
-    assert any("/ok?auth=***" in line for line in every_log_record)
+    assert any(line.startswith("napixclient.connections DEBUG ")
+               and '"GET /ok?auth=*** HTTP/1.1" 200' in line for line in every_log_record)
 
 
 def test_the_filter_redacts_only_secret_values():

@@ -206,6 +206,20 @@ def test_a_status_retry_is_a_request_retry_trace_event_with_its_status(server):
 
 # -- connection failures share the counts --------------------------------------------------
 
+def test_a_retry_after_too_large_for_a_float_gives_the_503_not_an_overflow_error(server):
+    server.route("/busy", status=503, body={"error_class": "Unavailable", "error_text": "busy"},
+                 headers={"Retry-After": "9" * 309})
+    settings = dict(retries=retry(total=2, status_forcelist=[503]), timeout=5)
+    with Client(server.host, AUTH, **settings) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/busy")
+    assert caught.value.status == 503
+    with ClientPool(AUTH, **settings) as pool:
+        pool.request(server.host, "GET", "/busy")
+        (result,) = pool.wait(timeout=10)
+    assert isinstance(result, HTTPError) and result.status == 503
+
+
 def _retries_traced(settings):
     events = []
     with Client(f"127.0.0.1:{closed_port()}", retries=settings,

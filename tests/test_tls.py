@@ -17,18 +17,6 @@ def hello(environ, start_response):
     return [b'{"hello": "tls"}']
 
 
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_bundle(ca, tmp_path):
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
 def tls_server(configure):
     """A started WSGIServer on 127.0.0.1 whose TLS context ``configure`` fills."""
     context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -15,6 +15,7 @@ import gevent.socket
 import pytest
 
 from napixclient import Client, ConnectionError, HTTPError
+from napixclient.core.parser import available_parsers
 
 BODY = b"x" * (20 * 1024 * 1024)
 
@@ -126,3 +127,20 @@ def test_gunicorn_refusing_a_large_upload_gives_its_413(gunicorn_sync):
                 client.post("/upload", BODY)
             assert caught.value.status == 413, str(caught.value)
         assert client.post("/small", b"x").body == "ok"
+
+
+@pytest.mark.parametrize("parser", available_parsers())
+def test_an_early_413_from_a_server_that_neither_reads_nor_closes_is_read_every_time(
+        hostile_server, parser):
+    """tests/hostileserver.py's /early-413 behaves as uWSGI: it answers 413
+    after the head and then holds the connection, neither reading nor
+    closing it, so the upload stalls once the sockets' buffers are full."""
+    with Client(hostile_server.host, timeout=10, parser=parser) as client:
+        for run in range(4):
+            started = time.monotonic()
+            with pytest.raises(HTTPError) as caught:
+                client.post("/early-413", BODY)
+            spent = time.monotonic() - started
+            assert type(caught.value) is HTTPError, f"run {run}: {caught.value}"
+            assert caught.value.status == 413
+            assert spent < 5, f"run {run}: the 413 came after {spent:.1f} s"

@@ -379,13 +379,13 @@ class BaseClient:
             target = self._quoted_prefix + quote_target(path)
         except ValueError as error:
             raise ValueError(f"url {url!r}: {error}") from None
+        if target.endswith("?"):
+            target = target[:-1]
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
             query = urlencode(list(pairs), doseq=True)
             if query:
                 target += ("&" if "?" in target else "?") + query
-        if target.endswith("?"):
-            target = target[:-1]
         payload, content_type = encode_body(body)
         extra = check_headers(headers) if headers else {}
         if extra and _framing_names(extra):
