@@ -24,7 +24,7 @@ import pytest
 from gevent.fileobject import FileObject
 from rich.cells import cell_len
 
-from napixclient import cli
+from napixclient import Client, cli
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.testing import hmac_token
 from tests.helpers import closed_port
@@ -254,6 +254,27 @@ def test_a_bare_ipv6_address_is_a_host_on_the_default_port():
     done = napix("request", "::1", "GET", "/", "--timeout", "2")
     assert done.returncode == 1, done.stderr
     assert "hop 0: GET http://[::1]/ -> " in done.stderr and "Port" not in done.stderr
+
+
+def test_request_and_probe_refuse_a_path_without_a_slash_with_the_same_words(server):
+    # napix request used to send /capacity, where napix probe refused it.
+    words = "url 'capacity' must be a path starting with '/', such as '/capacity'"
+    for argv in (["request", server.host, "GET", "capacity"],
+                 ["probe", server.host, "capacity"]):
+        done = napix(*argv, env=SIGNED)
+        assert done.returncode == 2, done.stderr
+        assert words in done.stderr and "Traceback" not in done.stderr
+    assert server.requests == []
+
+
+def test_the_command_reads_hosts_with_the_library_s_parser_and_words():
+    # One parser: what the command says of a host is what Client says of it.
+    for host in ("::1:8002", "h:notaport", "ftp://h"):
+        with pytest.raises(ValueError) as caught:
+            Client(host)
+        with pytest.raises(cli.UsageError) as refused:
+            cli.host_argument(host)
+        assert str(refused.value) == str(caught.value)
 
 
 def test_request_to_a_dead_host_exits_1_with_a_connection_error(server):

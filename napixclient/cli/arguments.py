@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import ipaddress
 import json
 import math
 import re
@@ -24,7 +23,7 @@ from typing import (
 from urllib.parse import unquote, urlsplit
 
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
-from napixclient.client import parse_host
+from napixclient.core.hosts import check_path, parse_host
 from napixclient.redact import redact_url_credentials
 
 ENV_LOGIN = "NAPIX_LOGIN"
@@ -309,43 +308,42 @@ def read_hosts_file(path: str) -> List[str]:
 
 def host_argument(text: str) -> str:
     """Check a host given on the command line; return it as
-    :class:`~napixclient.Client` takes it.
+    :class:`~napixclient.Client` takes it and as the command shows it.
 
-    A bare IPv6 address (``::1``, ``fe80::1``) is put in brackets (``[::1]``,
-    the default port): in a URL, a colon after the address starts the port,
-    so an IPv6 address with a port is written ``[::1]:8002``. An address
-    whose last group could be read as a port (``::1:8002``) is refused as
-    ambiguous rather than guessed.
+    The host is read by :func:`napixclient.core.hosts.parse_host`, as the
+    library reads it: a bare IPv6 address (``::1``) is that address on its
+    default port, shown in brackets (``[::1]``); an address whose last group
+    could be read as a port (``::1:8002``) is refused as ambiguous.
 
     :param text: ``name``, ``name:port``, ``[v6]:port``, a bare IPv6
         address, or ``http(s)://name[:port][/prefix]``.
     :returns: the host (``str``), ``text`` itself unless it was a bare IPv6
         address.
-    :raises UsageError: naming the problem, for a malformed host.
+    :raises UsageError: with :func:`~napixclient.core.hosts.parse_host`'s
+        words, for a malformed host.
     """
     host = text.strip()
-    if "://" not in host and not host.startswith("[") and host.count(":") >= 2:
-        address, _, last = host.rpartition(":")
-        if last.isdigit() and _is_ipv6(address):
-            raise UsageError(f"host {text!r} is ambiguous: write [{address}]:{last} for port "
-                             f"{last}, or [{host}] for that address")
-        if not _is_ipv6(host):
-            raise UsageError(f"host {text!r} is malformed: write an IPv6 address alone "
-                             "(::1) or in brackets with a port ([::1]:8002)")
-        host = f"[{host}]"
     try:
-        parse_host(host)
+        name = parse_host(host)[1]
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if ":" in name and "://" not in host and not host.startswith("["):
+        return f"[{host}]"
     return host
 
 
-def _is_ipv6(text: str) -> bool:
+def path_argument(text: str) -> str:
+    """Check a request PATH given on the command line.
+
+    :param text: the path (``str``), such as ``/capacity``.
+    :returns: ``text``.
+    :raises UsageError: with :func:`~napixclient.core.hosts.check_path`'s
+        words, for a path that does not start with ``/``.
+    """
     try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+        return check_path(text)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def host_sort_key(host: str) -> Tuple[Any, ...]:

@@ -36,6 +36,7 @@ from napixclient.cli.arguments import (
     merge_headers,
     parse_data,
     parse_header,
+    path_argument,
     positive_int,
     read_hosts_file,
     resolve_connection,
@@ -89,6 +90,7 @@ def _body_text(body: Any) -> str:
 
 
 def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
+    path = path_argument(args.path)
     headers = merge_headers(parse_header(item) for item in args.header or ())
     body = None
     if args.data is not None:
@@ -99,12 +101,12 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Out
     try:
         client = Client(host_argument(args.host), credentials.authenticator, simultaneous=1,
                         timeout=args.timeout, **connection.options)
-        call = client.prepare(args.method, args.path, body, headers)
+        call = client.prepare(args.method, path, body, headers)
     except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
         raise UsageError(str(error)) from None
     _LOG.debug("auth: %s", credentials.source)
     route = (f"through the proxy {client.proxy}" if client.proxy else "directly")
-    _LOG.debug("sending %s %s%s %s (%s)", call.method, client.base_url, args.path, route,
+    _LOG.debug("sending %s %s%s %s (%s)", call.method, client.base_url, path, route,
                connection.source)
     with client:
         try:
@@ -134,8 +136,10 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Out
 def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
     targets = list(args.targets)
     path = targets.pop()
-    if not path.startswith("/"):
-        raise UsageError(f"the PATH comes last and starts with '/', got {path!r}")
+    try:
+        path_argument(path)
+    except UsageError as error:
+        raise UsageError(f"{error} (the PATH comes last)") from None
     hosts = [host_argument(host) for host in targets]
     if args.hosts_file:
         hosts += read_hosts_file(args.hosts_file)
