@@ -760,6 +760,21 @@ def test_incomplete_credentials_are_a_usage_error_that_shows_no_value(flags, env
     assert "key-123" not in str(error.value) and "tok-456" not in str(error.value)
 
 
+def test_a_short_key_is_masked_in_the_far_side_s_words_never_in_the_row_s_own(
+        napix_server_factory):
+    # With NAPIX_KEY=k, a row's outcome "ok" was printed as "o***".
+    server = napix_server_factory(users={LOGIN: "k"})
+    server.route("/capacity", body={"kind": "kvm"})
+    done = napix("probe", "--json", server.host, "/capacity",
+                 env={"NAPIX_LOGIN": LOGIN, "NAPIX_KEY": "k"})
+    assert done.returncode == 0, done.stderr
+    [row] = json_lines(done.stdout)
+    assert set(row) == {"host", "status", "error", "latency_ms", "queued_ms", "outcome",
+                        "body", "summary", "chain", "match"}
+    assert row["outcome"] == "ok" and row["status"] == 200
+    assert row["body"] == {"***ind": "***vm"}
+
+
 def test_probe_json_lines_escape_what_json_leaves_raw_and_read_back_the_same(server):
     note = "csi \x9b31m, line\u2028separator, esc \x1b[2J"
     server.route("/json", body={"note": note})

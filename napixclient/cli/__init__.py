@@ -43,15 +43,13 @@ The command runs its requests in the main greenlet and in a
 from napixclient.cli.arguments import (
     NO_CREDENTIALS_HINT,
     Connection,
-    Credentials,
-    UsageError,
     host_argument,
     host_sort_key,
     parse_data,
     parse_header,
+    path_argument,
     read_hosts_file,
     resolve_connection,
-    resolve_credentials,
 )
 from napixclient.cli.command import (
     EXIT_BROKEN_PIPE,
@@ -64,7 +62,13 @@ from napixclient.cli.command import (
     raise_open_files_limit,
 )
 from napixclient.cli.expressions import ExpressionError, compile_condition
-from napixclient.cli.probe import ProbeRow, summarize
+from napixclient.probing import (
+    Credentials,
+    ProbeRow,
+    UsageError,
+    resolve_credentials,
+    summarize,
+)
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -85,6 +89,7 @@ __all__ = [
     "main",
     "parse_data",
     "parse_header",
+    "path_argument",
     "raise_open_files_limit",
     "read_hosts_file",
     "resolve_connection",

@@ -1,6 +1,8 @@
-"""What the ``napix`` command line says: credentials, hosts, headers,
-``--data``, proxies and client certificates, and the :class:`UsageError`
-for what is wrong with it."""
+"""What the ``napix`` command line says: hosts, paths, headers, ``--data``,
+proxies and client certificates, each checked, a
+:class:`~napixclient.probing.UsageError` naming what is wrong. The
+credentials are chosen by :func:`napixclient.probing.resolve_credentials`,
+which the fleet's workers share."""
 
 from __future__ import annotations
 
@@ -22,91 +24,14 @@ from typing import (
 )
 from urllib.parse import unquote, urlsplit
 
-from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.core.hosts import check_path, parse_host
+from napixclient.probing import UsageError
 from napixclient.redact import redact_url_credentials
-
-ENV_LOGIN = "NAPIX_LOGIN"
-
-ENV_KEY = "NAPIX_KEY"
-
-ENV_TOKEN = "NAPIX_TOKEN"
 
 #: Said after a 401 when the command had no credentials to send.
 NO_CREDENTIALS_HINT = (
     "napix: no credentials were sent: set NAPIX_LOGIN and NAPIX_KEY (or NAPIX_TOKEN) "
     "in the environment, or give --login and --key (or --token)")
-
-
-class UsageError(ValueError):
-    """The command line is wrong: a malformed ``--data``, host, header,
-    hosts file or expression. The command exits with :data:`EXIT_USAGE`."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What the command authenticates with, and where it came from.
-
-    :ivar authenticator: a :class:`~napixclient.authenticators.LoginAuthenticator`,
-        a :class:`~napixclient.authenticators.TokenIdentifier`, or ``None``
-        to send requests unauthenticated.
-    :ivar source: a secret-free description for ``-v``, such as
-        ``"login and key from NAPIX_LOGIN, NAPIX_KEY"``.
-    :ivar secrets: the secret values (key, token), for redaction only.
-    """
-
-    authenticator: Any
-    source: str
-    secrets: Tuple[str, ...] = field(default=(), repr=False)
-
-    def __repr__(self) -> str:
-        return f"Credentials({self.source!r})"
-
-
-def resolve_credentials(login: Optional[str], key: Optional[str], token: Optional[str],
-                        environ: Mapping[str, str]) -> Credentials:
-    """Choose the credentials from the flags, else from the environment.
-
-    Flags win over the environment: ``--token`` means the token protocol;
-    ``--login`` or ``--key`` means the signed protocol, the missing half
-    taken from ``NAPIX_LOGIN``/``NAPIX_KEY``. Without flags, ``NAPIX_LOGIN``
-    and ``NAPIX_KEY`` (the signed protocol, PROTOCOL.md section 1) win over
-    ``NAPIX_TOKEN`` (section 2). Empty values count as absent.
-
-    :param login, key, token: the flags' values (``str``) or ``None``.
-    :param environ: the environment (``os.environ``).
-    :returns: :class:`Credentials`.
-    :raises UsageError: for ``--token`` together with ``--login``/``--key``,
-        or a login without a key (or the reverse). The message names the
-        flags and variables, never their values.
-    """
-    env_login = environ.get(ENV_LOGIN) or None
-    env_key = environ.get(ENV_KEY) or None
-    env_token = environ.get(ENV_TOKEN) or None
-    login, key, token = login or None, key or None, token or None
-    if token and (login or key):
-        raise UsageError("use either --login/--key or --token, not both")
-    if token:
-        return Credentials(TokenIdentifier(token), "token from --token", (token,))
-    if login or key:
-        where = "--login/--key"
-        login, key = login or env_login, key or env_key
-        if not login or not key:
-            missing = "--login (or NAPIX_LOGIN)" if not login else "--key (or NAPIX_KEY)"
-            raise UsageError(f"{where} given without {missing}")
-        return Credentials(LoginAuthenticator(login, key), f"login and key from {where}",
-                           (key,))
-    if env_login or env_key:
-        if not env_login or not env_key:
-            missing = ENV_LOGIN if not env_login else ENV_KEY
-            present = ENV_KEY if not env_login else ENV_LOGIN
-            raise UsageError(f"{present} is set but {missing} is not")
-        return Credentials(LoginAuthenticator(env_login, env_key),
-                           f"login and key from {ENV_LOGIN}, {ENV_KEY}", (env_key,))
-    if env_token:
-        return Credentials(TokenIdentifier(env_token), f"token from {ENV_TOKEN}",
-                           (env_token,))
-    return Credentials(None, "none (no --login/--key, --token or NAPIX_* variables)")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ from napixclient import __version__
 from napixclient.cli.arguments import (
     NO_CREDENTIALS_HINT,
     Connection,
-    Credentials,
-    UsageError,
     host_argument,
     host_sort_key,
     merge_headers,
@@ -40,21 +38,22 @@ from napixclient.cli.arguments import (
     positive_int,
     read_hosts_file,
     resolve_connection,
-    resolve_credentials,
     seconds,
 )
 from napixclient.cli.expressions import compile_condition
-from napixclient.cli.output import (
-    Output,
-    redact,
-    redact_bytes,
-    redact_value,
-    setup_logging,
-)
-from napixclient.cli.probe import ProbeRow, Table, probe_hosts
+from napixclient.cli.output import Output, redact, redact_bytes, setup_logging
+from napixclient.cli.probe import Table
 from napixclient.client import Client
 from napixclient.exceptions import HTTPError
 from napixclient.pool import ClientPool
+from napixclient.probing import (
+    Credentials,
+    ProbeRow,
+    UsageError,
+    probe_hosts,
+    redact_value,
+    resolve_credentials,
+)
 
 _LOG = logging.getLogger("napixclient.cli")
 
@@ -175,7 +174,9 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
 
     def emit(row: ProbeRow) -> None:
         if table is None:
-            output.row(Text(redact(row.json_line(), credentials.secrets)))
+            # A row masks the credentials in what came from the far side;
+            # its own words (field names, outcome) stay as they are.
+            output.row(Text(row.json_line()))
         else:
             for text in table.row(row):
                 output.row(text)
@@ -256,6 +257,8 @@ def _start_fleet(args: argparse.Namespace, hosts: List[str], path: str, conditio
     except fleet.FleetError as error:
         output.message(f"napix: {error}")
         return None
+    except ValueError as error:  # a bad broker URL: the rest was checked here
+        raise UsageError(f"--broker: {error}") from None
 
 
 def _fleet_rows(probe: Any, show: Any, advance: Any) -> Tuple[List[Any], int]:
@@ -278,7 +281,7 @@ def _cmd_demo(args: argparse.Namespace, credentials: Credentials, output: Output
 
 
 def _cmd_worker(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
-    from napixclient.fleet import run_worker
+    from napixclient.cli.worker import run_worker
 
     return run_worker(args, output.err)
 
@@ -377,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "napixclient end to end: orchestration, capacity probing, error chains.")
     demo.set_defaults(run=_cmd_demo, parser=demo)
 
-    from napixclient.fleet import add_worker_arguments
+    from napixclient.cli.worker import add_worker_arguments
 
     worker = commands.add_parser(
         "worker", parents=[common], help="run a fleet worker for probe --broker",
