@@ -81,7 +81,7 @@ setup(
         "console_scripts": ["napix = napixclient.cli:main"],
         # The entry point's name is the module's name, so a conftest that also
         # lists it in pytest_plugins does not register it twice.
-        "pytest11": ["napixclient.testing = napixclient.testing"],
+        "pytest11": ["napixclient.testing.plugin = napixclient.testing.plugin"],
     },
     classifiers=[
         "Framework :: Pytest",

@@ -3,12 +3,12 @@ so the suite also runs from a checkout that is not installed."""
 
 import pytest
 
-pytest_plugins = ["napixclient.testing"]
+pytest_plugins = ["napixclient.testing.plugin"]
 
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--napix-parser", "--napix-transport", dest="napix_parser", default=None,
+        "--napix-parser", dest="napix_parser", default=None,
         help="run every Client with this response parser (napixclient.client.DEFAULT_PARSER), "
              "e.g. geventhttpclient; the whole suite must pass on each")
 
