@@ -49,6 +49,8 @@ The package's modules: :mod:`~napixclient.testing.server` (the server),
 importable from :mod:`napixclient.testing` itself.
 """
 
+from typing import Any
+
 from napixclient.testing.server import (
     HANG_LIMIT,
     MAX_BODY,
@@ -71,12 +73,19 @@ __all__ = [
     "NapixTestServer",
     "RecordedRequest",
     "hmac_token",
+    "napix_server",
+    "napix_server_factory",
 ]
 
-try:
-    from napixclient.testing.plugin import napix_server, napix_server_factory
-except ModuleNotFoundError as error:  # pytest is a test extra: the server works without it
-    if error.name != "pytest":
-        raise
-else:
-    __all__ += ["napix_server", "napix_server_factory"]
+#: The fixtures, from :mod:`napixclient.testing.plugin`, imported when asked
+#: for: importing this package does not import pytest (``napix demo`` uses
+#: the server), and pytest registers the fixtures once, from the plugin.
+_FIXTURES = ("napix_server", "napix_server_factory")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIXTURES:
+        from napixclient.testing import plugin
+
+        return getattr(plugin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
