@@ -642,6 +642,26 @@ def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
     assert all(len(s.requests) == 1 for s in servers)
 
 
+def test_an_empty_hosts_file_is_named_as_holding_no_host(tmp_path):
+    # It said "give HOST... PATH or --hosts-file F PATH", though F was given.
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing here yet\n\n")
+    done = napix("probe", "--hosts-file", empty, "/capacity")
+    assert done.returncode == 2
+    assert f"no host to probe: --hosts-file {empty} holds none" in done.stderr
+
+
+def test_probe_speaks_of_one_host_in_the_singular_and_cuts_rows_with_three_dots(server):
+    server.route("/capacity", body={"note": "a rather long answer " * 5})
+    done = napix("probe", "-v", server.host, "/capacity", env={**SIGNED, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert "probing 1 host for GET /capacity" in done.stderr
+    [row] = [line for line in done.stdout.splitlines() if line.startswith(server.host)]
+    # The summary is cut with "...", and the table cuts it again the same way.
+    assert row.endswith("...") and "\u2026" not in done.stdout
+    assert len(row) <= 80
+
+
 def test_read_hosts_file_names_the_line_of_a_malformed_entry(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("a.example:8002\n#c\n\nhttps://b.example/napix # tls\n")

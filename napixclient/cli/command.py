@@ -143,13 +143,17 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
     if args.hosts_file:
         hosts += read_hosts_file(args.hosts_file)
     if not hosts:
+        if args.hosts_file:
+            raise UsageError(f"no host to probe: --hosts-file {args.hosts_file} holds none "
+                             "(one host per line; # starts a comment)")
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
     condition = None if args.first_where is None else compile_condition(args.first_where)
     _LOG.debug("auth: %s", credentials.source)
 
     started = time.monotonic()
     connection: Connection = args.connection
-    _LOG.debug("probing %d hosts for GET %s (%s)", len(hosts), path, connection.source)
+    _LOG.debug("probing %d %s for GET %s (%s)", len(hosts),
+               "host" if len(hosts) == 1 else "hosts", path, connection.source)
     fleet_probe = _start_fleet(args, hosts, path, condition, output) if args.broker else None
     if args.broker and fleet_probe is None:
         return EXIT_FAILED

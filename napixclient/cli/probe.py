@@ -28,7 +28,7 @@ class Table:
     """The probe's table, one row at a time, to fit ``width`` columns.
 
     The status and latency columns keep their width; the body column
-    narrows first (its summary is cut with an ellipsis), down to 20 columns;
+    narrows first (its summary is cut, ending with ``...``), down to 20 columns;
     past that the host column narrows and a host longer than it wraps onto
     the next lines, whole: the host is the last thing cut.
 
@@ -64,11 +64,12 @@ class Table:
         return lines
 
     def _line(self, host: str, status: str, latency: str, body: str) -> Text:
-        cut = Text(body)
-        cut.truncate(self.body_width, overflow="ellipsis")
+        # Cut with "...", as the summary itself is (ASCII, in a pipe too).
+        if cell_len(body) > self.body_width:
+            body = set_cell_size(body, self.body_width - 3).rstrip() + "..."
         line = Text(_GAP.join([set_cell_size(host, self.host_width),
                                status.ljust(_STATUS_COLUMN),
-                               latency.rjust(_LATENCY_COLUMN), cut.plain]))
+                               latency.rjust(_LATENCY_COLUMN), body]))
         line.rstrip()
         return line
 
