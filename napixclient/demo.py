@@ -36,7 +36,17 @@ from napixclient.pool import Result
 from napixclient.testing import NapixTestServer, RecordedRequest
 from napixclient.wsgi import ExceptionsCatcher
 
-__all__ = ["HYPERVISORS", "SECTIONS", "Backends", "run_demo", "start_backends"]
+__all__ = [
+    "BACKEND_LATENCY",
+    "HYPERVISORS",
+    "PROBE_TIMEOUT",
+    "PROBE_WAIT",
+    "SECTIONS",
+    "SLOTS_NEEDED",
+    "Backends",
+    "run_demo",
+    "start_backends",
+]
 
 #: The demo's hypervisors: ``(free slots, seconds before answering)``. The
 #: first with :data:`SLOTS_NEEDED` free slots answers after 0.2 s; slower
@@ -62,7 +72,8 @@ _LOGIN = "demo"
 class Backends:
     """The demo's running servers.
 
-    :ivar ip_allocator, filer: the two orchestrated backends.
+    :ivar ip_allocator: the IP allocator, one of the two orchestrated backends.
+    :ivar filer: the filer, the other one.
     :ivar hypervisors: ``(name, host)`` pairs, ``host`` being ``"127.0.0.1:PORT"``;
         the dead one has a closed port, the hanging one never answers.
     :ivar chain: the servers A, B and C of the error chain, in that order.
@@ -355,8 +366,9 @@ def _chained_error(report: _Report, backends: Backends, auth: LoginAuthenticator
         report.check(False, f"A should fail, it answered {response!r}")
 
 
-#: The demo's sections, in order: ``(title, function)``.
-SECTIONS: List[Tuple[str, Callable[[_Report, Backends, LoginAuthenticator], None]]] = [
+#: The demo's sections, in order: ``(title, function)``; each function takes
+#: the report, the :class:`Backends` and the authenticator.
+SECTIONS: List[Tuple[str, Callable[..., None]]] = [
     ("1. Orchestration: two backends at once, failing cleanly", _orchestrate),
     ("2. Capacity probing: the first suitable hypervisor, the slow ones kept",
      _capacity_probe),

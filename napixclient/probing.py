@@ -105,7 +105,9 @@ def resolve_credentials(login: Optional[str], key: Optional[str], token: Optiona
     ``--login`` or ``--key`` means the signed protocol, the missing half
     taken from ``NAPIX_LOGIN``/``NAPIX_KEY``. Empty values count as absent.
 
-    :param login, key, token: the flags' values (``str``) or ``None``.
+    :param login: ``--login`` (``str``), or ``None``.
+    :param key: ``--key`` (``str``), or ``None``.
+    :param token: ``--token`` (``str``), or ``None``.
     :param environ: the environment (``os.environ``).
     :returns: :class:`Credentials`.
     :raises UsageError: for ``--token`` together with ``--login``/``--key``,

@@ -30,3 +30,58 @@ def test_index_names_every_example_script():
     text = (ROOT / "docs" / "index.rst").read_text()
     for script in sorted((ROOT / "examples").glob("*.py")):
         assert f"``{script.name}``" in text, script.name
+
+
+def test_the_docs_state_the_python_setup_py_requires():
+    oldest = re.search(r'python_requires=">=(3\.\d+)"', (ROOT / "setup.py").read_text()).group(1)
+    for page in ("quickstart.rst", "migrating.rst"):
+        text = (ROOT / "docs" / page).read_text()
+        said = re.findall(r"Python (3\.\d+) or later", text)
+        assert said and set(said) == {oldest}, (page, said)
+
+
+def test_the_cli_page_shows_every_subcommand_and_every_option():
+    from napixclient.cli import build_parser
+
+    text = (ROOT / "docs" / "cli.rst").read_text()
+    [commands] = [action for action in build_parser()._actions if action.dest == "command"]
+    words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+    assert f"with {words[len(commands.choices)]} subcommands" in text
+    # Each subcommand's section opens with its synopsis, in a code block.
+    sections = re.split(r"\n(?=``napix \w+``\n---)|\n(?=\w[\w ]*\n---)", text)
+    for name, sub in commands.choices.items():
+        [section] = [part for part in sections if part.startswith(f"``napix {name}``\n")]
+        synopsis = re.search(r"\.\. code-block:: \w+\n\n(.*?)\n\n", section, re.S).group(1)
+        assert f"napix {name}" in synopsis, name
+        for action in sub._actions:
+            if not action.option_strings or action.dest in ("help", "verbose"):
+                continue
+            assert any(option in synopsis for option in action.option_strings), (
+                name, action.option_strings)
+
+
+def test_the_compression_page_says_what_the_default_install_asks_for():
+    from importlib.metadata import requires
+
+    brought = {re.match(r"[A-Za-z0-9_.-]+", item).group().lower()
+               for name in install_requires() for item in requires(name) or ()
+               if "extra ==" not in item}
+    text = " ".join((ROOT / "docs" / "compression.rst").read_text().split())
+    if "brotli" in brought:  # geventhttpclient depends on it
+        assert "``Accept-Encoding: gzip, deflate, br`` by default" in text
+    else:
+        assert "``Accept-Encoding: gzip, deflate`` by default" in text
+
+
+def test_a_dead_reference_fails_the_docs_build():
+    """conf.py turns nitpicky on (so `sphinx -W` fails on a reference that
+    lands nowhere), and lets through only names of other projects."""
+    import runpy
+
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    assert conf["nitpicky"] is True
+    ignored = [pattern for _, pattern in conf.get("nitpick_ignore_regex", ())]
+    for name in ("napixclient.Client.send", "napixclient.fleet.probe", "Client.send",
+                 "Chain.truncated", "PreparedCall"):
+        assert not any(re.fullmatch(pattern, name) for pattern in ignored), name
+    assert any(re.fullmatch(pattern, "gevent.sleep") for pattern in ignored)

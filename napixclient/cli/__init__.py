@@ -1,4 +1,5 @@
-"""The ``napix`` command: one request, a probe of many hosts, and a demo.
+"""The ``napix`` command: one request, a probe of many hosts (here, or
+spread over the fleet's workers), a demo, and a fleet worker.
 
 ::
 
@@ -6,9 +7,11 @@
                   [--login L --key K | --token T] [--timeout S]
                   [--proxy URL | --no-proxy] [--cert PEM [--cert-key PEM]]
     napix probe HOST... PATH [--hosts-file F] [--simultaneous N] [--timeout S]
-                [--json] [--first-where EXPR] [--sort arrival|host]
+                [--json] [--first-where EXPR] [--sort arrival|host] [--broker URL]
                 [--proxy URL | --no-proxy] [--cert PEM [--cert-key PEM]]
     napix demo [-v]
+    napix worker [--broker URL] [-c N] [--visibility-timeout S] [-n NAME]
+                 [--loglevel LEVEL]
 
 Proxies come from the environment (``http_proxy``, ``https_proxy``,
 ``all_proxy``, ``no_proxy``), as requests reads them, unless ``--proxy``

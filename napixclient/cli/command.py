@@ -1,4 +1,4 @@
-"""The ``napix`` command itself: its parser, its three subcommands, its exit
+"""The ``napix`` command itself: its parser, its four subcommands, its exit
 statuses, and :func:`main`, which runs them."""
 
 from __future__ import annotations
@@ -291,7 +291,12 @@ def _cmd_worker(args: argparse.Namespace, credentials: Credentials, output: Outp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``napix`` argument parser, with its three subcommands."""
+    """The ``napix`` argument parser, with its four subcommands (``request``,
+    ``probe``, ``demo``, ``worker``).
+
+    :returns: an :class:`argparse.ArgumentParser`; each subcommand's parser
+        sets ``run`` (the function that runs it) and ``parser`` (itself).
+    """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what the command does on stderr (-vv: the library's "
@@ -321,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="napix", description="Call Napix HTTP hosts: one request, a probe of many "
-        "hosts at once, or a demo against local servers.",
+        "hosts at once (here, or on a fleet of workers), or a demo against local servers.",
         epilog="Exit codes: 0 success, 1 a request failed, 2 bad usage, 130 interrupted "
         "(Ctrl-C), 141 standard output closed before the end (napix ... | head -1).")
     parser.add_argument("--version", action="version", version=f"napix {__version__}")

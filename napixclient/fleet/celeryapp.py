@@ -137,12 +137,12 @@ def make_app(broker: Optional[str] = None, *,
     worker is lost (``task_acks_late``, ``task_reject_on_worker_lost``), two
     shards prefetched per slot (``worker_prefetch_multiplier=2``: the next
     one is at hand when a shard ends), JSON
-    messages only, connection timeouts of :data:`CONNECT_TIMEOUT` and no
+    messages only, connection timeouts of :data:`~napixclient.fleet.broker.CONNECT_TIMEOUT` and no
     endless retries (``broker_connection_retry_on_startup=False``), results
     kept one hour.
 
     :param broker: a Celery broker URL; ``NAPIX_BROKER``, else
-        :data:`DEFAULT_BROKER`, when ``None``.
+        :data:`~napixclient.fleet.broker.DEFAULT_BROKER`, when ``None``.
     :param visibility_timeout: seconds (``float``) before a shard left
         unacknowledged by a lost worker is handed to another; from
         ``NAPIX_FLEET_VISIBILITY_TIMEOUT``, else
@@ -294,7 +294,8 @@ def __getattr__(name: str) -> Any:
 
 
 def connect(app: Any) -> None:
-    """Check that ``app``'s broker answers, within :data:`CONNECT_TIMEOUT`.
+    """Check that ``app``'s broker answers, within
+    :data:`~napixclient.fleet.broker.CONNECT_TIMEOUT` seconds.
 
     :param app: an application of :func:`make_app`.
     :raises FleetError: naming the broker without its credentials, when it

@@ -103,7 +103,8 @@ class FleetRow:
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], worker: Optional[str]) -> "FleetRow":
-        """Build a row from the ``dict`` a worker sent (see :func:`run_shard`)."""
+        """Build a row from the ``dict`` a worker sent (see
+        :func:`~napixclient.fleet.shards.run_shard`)."""
         latency_ms, queued_ms = data.get("latency_ms"), data.get("queued_ms")
         return cls(
             host=data["host"], index=data["index"], status=data.get("status"),
@@ -180,10 +181,11 @@ def probe(hosts: Sequence[str], path: str, *, broker: Optional[str] = None,
 
     Before it returns, it checks the arguments, connects to the broker, asks
     the workers for their size (``discovery_timeout`` seconds), cuts the
-    hosts into shards (:func:`shard_size_for`) and sends them. Then iterate
-    over the returned :class:`Probe`: one :class:`FleetRow` per host given,
-    in the order the shards finish, then the rows of hosts that got no
-    result (``"cancelled"`` after a match, ``"timed out"`` at the deadline).
+    hosts into shards (:func:`~napixclient.fleet.shards.shard_size_for`) and
+    sends them. Then iterate over the returned :class:`Probe`: one
+    :class:`FleetRow` per host given, in the order the shards finish, then
+    the rows of hosts that got no result (``"cancelled"`` after a match,
+    ``"timed out"`` at the deadline).
 
     No credential is sent: workers sign with their own environment's.
 
@@ -191,9 +193,9 @@ def probe(hosts: Sequence[str], path: str, *, broker: Optional[str] = None,
         URL); a host given twice is probed twice, like a local probe.
     :param path: the path to GET, starting with ``/``.
     :param broker: the broker URL; ``NAPIX_BROKER``, else
-        :data:`DEFAULT_BROKER`, when ``None``.
+        :data:`~napixclient.fleet.broker.DEFAULT_BROKER`, when ``None``.
     :param shard_size: hosts per shard (``int`` >= 1), instead of the size
-        :func:`shard_size_for` derives from the workers.
+        :func:`~napixclient.fleet.shards.shard_size_for` derives from the workers.
     :param first_where: a predicate on ``{"status": ..., "body": ...,
         "host": ...}`` (what :func:`napixclient.cli.compile_condition`
         returns): at the first row for which it is true, the iteration
@@ -217,7 +219,7 @@ def probe(hosts: Sequence[str], path: str, *, broker: Optional[str] = None,
         leading ``/`` (:func:`~napixclient.core.hosts.check_path`), a bad
         broker URL (:func:`~napixclient.fleet.broker.check_broker_url`) or
         a bad number.
-    :raises FleetError: within about :data:`CONNECT_TIMEOUT` seconds when
+    :raises FleetError: within about :data:`~napixclient.fleet.broker.CONNECT_TIMEOUT` seconds when
         the broker cannot be reached; when no worker answered in
         ``discovery_timeout``; when Celery is not installed.
     """

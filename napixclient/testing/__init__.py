@@ -49,7 +49,7 @@ The package's modules: :mod:`~napixclient.testing.server` (the server),
 importable from :mod:`napixclient.testing` itself.
 """
 
-from typing import Any
+from typing import Any, List
 
 from napixclient.testing.server import (
     HANG_LIMIT,
@@ -79,7 +79,8 @@ __all__ = [
 
 #: The fixtures, from :mod:`napixclient.testing.plugin`, imported when asked
 #: for: importing this package does not import pytest (``napix demo`` uses
-#: the server), and pytest registers the fixtures once, from the plugin.
+#: the server). An installation made before the plugin had its own module
+#: registers this package as the plugin: its fixtures are found here too.
 _FIXTURES = ("napix_server", "napix_server_factory")
 
 
@@ -89,3 +90,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(plugin, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted({*globals(), *_FIXTURES})

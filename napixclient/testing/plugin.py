@@ -31,11 +31,11 @@ def napix_server() -> Iterator[NapixTestServer]:
 
 @pytest.fixture
 def napix_server_factory() -> Iterator[Callable[..., NapixTestServer]]:
-    """A callable taking :class:`NapixTestServer`'s keyword arguments and
+    """A callable taking :class:`~napixclient.testing.NapixTestServer`'s keyword arguments and
     returning a started server; every server it made is stopped after
     the test.
 
-    :raises TypeError, ValueError: from :class:`NapixTestServer` for bad
+    :raises TypeError, ValueError: from :class:`~napixclient.testing.NapixTestServer` for bad
         arguments.
     """
     servers: List[NapixTestServer] = []
