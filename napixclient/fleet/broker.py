@@ -84,7 +84,7 @@ def check_broker_url(url: Any) -> str:
         raise ValueError(f"the broker URL {broker_name(url)!r} has an '@' after its host: "
                          "percent-encode the '/', '?' and '#' of its password (%2F, %3F, "
                          "%23)")
-    known = _transports()
+    known = _broker_schemes()
     if known is not None and scheme not in known:
         raise ValueError(f"the broker URL {broker_name(url)!r}: {scheme!r} is not a scheme "
                          "of a broker Celery knows, such as redis, rediss or amqp")
@@ -103,7 +103,7 @@ def check_broker_url(url: Any) -> str:
     return url
 
 
-def _transports() -> Any:
+def _broker_schemes() -> Any:
     """The URL schemes kombu knows, or ``None`` without kombu (then the
     fleet says which extra to install, when it needs Celery)."""
     try:
