@@ -29,6 +29,9 @@ setup(
         "httptools>=0.6",
         # The pure-Python parser, where httptools does not load.
         "h11>=0.14",
+        # Content-Encoding: br decoded by default, with its output bounded
+        # while decoding (1.2; bombs).
+        "brotli>=1.2",
         "requests>=2.28",
         "rich>=12",
         "urllib3>=2.0,<3",
@@ -82,7 +85,7 @@ setup(
         "console_scripts": ["napix = napixclient.cli:main"],
         # The entry point's name is the module's name, so a conftest that also
         # lists it in pytest_plugins does not register it twice.
-        "pytest11": ["napixclient.testing = napixclient.testing"],
+        "pytest11": ["napixclient.testing.plugin = napixclient.testing.plugin"],
     },
     classifiers=[
         "Framework :: Pytest",

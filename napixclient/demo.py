@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import socket
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
@@ -35,7 +36,17 @@ from napixclient.pool import Result
 from napixclient.testing import NapixTestServer, RecordedRequest
 from napixclient.wsgi import ExceptionsCatcher
 
-__all__ = ["HYPERVISORS", "SECTIONS", "Backends", "run_demo", "start_backends"]
+__all__ = [
+    "BACKEND_LATENCY",
+    "HYPERVISORS",
+    "PROBE_TIMEOUT",
+    "PROBE_WAIT",
+    "SECTIONS",
+    "SLOTS_NEEDED",
+    "Backends",
+    "run_demo",
+    "start_backends",
+]
 
 #: The demo's hypervisors: ``(free slots, seconds before answering)``. The
 #: first with :data:`SLOTS_NEEDED` free slots answers after 0.2 s; slower
@@ -61,7 +72,8 @@ _LOGIN = "demo"
 class Backends:
     """The demo's running servers.
 
-    :ivar ip_allocator, filer: the two orchestrated backends.
+    :ivar ip_allocator: the IP allocator, one of the two orchestrated backends.
+    :ivar filer: the filer, the other one.
     :ivar hypervisors: ``(name, host)`` pairs, ``host`` being ``"127.0.0.1:PORT"``;
         the dead one has a closed port, the hanging one never answers.
     :ivar chain: the servers A, B and C of the error chain, in that order.
@@ -200,7 +212,15 @@ class _Report:
         self.console.rule(Text(text, style="bold"), align="left")
 
     def say(self, text: str, style: Optional[str] = None) -> None:
-        self.console.print(Text(text, style=style or ""))
+        """Print a paragraph, wrapped at spaces to the console's width (a
+        URL or other long word is never cut); the continuation lines of an
+        indented one (a result, an error) are indented two columns more."""
+        lead = len(text) - len(text.lstrip(" "))
+        lines = textwrap.wrap(text, max(self.console.width, 20),
+                              subsequent_indent=" " * (lead + 2) if lead else "",
+                              break_long_words=False, break_on_hyphens=False) or [""]
+        for line in lines:
+            self.console.print(Text(line, style=style or ""))
 
     def check(self, condition: bool, what: str) -> None:
         """Record (and show) an outcome the demo did not expect."""
@@ -212,8 +232,8 @@ class _Report:
 def _orchestrate(report: _Report, backends: Backends, auth: LoginAuthenticator) -> None:
     ip_host, filer_host = backends.ip_allocator.host, backends.filer.host
     report.say(f"An IP from the allocator ({ip_host}) and a volume from the filer "
-               f"({filer_host}),")
-    report.say(f"both asked at once; each takes {BACKEND_LATENCY:.1f} s to answer.")
+               f"({filer_host}), both asked at once; each takes {BACKEND_LATENCY:.1f} s "
+               "to answer.")
     report.say("")
     report.say("  pool.request(allocator, 'POST', '/vm-ip/', {'size': 1})")
     report.say("  pool.request(filer, 'POST', '/volumes/', {'size': '10G'})")
@@ -232,8 +252,8 @@ def _orchestrate(report: _Report, backends: Backends, auth: LoginAuthenticator) 
 
     report.say("")
     report.say("Now the filer fails (no room for 10T). The IP already allocated is "
-               "released,")
-    report.say("so the failure leaves nothing behind, and the filer's error is reported:")
+               "released, so the failure leaves nothing behind, and the filer's error is "
+               "reported:")
     started = time.monotonic()
     with ClientPool(auth, timeout=5) as pool:
         pool.request(ip_host, "POST", "/vm-ip/", {"size": 1})
@@ -274,9 +294,8 @@ def _capacity_probe(report: _Report, backends: Backends, auth: LoginAuthenticato
     names = {host: name for name, host in backends.hypervisors}
     count = len(backends.hypervisors)
     report.say(f"{count} hypervisors (hv-dead refuses connections, hv-hung never "
-               f"answers). Take the first")
-    report.say(f"with {SLOTS_NEEDED} free slots answering within {PROBE_WAIT:g} s; "
-               f"each request may take {PROBE_TIMEOUT:g} s.")
+               f"answers). Take the first with {SLOTS_NEEDED} free slots answering within "
+               f"{PROBE_WAIT:g} s; each request may take {PROBE_TIMEOUT:g} s.")
     report.say("")
     report.say(f"  for result in pool.wait_unordered(timeout={PROBE_WAIT}):")
     report.say(f"      if result.status == 200 and result.body['free_slots'] >= "
@@ -325,8 +344,8 @@ def _capacity_probe(report: _Report, backends: Backends, auth: LoginAuthenticato
 
 def _chained_error(report: _Report, backends: Backends, auth: LoginAuthenticator) -> None:
     a, b, c = backends.chain
-    report.say(f"A ({a.host}) calls B ({b.host}), which calls C ({c.host});")
-    report.say("C answers 404. A and B are wrapped in ExceptionsCatcher, so each adds a hop.")
+    report.say(f"A ({a.host}) calls B ({b.host}), which calls C ({c.host}); C answers "
+               "404. A and B are wrapped in ExceptionsCatcher, so each adds a hop.")
     report.say("")
     report.say("  client.get('/reserve/hv42')  # on A")
     try:
@@ -347,8 +366,9 @@ def _chained_error(report: _Report, backends: Backends, auth: LoginAuthenticator
         report.check(False, f"A should fail, it answered {response!r}")
 
 
-#: The demo's sections, in order: ``(title, function)``.
-SECTIONS: List[Tuple[str, Callable[[_Report, Backends, LoginAuthenticator], None]]] = [
+#: The demo's sections, in order: ``(title, function)``; each function takes
+#: the report, the :class:`Backends` and the authenticator.
+SECTIONS: List[Tuple[str, Callable[..., None]]] = [
     ("1. Orchestration: two backends at once, failing cleanly", _orchestrate),
     ("2. Capacity probing: the first suitable hypervisor, the slow ones kept",
      _capacity_probe),

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["napixclient.testing"]
+pytest_plugins = ["napixclient.testing.plugin"]
 
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--napix-parser", "--napix-transport", dest="napix_parser", default=None,
+        "--napix-parser", dest="napix_parser", default=None,
         help="run every Client with this response parser (napixclient.core.client.DEFAULT_PARSER), "
-             "e.g. geventhttpclient; the whole suite must pass on each")
+             "llhttp or h11; the whole suite must pass on each")
 
 
 def pytest_configure(config):

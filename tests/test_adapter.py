@@ -83,12 +83,6 @@ def test_a_plain_retry_backoff_yields_to_the_hub_instead_of_blocking_it():
     assert len(ticks) >= 10 and max(gaps) < 0.09
 
 
-def test_the_old_import_path_still_gives_the_adapter_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match="napixclient.adapter"):
-        from napixclient.transport import CooperativeAdapter as old
-    assert old is CooperativeAdapter
-
-
 # -- through a proxy ------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ import pytest
 from gevent.fileobject import FileObject
 from rich.cells import cell_len
 
-from napixclient import cli
+from napixclient import Client, cli
 from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
 from napixclient.testing import hmac_token
 from tests.helpers import closed_port
@@ -254,6 +254,27 @@ def test_a_bare_ipv6_address_is_a_host_on_the_default_port():
     done = napix("request", "::1", "GET", "/", "--timeout", "2")
     assert done.returncode == 1, done.stderr
     assert "hop 0: GET http://[::1]/ -> " in done.stderr and "Port" not in done.stderr
+
+
+def test_request_and_probe_refuse_a_path_without_a_slash_with_the_same_words(server):
+    # napix request used to send /capacity, where napix probe refused it.
+    words = "url 'capacity' must be a path starting with '/', such as '/capacity'"
+    for argv in (["request", server.host, "GET", "capacity"],
+                 ["probe", server.host, "capacity"]):
+        done = napix(*argv, env=SIGNED)
+        assert done.returncode == 2, done.stderr
+        assert words in done.stderr and "Traceback" not in done.stderr
+    assert server.requests == []
+
+
+def test_the_command_reads_hosts_with_the_library_s_parser_and_words():
+    # One parser: what the command says of a host is what Client says of it.
+    for host in ("::1:8002", "h:notaport", "ftp://h"):
+        with pytest.raises(ValueError) as caught:
+            Client(host)
+        with pytest.raises(cli.UsageError) as refused:
+            cli.host_argument(host)
+        assert str(refused.value) == str(caught.value)
 
 
 def test_request_to_a_dead_host_exits_1_with_a_connection_error(server):
@@ -621,6 +642,26 @@ def test_probe_reads_hosts_from_a_file_skipping_comments_and_blank_lines(
     assert all(len(s.requests) == 1 for s in servers)
 
 
+def test_an_empty_hosts_file_is_named_as_holding_no_host(tmp_path):
+    # It said "give HOST... PATH or --hosts-file F PATH", though F was given.
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing here yet\n\n")
+    done = napix("probe", "--hosts-file", empty, "/capacity")
+    assert done.returncode == 2
+    assert f"no host to probe: --hosts-file {empty} holds none" in done.stderr
+
+
+def test_probe_speaks_of_one_host_in_the_singular_and_cuts_rows_with_three_dots(server):
+    server.route("/capacity", body={"note": "a rather long answer " * 5})
+    done = napix("probe", "-v", server.host, "/capacity", env={**SIGNED, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert "probing 1 host for GET /capacity" in done.stderr
+    [row] = [line for line in done.stdout.splitlines() if line.startswith(server.host)]
+    # The summary is cut with "...", and the table cuts it again the same way.
+    assert row.endswith("...") and "\u2026" not in done.stdout
+    assert len(row) <= 80
+
+
 def test_read_hosts_file_names_the_line_of_a_malformed_entry(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("a.example:8002\n#c\n\nhttps://b.example/napix # tls\n")
@@ -737,6 +778,21 @@ def test_incomplete_credentials_are_a_usage_error_that_shows_no_value(flags, env
     with pytest.raises(cli.UsageError, match=re.escape(message)) as error:
         cli.resolve_credentials(*flags, environ)
     assert "key-123" not in str(error.value) and "tok-456" not in str(error.value)
+
+
+def test_a_short_key_is_masked_in_the_far_side_s_words_never_in_the_row_s_own(
+        napix_server_factory):
+    # With NAPIX_KEY=k, a row's outcome "ok" was printed as "o***".
+    server = napix_server_factory(users={LOGIN: "k"})
+    server.route("/capacity", body={"kind": "kvm"})
+    done = napix("probe", "--json", server.host, "/capacity",
+                 env={"NAPIX_LOGIN": LOGIN, "NAPIX_KEY": "k"})
+    assert done.returncode == 0, done.stderr
+    [row] = json_lines(done.stdout)
+    assert set(row) == {"host", "status", "error", "latency_ms", "queued_ms", "outcome",
+                        "body", "summary", "chain", "match"}
+    assert row["outcome"] == "ok" and row["status"] == 200
+    assert row["body"] == {"***ind": "***vm"}
 
 
 def test_probe_json_lines_escape_what_json_leaves_raw_and_read_back_the_same(server):

@@ -6,6 +6,8 @@ import sys
 from io import StringIO
 from pathlib import Path
 
+from rich.cells import cell_len
+
 from napixclient import demo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,3 +44,18 @@ def test_run_demo_reports_an_unexpected_outcome_with_exit_code_1(monkeypatch):
     out = StringIO()
     assert demo.run_demo(out) == 1
     assert "unexpected: a hypervisor with room should answer in time" in out.getvalue()
+
+
+def test_napix_demo_fits_80_columns():
+    # Prose and long error lines reached 88 columns (and str(error) 200).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="80")
+    done = subprocess.run([sys.executable, "-m", "napixclient", "demo"], capture_output=True,
+                          text=True, env=env, timeout=60, cwd=str(ROOT))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) > 40
+    too_wide = [line for line in lines if cell_len(line) > 80]
+    assert not too_wide, too_wide
+    # Wrapped, nothing is lost: the chain still reads hop by hop.
+    assert "hop 2: GET http://127.0.0.1:" in done.stdout

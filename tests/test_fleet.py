@@ -3,7 +3,7 @@
 The tests that need the fleet run a real redis-server (Debian's package:
 ``apt-get install -y redis-server``) on a free port of 127.0.0.1, two worker
 processes (``-P gevent``: one started as ``python -m celery -A
-napixclient.fleet worker``, one through :func:`napixclient.fleet.worker_main`)
+napixclient.fleet worker``, one through :func:`napixclient.cli.worker.worker_main`)
 and a backend process listening on 2,000 ports of 127.0.0.1. They are
 skipped, saying why, only when redis-server or the fleet extra is missing.
 
@@ -27,6 +27,7 @@ from collections import Counter
 import pytest
 
 from napixclient import Client, fleet
+from napixclient.cli import worker
 from napixclient.fleet import FleetError, WorkerInfo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -163,7 +164,7 @@ def stop_process(process: subprocess.Popen, grace: float = 5.0) -> None:
 
 class Fleet:
     """A redis-server and two workers, ``w1`` (``python -m celery``) and
-    ``w2`` (``fleet.worker_main``), each ``-c 2``."""
+    ``w2`` (``napixclient.cli.worker.worker_main``), each ``-c 2``."""
 
     def __init__(self, logs) -> None:
         self.logs = logs
@@ -201,7 +202,7 @@ class Fleet:
                     "--loglevel", "INFO"]
         else:
             argv = [sys.executable, "-c",
-                    "import sys; from napixclient.fleet import worker_main; "
+                    "import sys; from napixclient.cli.worker import worker_main; "
                     "sys.exit(worker_main(sys.argv[1:]))",
                     "-c", "2", "-n", f"{name}@%h", "--loglevel", "INFO"]
         log = open(self.logs / f"{name}.log", "a")
@@ -274,6 +275,17 @@ def hosts_of(backend: Child):
 # -- without a broker ------------------------------------------------------
 
 
+def test_the_fleet_imports_nothing_of_the_napix_command():
+    # The command imports the fleet (for --broker and napix worker), lazily;
+    # never the reverse.
+    code = ("import sys, napixclient.fleet; "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['napixclient', 'cli']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=CHECKOUT), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_shard_size_spreads_over_the_slots_within_the_smallest_file_limit():
     two = [WorkerInfo("a", 2, 20000, 60.0), WorkerInfo("b", 2, 20000, 60.0)]
     # 4 slots, two shards each: 2,000 hosts in shards of 250.
@@ -307,10 +319,12 @@ def test_probe_refuses_bad_arguments_before_reaching_the_broker(kwargs, message)
     assert time.monotonic() - started < 1.0
 
 
-def test_safe_url_masks_the_password_only():
-    assert fleet.safe_url("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
-    assert fleet.safe_url("amqp://u:pw@127.0.0.1//") == "amqp://u:***@127.0.0.1//"
-    assert fleet.safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+def test_broker_name_masks_the_credentials_only():
+    assert fleet.broker_name("redis://:pw@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
+    assert fleet.broker_name("amqp://u:pw@127.0.0.1//") == "amqp://***@127.0.0.1//"
+    assert fleet.broker_name("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    # A password with an unencoded "/" ends the authority early: masked anyway.
+    assert fleet.broker_name("redis://:p/w@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
 
 
 def test_without_celery_the_fleet_says_which_extra_to_install(monkeypatch):
@@ -343,10 +357,58 @@ def test_run_shard_signs_with_the_environment_and_masks_its_secrets(napix_server
     assert slow["outcome"] == "timed out" and slow["label"] == "Timeout"
 
 
+def test_a_short_key_is_masked_in_what_the_far_side_said_never_in_the_row_s_own_words(
+        napix_server_factory):
+    # With NAPIX_KEY=k the outcome "ok" came back as "o***".
+    server = napix_server_factory(users={"root": "k"})
+    server.route("/capacity", body={"kind": "kvm", "free": 3})
+    env = {"NAPIX_LOGIN": "root", "NAPIX_KEY": "k"}
+    [data] = fleet.run_shard([server.host], "/capacity", body=True, environ=env)
+    assert set(data) == {"host", "status", "error", "latency_ms", "queued_ms", "outcome",
+                         "body", "summary", "chain", "index", "label", "answered"}
+    assert data["outcome"] == "ok" and data["label"] == "200" and data["status"] == 200
+    # What the server said is masked (a short key is everywhere in words).
+    assert data["body"] == {"***ind": "***vm", "free": 3}
+    assert "k" not in data["summary"]
+    row = fleet.FleetRow.from_wire(data, "w@h")
+    assert json.loads(row.json_line())["outcome"] == "ok"
+
+
+def bad_broker_urls():
+    port = free_port()
+    return [
+        ("bogus", "the broker must be a URL such as redis://127.0.0.1:6379/0"),
+        (f"http://127.0.0.1:{port}/0", "'http' is not a scheme of a broker"),
+        ("redis://127.0.0.1:notaport/0", "the port must be a number from 1 to 65535"),
+        # A password with an unencoded "/": kombu read "pw" as the port.
+        (f"redis://:pw/sekret@127.0.0.1:{port}/0",
+         "percent-encode the '/', '?' and '#' of its password"),
+    ]
+
+
+@pytest.mark.parametrize("url, message", bad_broker_urls())
+def test_napix_probe_with_a_bad_broker_url_is_bad_usage_on_one_line(url, message):
+    done = napix("probe", "--broker", url, "127.0.0.1:1", "/", timeout=30)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("napix probe: error: --broker: ") and message in last
+    assert "Traceback" not in done.stderr and "sekret" not in done.stderr
+
+
+@pytest.mark.parametrize("url, message", bad_broker_urls())
+def test_napix_worker_with_a_bad_broker_url_says_so_in_one_line_and_exits_2(url, message):
+    pytest.importorskip("celery", reason="the fleet extra is not installed")
+    done = napix("worker", "--broker", url, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("napix worker: ") and message in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "sekret" not in done.stderr
+
+
 def test_worker_main_refuses_a_login_without_a_key(monkeypatch, capsys):
     monkeypatch.setenv("NAPIX_LOGIN", "root")
     monkeypatch.delenv("NAPIX_KEY", raising=False)
-    assert fleet.worker_main(["--broker", "redis://127.0.0.1:1/0"]) == 2
+    assert worker.worker_main(["--broker", "redis://127.0.0.1:1/0"]) == 2
     assert "NAPIX_LOGIN is set but NAPIX_KEY is not" in capsys.readouterr().err
 
 
@@ -361,7 +423,10 @@ def test_napix_worker_whose_broker_is_down_exits_within_seconds():
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert time.monotonic() - started < 15
-    assert f"broker redis://:***@127.0.0.1:{port}/0" in done.stderr
+    # One line of ours, not Celery's "broker_connection_retry_on_startup".
+    assert done.stderr.startswith(
+        f"napix worker: cannot reach the broker redis://***@127.0.0.1:{port}/0 within 3 s: ")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
     assert "sekret" not in done.stderr and WORKER_KEY not in done.stderr
 
 
@@ -369,10 +434,10 @@ def test_worker_command_runs_celery_with_the_gevent_pool():
     import argparse
 
     parser = argparse.ArgumentParser()
-    fleet.add_worker_arguments(parser)
+    worker.add_worker_arguments(parser)
     args = parser.parse_args(["--broker", "redis://:pw@127.0.0.1:7/1", "-c", "8",
                               "--visibility-timeout", "30", "-n", "a@%h"])
-    argv, env = fleet.worker_command(args, environ={})
+    argv, env = worker.worker_command(args, environ={})
     assert argv[1:] == ["-m", "celery", "-A", "napixclient.fleet", "worker", "-P", "gevent",
                         "-c", "8", "-Q", fleet.QUEUE, "--loglevel", "WARNING", "-n", "a@%h"]
     assert env["NAPIX_BROKER"] == "redis://:pw@127.0.0.1:7/1"
@@ -392,7 +457,7 @@ def test_a_broker_on_a_dead_port_fails_within_seconds_naming_it_without_password
         fleet.probe(["127.0.0.1:1"], "/", broker=f"redis://:sekret@127.0.0.1:{port}/0")
     assert time.monotonic() - started < 5.0
     message = str(caught.value)
-    assert f"cannot reach the broker redis://:***@127.0.0.1:{port}/0" in message
+    assert f"cannot reach the broker redis://***@127.0.0.1:{port}/0" in message
     assert "sekret" not in message and "refused" in message.lower()
 
 
@@ -513,8 +578,37 @@ def test_napix_probe_with_an_unreachable_broker_exits_1_with_one_line():
     done = napix("probe", "--broker", f"redis://:sekret@127.0.0.1:{port}/0",
                  "127.0.0.1:1", "/", timeout=30)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.startswith(f"napix: cannot reach the broker redis://:***@127.0.0.1:{port}")
+    assert done.stderr.startswith(f"napix: cannot reach the broker redis://***@127.0.0.1:{port}")
     assert "Traceback" not in done.stderr and "sekret" not in done.stderr
+
+
+def test_napix_worker_names_its_credentials_and_broker_as_they_are(live_fleet):
+    """Without credentials it says the environment has none (it has no
+    --login, --key or --token); its banner shows no ':**@' for a broker
+    without a password."""
+    url = live_fleet.url.rsplit("/", 1)[0] + "/5"  # a database no probe uses
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "napixclient", "worker", "--broker", url, "-n", "bare@%h"],
+        env=dict(environ, PYTHONPATH=CHECKOUT), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "[queues]" in line:
+                break
+    finally:
+        stop_process(process)
+    shown = "".join(lines)
+    assert ("napix worker: broker " + url + "; signing with none (no NAPIX_LOGIN and "
+            "NAPIX_KEY, or NAPIX_TOKEN, in the environment)") in shown, shown
+    assert "--login" not in shown and "--token" not in shown
+    assert f"transport:   {url}" in shown and ":**@" not in shown, shown
 
 
 def test_napix_probe_with_broker_refuses_credential_flags():

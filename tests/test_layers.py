@@ -17,7 +17,7 @@ LAYERS = {
     "client": ["client", "otel"],
     "pool": ["pool"],
     "server": ["wsgi", "testing"],
-    "face": ["cli", "demo", "fleet", "__main__"],
+    "face": ["probing", "cli", "demo", "fleet", "__main__"],
 }
 RANK = {module: rank for rank, names in enumerate(LAYERS.values()) for module in names}
 NO_GEVENT = LAYERS["values"] + LAYERS["core"] + ["retry"]

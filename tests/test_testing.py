@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -320,6 +321,19 @@ def test_require_auth_false(napix_server_factory: Any) -> None:
 # -- routes --------------------------------------------------------------------
 
 
+def test_recorded_headers_are_read_in_any_case_like_a_response_s(
+        server: NapixTestServer, conn: RawHTTP) -> None:
+    # headers.get("traceparent") was None for a Traceparent field.
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    server.route("/t", body="ok")
+    conn.request("GET", "/t?token=t", {"Authorization": "x", "traceparent": parent,
+                                        "X-Twice": "a"})
+    headers = server.requests[-1].headers
+    assert headers.get("traceparent") == headers["TRACEPARENT"] == parent
+    assert "Traceparent" in headers and "x-twice" in headers
+    assert dict(headers)["Traceparent"] == parent  # names spelled in Title-Case
+
+
 def test_body_types_and_headers(server: NapixTestServer, conn: RawHTTP) -> None:
     server.route("/json", body=[1, 2])
     server.route("/text", body="héllo", headers={"X-Extra": "1"})
@@ -581,6 +595,37 @@ def test_napix_server_factory_fixture(napix_server_factory: Any) -> None:
 
 
 # -- starting, stopping, and clients that do not speak HTTP -----------------------
+
+
+def test_napixclient_testing_exports_every_public_name_of_its_modules() -> None:
+    import napixclient.testing as testing
+    from napixclient.testing import plugin, server, signatures
+
+    for module in (server, signatures, plugin):
+        for name in module.__all__:
+            if module is signatures and name not in ("hmac_token",):
+                continue  # the checks themselves are the server's business
+            assert getattr(testing, name) is getattr(module, name), name
+            assert name in testing.__all__, name
+
+
+def test_the_pytest_plugin_module_stands_alone(tmp_path: Path) -> None:
+    """What the pytest11 entry point and a conftest name, loaded alone (no
+    other plugin of this machine, no conftest of this project)."""
+    entry = re.search(r'"pytest11": \["([\w.]+) = ([\w.]+)"\]',
+                      (ROOT_DIR / "setup.py").read_text())
+    assert entry and entry.group(1) == entry.group(2) == "napixclient.testing.plugin"
+    (tmp_path / "test_alone.py").write_text(
+        "def test_fixtures(napix_server, napix_server_factory):\n"
+        "    assert napix_server.host.startswith('127.0.0.1:')\n"
+        "    assert napix_server_factory(users={'a': 'b'}).port\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", entry.group(2), "-p",
+         "no:cacheprovider", str(tmp_path / "test_alone.py")],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": str(ROOT_DIR), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
 
 
 def test_start_on_a_stopped_server_says_it_is_stopped_and_cannot_restart() -> None:

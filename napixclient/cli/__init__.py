@@ -1,4 +1,5 @@
-"""The ``napix`` command: one request, a probe of many hosts, and a demo.
+"""The ``napix`` command: one request, a probe of many hosts (here, or
+spread over the fleet's workers), a demo, and a fleet worker.
 
 ::
 
@@ -6,9 +7,11 @@
                   [--login L --key K | --token T] [--timeout S]
                   [--proxy URL | --no-proxy] [--cert PEM [--cert-key PEM]]
     napix probe HOST... PATH [--hosts-file F] [--simultaneous N] [--timeout S]
-                [--json] [--first-where EXPR] [--sort arrival|host]
+                [--json] [--first-where EXPR] [--sort arrival|host] [--broker URL]
                 [--proxy URL | --no-proxy] [--cert PEM [--cert-key PEM]]
     napix demo [-v]
+    napix worker [--broker URL] [-c N] [--visibility-timeout S] [-n NAME]
+                 [--loglevel LEVEL]
 
 Proxies come from the environment (``http_proxy``, ``https_proxy``,
 ``all_proxy``, ``no_proxy``), as requests reads them, unless ``--proxy``
@@ -43,15 +46,13 @@ The command runs its requests in the main greenlet and in a
 from napixclient.cli.arguments import (
     NO_CREDENTIALS_HINT,
     Connection,
-    Credentials,
-    UsageError,
     host_argument,
     host_sort_key,
     parse_data,
     parse_header,
+    path_argument,
     read_hosts_file,
     resolve_connection,
-    resolve_credentials,
 )
 from napixclient.cli.command import (
     EXIT_BROKEN_PIPE,
@@ -64,7 +65,13 @@ from napixclient.cli.command import (
     raise_open_files_limit,
 )
 from napixclient.cli.expressions import ExpressionError, compile_condition
-from napixclient.cli.probe import ProbeRow, summarize
+from napixclient.probing import (
+    Credentials,
+    ProbeRow,
+    UsageError,
+    resolve_credentials,
+    summarize,
+)
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -85,6 +92,7 @@ __all__ = [
     "main",
     "parse_data",
     "parse_header",
+    "path_argument",
     "raise_open_files_limit",
     "read_hosts_file",
     "resolve_connection",

@@ -1,12 +1,13 @@
-"""What the ``napix`` command line says: credentials, hosts, headers,
-``--data``, proxies and client certificates, and the :class:`UsageError`
-for what is wrong with it."""
+"""What the ``napix`` command line says: hosts, paths, headers, ``--data``,
+proxies and client certificates, each checked, a
+:class:`~napixclient.probing.UsageError` naming what is wrong. The
+credentials are chosen by :func:`napixclient.probing.resolve_credentials`,
+which the fleet's workers share."""
 
 from __future__ import annotations
 
 import argparse
 import base64
-import ipaddress
 import json
 import math
 import re
@@ -23,91 +24,14 @@ from typing import (
 )
 from urllib.parse import unquote, urlsplit
 
-from napixclient.authenticators import LoginAuthenticator, TokenIdentifier
-from napixclient.client import parse_host
+from napixclient.core.hosts import check_path, parse_host
+from napixclient.probing import UsageError
 from napixclient.redact import redact_url_credentials
-
-ENV_LOGIN = "NAPIX_LOGIN"
-
-ENV_KEY = "NAPIX_KEY"
-
-ENV_TOKEN = "NAPIX_TOKEN"
 
 #: Said after a 401 when the command had no credentials to send.
 NO_CREDENTIALS_HINT = (
     "napix: no credentials were sent: set NAPIX_LOGIN and NAPIX_KEY (or NAPIX_TOKEN) "
     "in the environment, or give --login and --key (or --token)")
-
-
-class UsageError(ValueError):
-    """The command line is wrong: a malformed ``--data``, host, header,
-    hosts file or expression. The command exits with :data:`EXIT_USAGE`."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What the command authenticates with, and where it came from.
-
-    :ivar authenticator: a :class:`~napixclient.authenticators.LoginAuthenticator`,
-        a :class:`~napixclient.authenticators.TokenIdentifier`, or ``None``
-        to send requests unauthenticated.
-    :ivar source: a secret-free description for ``-v``, such as
-        ``"login and key from NAPIX_LOGIN, NAPIX_KEY"``.
-    :ivar secrets: the secret values (key, token), for redaction only.
-    """
-
-    authenticator: Any
-    source: str
-    secrets: Tuple[str, ...] = field(default=(), repr=False)
-
-    def __repr__(self) -> str:
-        return f"Credentials({self.source!r})"
-
-
-def resolve_credentials(login: Optional[str], key: Optional[str], token: Optional[str],
-                        environ: Mapping[str, str]) -> Credentials:
-    """Choose the credentials from the flags, else from the environment.
-
-    Flags win over the environment: ``--token`` means the token protocol;
-    ``--login`` or ``--key`` means the signed protocol, the missing half
-    taken from ``NAPIX_LOGIN``/``NAPIX_KEY``. Without flags, ``NAPIX_LOGIN``
-    and ``NAPIX_KEY`` (the signed protocol, PROTOCOL.md section 1) win over
-    ``NAPIX_TOKEN`` (section 2). Empty values count as absent.
-
-    :param login, key, token: the flags' values (``str``) or ``None``.
-    :param environ: the environment (``os.environ``).
-    :returns: :class:`Credentials`.
-    :raises UsageError: for ``--token`` together with ``--login``/``--key``,
-        or a login without a key (or the reverse). The message names the
-        flags and variables, never their values.
-    """
-    env_login = environ.get(ENV_LOGIN) or None
-    env_key = environ.get(ENV_KEY) or None
-    env_token = environ.get(ENV_TOKEN) or None
-    login, key, token = login or None, key or None, token or None
-    if token and (login or key):
-        raise UsageError("use either --login/--key or --token, not both")
-    if token:
-        return Credentials(TokenIdentifier(token), "token from --token", (token,))
-    if login or key:
-        where = "--login/--key"
-        login, key = login or env_login, key or env_key
-        if not login or not key:
-            missing = "--login (or NAPIX_LOGIN)" if not login else "--key (or NAPIX_KEY)"
-            raise UsageError(f"{where} given without {missing}")
-        return Credentials(LoginAuthenticator(login, key), f"login and key from {where}",
-                           (key,))
-    if env_login or env_key:
-        if not env_login or not env_key:
-            missing = ENV_LOGIN if not env_login else ENV_KEY
-            present = ENV_KEY if not env_login else ENV_LOGIN
-            raise UsageError(f"{present} is set but {missing} is not")
-        return Credentials(LoginAuthenticator(env_login, env_key),
-                           f"login and key from {ENV_LOGIN}, {ENV_KEY}", (env_key,))
-    if env_token:
-        return Credentials(TokenIdentifier(env_token), f"token from {ENV_TOKEN}",
-                           (env_token,))
-    return Credentials(None, "none (no --login/--key, --token or NAPIX_* variables)")
 
 
 @dataclass(frozen=True)
@@ -309,43 +233,42 @@ def read_hosts_file(path: str) -> List[str]:
 
 def host_argument(text: str) -> str:
     """Check a host given on the command line; return it as
-    :class:`~napixclient.Client` takes it.
+    :class:`~napixclient.Client` takes it and as the command shows it.
 
-    A bare IPv6 address (``::1``, ``fe80::1``) is put in brackets (``[::1]``,
-    the default port): in a URL, a colon after the address starts the port,
-    so an IPv6 address with a port is written ``[::1]:8002``. An address
-    whose last group could be read as a port (``::1:8002``) is refused as
-    ambiguous rather than guessed.
+    The host is read by :func:`napixclient.core.hosts.parse_host`, as the
+    library reads it: a bare IPv6 address (``::1``) is that address on its
+    default port, shown in brackets (``[::1]``); an address whose last group
+    could be read as a port (``::1:8002``) is refused as ambiguous.
 
     :param text: ``name``, ``name:port``, ``[v6]:port``, a bare IPv6
         address, or ``http(s)://name[:port][/prefix]``.
     :returns: the host (``str``), ``text`` itself unless it was a bare IPv6
         address.
-    :raises UsageError: naming the problem, for a malformed host.
+    :raises UsageError: with :func:`~napixclient.core.hosts.parse_host`'s
+        words, for a malformed host.
     """
     host = text.strip()
-    if "://" not in host and not host.startswith("[") and host.count(":") >= 2:
-        address, _, last = host.rpartition(":")
-        if last.isdigit() and _is_ipv6(address):
-            raise UsageError(f"host {text!r} is ambiguous: write [{address}]:{last} for port "
-                             f"{last}, or [{host}] for that address")
-        if not _is_ipv6(host):
-            raise UsageError(f"host {text!r} is malformed: write an IPv6 address alone "
-                             "(::1) or in brackets with a port ([::1]:8002)")
-        host = f"[{host}]"
     try:
-        parse_host(host)
+        name = parse_host(host)[1]
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if ":" in name and "://" not in host and not host.startswith("["):
+        return f"[{host}]"
     return host
 
 
-def _is_ipv6(text: str) -> bool:
+def path_argument(text: str) -> str:
+    """Check a request PATH given on the command line.
+
+    :param text: the path (``str``), such as ``/capacity``.
+    :returns: ``text``.
+    :raises UsageError: with :func:`~napixclient.core.hosts.check_path`'s
+        words, for a path that does not start with ``/``.
+    """
     try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+        return check_path(text)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def host_sort_key(host: str) -> Tuple[Any, ...]:

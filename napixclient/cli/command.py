@@ -1,4 +1,4 @@
-"""The ``napix`` command itself: its parser, its three subcommands, its exit
+"""The ``napix`` command itself: its parser, its four subcommands, its exit
 statuses, and :func:`main`, which runs them."""
 
 from __future__ import annotations
@@ -29,31 +29,31 @@ from napixclient import __version__
 from napixclient.cli.arguments import (
     NO_CREDENTIALS_HINT,
     Connection,
-    Credentials,
-    UsageError,
     host_argument,
     host_sort_key,
     merge_headers,
     parse_data,
     parse_header,
+    path_argument,
     positive_int,
     read_hosts_file,
     resolve_connection,
-    resolve_credentials,
     seconds,
 )
 from napixclient.cli.expressions import compile_condition
-from napixclient.cli.output import (
-    Output,
-    redact,
-    redact_bytes,
-    redact_value,
-    setup_logging,
-)
-from napixclient.cli.probe import ProbeRow, Table, probe_hosts
+from napixclient.cli.output import Output, redact, redact_bytes, setup_logging
+from napixclient.cli.probe import Table
 from napixclient.client import Client
 from napixclient.exceptions import HTTPError
 from napixclient.pool import ClientPool
+from napixclient.probing import (
+    Credentials,
+    ProbeRow,
+    UsageError,
+    probe_hosts,
+    redact_value,
+    resolve_credentials,
+)
 
 _LOG = logging.getLogger("napixclient.cli")
 
@@ -89,6 +89,7 @@ def _body_text(body: Any) -> str:
 
 
 def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
+    path = path_argument(args.path)
     headers = merge_headers(parse_header(item) for item in args.header or ())
     body = None
     if args.data is not None:
@@ -99,12 +100,12 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Out
     try:
         client = Client(host_argument(args.host), credentials.authenticator, simultaneous=1,
                         timeout=args.timeout, **connection.options)
-        call = client.prepare(args.method, args.path, body, headers)
+        call = client.prepare(args.method, path, body, headers)
     except (ValueError, OSError) as error:  # OSError: a --cert file that is not there
         raise UsageError(str(error)) from None
     _LOG.debug("auth: %s", credentials.source)
     route = (f"through the proxy {client.proxy}" if client.proxy else "directly")
-    _LOG.debug("sending %s %s%s %s (%s)", call.method, client.base_url, args.path, route,
+    _LOG.debug("sending %s %s%s %s (%s)", call.method, client.base_url, path, route,
                connection.source)
     with client:
         try:
@@ -134,19 +135,25 @@ def _cmd_request(args: argparse.Namespace, credentials: Credentials, output: Out
 def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
     targets = list(args.targets)
     path = targets.pop()
-    if not path.startswith("/"):
-        raise UsageError(f"the PATH comes last and starts with '/', got {path!r}")
+    try:
+        path_argument(path)
+    except UsageError as error:
+        raise UsageError(f"{error} (the PATH comes last)") from None
     hosts = [host_argument(host) for host in targets]
     if args.hosts_file:
         hosts += read_hosts_file(args.hosts_file)
     if not hosts:
+        if args.hosts_file:
+            raise UsageError(f"no host to probe: --hosts-file {args.hosts_file} holds none "
+                             "(one host per line; # starts a comment)")
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
     condition = None if args.first_where is None else compile_condition(args.first_where)
     _LOG.debug("auth: %s", credentials.source)
 
     started = time.monotonic()
     connection: Connection = args.connection
-    _LOG.debug("probing %d hosts for GET %s (%s)", len(hosts), path, connection.source)
+    _LOG.debug("probing %d %s for GET %s (%s)", len(hosts),
+               "host" if len(hosts) == 1 else "hosts", path, connection.source)
     fleet_probe = _start_fleet(args, hosts, path, condition, output) if args.broker else None
     if args.broker and fleet_probe is None:
         return EXIT_FAILED
@@ -171,7 +178,9 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
 
     def emit(row: ProbeRow) -> None:
         if table is None:
-            output.row(Text(redact(row.json_line(), credentials.secrets)))
+            # A row masks the credentials in what came from the far side;
+            # its own words (field names, outcome) stay as they are.
+            output.row(Text(row.json_line()))
         else:
             for text in table.row(row):
                 output.row(text)
@@ -252,6 +261,8 @@ def _start_fleet(args: argparse.Namespace, hosts: List[str], path: str, conditio
     except fleet.FleetError as error:
         output.message(f"napix: {error}")
         return None
+    except ValueError as error:  # a bad broker URL: the rest was checked here
+        raise UsageError(f"--broker: {error}") from None
 
 
 def _fleet_rows(probe: Any, show: Any, advance: Any) -> Tuple[List[Any], int]:
@@ -274,13 +285,18 @@ def _cmd_demo(args: argparse.Namespace, credentials: Credentials, output: Output
 
 
 def _cmd_worker(args: argparse.Namespace, credentials: Credentials, output: Output) -> int:
-    from napixclient.fleet import run_worker
+    from napixclient.cli.worker import run_worker
 
     return run_worker(args, output.err)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``napix`` argument parser, with its three subcommands."""
+    """The ``napix`` argument parser, with its four subcommands (``request``,
+    ``probe``, ``demo``, ``worker``).
+
+    :returns: an :class:`argparse.ArgumentParser`; each subcommand's parser
+        sets ``run`` (the function that runs it) and ``parser`` (itself).
+    """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what the command does on stderr (-vv: the library's "
@@ -310,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="napix", description="Call Napix HTTP hosts: one request, a probe of many "
-        "hosts at once, or a demo against local servers.",
+        "hosts at once (here, or on a fleet of workers), or a demo against local servers.",
         epilog="Exit codes: 0 success, 1 a request failed, 2 bad usage, 130 interrupted "
         "(Ctrl-C), 141 standard output closed before the end (napix ... | head -1).")
     parser.add_argument("--version", action="version", version=f"napix {__version__}")
@@ -373,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "napixclient end to end: orchestration, capacity probing, error chains.")
     demo.set_defaults(run=_cmd_demo, parser=demo)
 
-    from napixclient.fleet import add_worker_arguments
+    from napixclient.cli.worker import add_worker_arguments
 
     worker = commands.add_parser(
         "worker", parents=[common], help="run a fleet worker for probe --broker",

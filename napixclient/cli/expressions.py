@@ -79,7 +79,7 @@ def compile_condition(text: str) -> Callable[[Mapping[str, Any]], bool]:
     :raises ExpressionError: at once, for an empty expression, a syntax
         error, a disallowed construct (named in words: "arithmetic is not
         allowed") or name, or an expression longer than
-        :data:`MAX_EXPRESSION` characters.
+        :data:`~napixclient.cli.expressions.MAX_EXPRESSION` characters.
     """
     if len(text) > MAX_EXPRESSION:
         raise ExpressionError(f"--first-where: longer than {MAX_EXPRESSION} characters")

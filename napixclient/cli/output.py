@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 from typing import (
-    Any,
     Callable,
     Iterable,
     Iterator,
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.text import Text
 
+from napixclient.probing import printable
 from napixclient.redact import redact_secrets, redact_signatures
 
 #: Columns of a table written to a pipe or a file when ``COLUMNS`` is not set.
@@ -111,30 +111,6 @@ def setup_logging(verbosity: int, secrets: Sequence[str], write: Callable[[str],
         logging.getLogger("napixclient.cli").setLevel(logging.DEBUG)
     if verbosity >= 2:
         logging.getLogger("napixclient").setLevel(logging.DEBUG)
-
-
-def printable(text: str, keep: str = "") -> str:
-    """``text`` with every character that is not printable (the ESC that
-    starts a terminal's escape sequences, other control characters) written
-    as its Python escape (``\\x1b``), except those in ``keep``: a far
-    side's text must not drive the terminal."""
-    if text.isprintable():  # the common case, at C speed
-        return text
-    return "".join(c if c.isprintable() or c in keep
-                   else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def redact_value(value: Any, secrets: Sequence[str]) -> Any:
-    """A decoded JSON value with the credentials masked in every string,
-    keys included, before it is encoded again (where escaping could hide
-    them from a search in the encoded text)."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {redact_value(k, secrets): redact_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_value(item, secrets) for item in value]
-    return value
 
 
 def _same_terminal(first: TextIO, second: TextIO) -> bool:

@@ -47,7 +47,7 @@ from napixclient.core.authenticators import (
     coerce_authenticator,
 )
 from napixclient.core.codings import accept_encoding, decode_content
-from napixclient.core.hosts import host_header, parse_host
+from napixclient.core.hosts import check_path, host_header, parse_host
 from napixclient.core.origin import Origin
 from napixclient.core.parser import Answer, check_parser
 from napixclient.core.proxies import check_proxies, choose_proxy
@@ -358,7 +358,9 @@ class BaseClient:
 
         :returns: a :class:`PreparedCall`.
         :raises ValueError: naming the argument, for a method that is not an
-            HTTP token, a URL holding CR, LF, NUL or a ``#`` fragment (see
+            HTTP token, a URL that is not a path starting with ``/`` (see
+            :func:`~napixclient.core.hosts.check_path`), a URL holding CR,
+            LF, NUL or a ``#`` fragment (see
             :func:`~napixclient.core.request.quote_target`), a body of another
             type or that is not JSON, bad headers (a character outside
             Latin-1, a ``Content-Length`` that does not match the body, a
@@ -368,13 +370,7 @@ class BaseClient:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         method = check_method(method)
-        if not isinstance(url, str):
-            raise ValueError(f"url must be a str path such as '/vm-ip/', "
-                             f"got {type(url).__name__}")
-        if "://" in url.split("?", 1)[0]:
-            raise ValueError(f"url {url!r} must be a path on {self.host}, "
-                             "not an absolute URL")
-        path = url if url.startswith("/") else "/" + url
+        path = check_path(url)
         try:
             target = self._quoted_prefix + quote_target(path)
         except ValueError as error:

@@ -1,51 +1,10 @@
-"""Real Napix test servers on loopback, and a pytest plugin that starts them.
-
-:class:`NapixTestServer` is a gevent WSGI server bound to ``127.0.0.1`` on an
-ephemeral port. It runs in the gevent hub of the calling process, so it serves
-while your gevent code (a :class:`~napixclient.Client`, a
-:class:`~napixclient.ClientPool`) calls it, with no monkey-patching. It checks
-signatures and tokens the way a Napix server does (PROTOCOL.md), answers the
-routes you declare, and can add latency, hang or drop the connection per
-route. It records every request and counts concurrent requests and TCP
-connections, so a test can check what a client really did::
-
-    from napixclient import Client
-    from napixclient.testing import NapixTestServer
-
-    with NapixTestServer(users={"root": "toor"}) as srv:
-        srv.route("/vm-ip/", "POST", handler=lambda req: (201, req.json))
-        srv.route("/slow", latency=0.5)
-        srv.route("/dead", drop=True)
-        with Client(srv.host, {"login": "root", "key": "toor"}) as client:
-            assert client.post("/vm-ip/", {"size": 1}).body == {"size": 1}
-        assert srv.requests[0].login == "root"
-        assert srv.max_open_connections == 1
-
-With pytest, this module is a plugin (registered through the ``pytest11``
-entry point when napixclient is installed, or with
-``pytest_plugins = ["napixclient.testing"]`` in a ``conftest.py``). It gives
-two fixtures:
-
-* ``napix_server``: a started ``NapixTestServer(users={"root": "toor"})``,
-  stopped after the test;
-* ``napix_server_factory``: a callable taking :class:`NapixTestServer`'s
-  keyword arguments and returning a started server; every server it made is
-  stopped after the test.
-
-::
-
-    def test_capacity(napix_server):
-        napix_server.route("/capacity", body={"slots": 3})
-        ...
-
-Do not call blocking, non-gevent code (for instance plain :mod:`requests`
-without napixclient's transport) against the server from the same process:
-it would block the hub the server runs in, and both would wait forever.
-"""
+"""The test server: :class:`NapixTestServer`, a gevent WSGI server on
+``127.0.0.1`` that answers the routes a test declares, checks identities as
+a Napix server does (:mod:`napixclient.testing.signatures`), records every
+request (:class:`RecordedRequest`) and counts requests and connections."""
 
 from __future__ import annotations
 
-import hmac
 import http
 import io
 import json
@@ -59,14 +18,12 @@ from typing import (
     Any,
     Callable,
     Dict,
-    Iterator,
     List,
     Optional,
     Set,
     Tuple,
     Union,
 )
-from urllib.parse import parse_qs, parse_qsl
 
 import gevent
 import gevent.select
@@ -74,30 +31,32 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from napixclient.authenticators import sign
 from napixclient.redact import redact_parameters, redact_secrets, redact_signatures
-from napixclient.response import media_type
-
-try:
-    import pytest
-except ImportError:  # pragma: no cover - pytest is only a test extra
-    _HAVE_PYTEST = False
-else:
-    _HAVE_PYTEST = True
+from napixclient.response import Headers, media_type
+from napixclient.testing.signatures import (
+    check_signature,
+    check_token,
+    parse_authorization,
+    query_values,
+    single_field,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
     "HANG_LIMIT",
+    "MAX_BODY",
+    "MAX_LOG_LINE",
+    "RAW_TARGET_KEY",
+    "RECORD_KEY",
+    "STOP_TIMEOUT",
     "NapixTestServer",
     "RecordedRequest",
-    "hmac_token",
-    "napix_server",
-    "napix_server_factory",
 ]
 
-_LOG = logging.getLogger(__name__)
+# The logger the server has always logged on, whatever module holds it.
+_LOG = logging.getLogger("napixclient.testing")
 
 #: Longest time, in seconds, a ``hang=True`` route holds a request. A test
 #: that forgets to stop its server must not leave a greenlet behind forever.
@@ -128,10 +87,8 @@ MAX_LOG_LINE = 500
 _TLS_HANDSHAKE = b"\x16"
 _NOT_HTTP_ANSWER = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
-_FIELDS_REQUIRED = ("login", "host", "path", "method")
-
 Body = Union[None, str, bytes, bytearray, Dict[str, Any], List[Any]]
-Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+RouteHeaders = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
 HandlerResult = Any
 Handler = Callable[["RecordedRequest"], HandlerResult]
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -144,9 +101,11 @@ class RecordedRequest:
     :param method: the HTTP method (``str``), as sent.
     :param path: the raw request target (``str``): percent-encoded path plus
         ``?query`` when there is one, exactly as on the request line.
-    :param headers: the request headers (``dict``), names in canonical
-        ``Title-Case`` (``"Content-Type"``, ``"Authorization"``); repeated
-        headers are joined with ``","``.
+    :param headers: the request headers, a case-insensitive mapping
+        (:class:`napixclient.response.Headers`, like a response's):
+        ``headers["traceparent"]`` and ``headers.get("Traceparent")`` are
+        the same field. Names are spelled in ``Title-Case``
+        (``"Content-Type"``); repeated fields are joined with ``","``.
     :param body: the request body (``bytes``), empty when there is none.
     :param login: the login the request claims, from its ``Authorization``
         message or a ``login:signature`` token, whether or not it was
@@ -162,7 +121,7 @@ class RecordedRequest:
 
     method: str
     path: str
-    headers: Dict[str, str] = field(default_factory=dict)
+    headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     login: Optional[str] = None
     nonce: Optional[str] = None
@@ -626,7 +585,7 @@ class NapixTestServer:
         *,
         status: int = 200,
         body: Body = None,
-        headers: Optional[Headers] = None,
+        headers: Optional[RouteHeaders] = None,
         latency: float = 0.0,
         hang: bool = False,
         drop: bool = False,
@@ -713,10 +672,10 @@ class NapixTestServer:
             return _respond_error(start_response, method, path, 413, "RequestEntityTooLarge",
                                   f"request body larger than {MAX_BODY} bytes")
         authorization = environ.get("HTTP_AUTHORIZATION")
-        fields = _parse_authorization(authorization) if authorization else None
-        login = _single(fields, "login") if fields else None
-        nonce = _single(fields, "nonce") if fields else None
-        token = _query_values(query, self.token_parameter)
+        fields = parse_authorization(authorization) if authorization else None
+        login = single_field(fields, "login") if fields else None
+        nonce = single_field(fields, "nonce") if fields else None
+        token = query_values(query, self.token_parameter)
         if login is None and authorization is None and len(token) == 1:
             token_login, sep, _ = token[0].rpartition(":")
             login = token_login if sep else None
@@ -774,81 +733,18 @@ class NapixTestServer:
             The text never holds a signature, token or key.
         """
         if authorization is not None:
-            return self._check_signature(environ, method, raw_target, authorization, fields)
+            return check_signature(
+                authorization, fields, method, raw_target, environ.get("HTTP_HOST"),
+                self._users, max_clock_skew=self.max_clock_skew,
+                seen_nonces=self._seen_nonces if self.reject_replayed_nonces else None)
         if token:
-            return self._check_token(token)
+            return check_token(token, self._users, self._tokens, self.token_parameter)
         if self.require_auth:
             return 401, (
                 "authentication required: no Authorization header and no "
                 f"{self.token_parameter!r} query parameter"
             )
         return None
-
-    def _check_signature(
-        self,
-        environ: Dict[str, Any],
-        method: str,
-        raw_target: str,
-        authorization: str,
-        fields: Optional[Dict[str, List[str]]],
-    ) -> Optional[Tuple[int, str]]:
-        """Verify a signed ``Authorization`` header (PROTOCOL.md, section 1)."""
-        message, sep, signature = authorization.rpartition(":")
-        if not sep or fields is None:
-            return 403, "malformed Authorization header: expected <message>:<signature>"
-        values: Dict[str, str] = {}
-        for name in _FIELDS_REQUIRED:
-            value = _single(fields, name)
-            if value is None:
-                return 403, f"Authorization message needs exactly one {name!r} field"
-            values[name] = value
-        if values["method"] != method:
-            return 403, "signed method does not match the request method"
-        # Compared as bytes: the request line is bytes, the signed path text.
-        if values["path"].encode("utf-8") != raw_target.encode("latin-1", "replace"):
-            return 403, "signed path does not match the request target"
-        if values["host"] != environ.get("HTTP_HOST"):
-            return 403, "signed host does not match the Host header"
-        key = self._users.get(values["login"])
-        if key is None:
-            return 403, f"unknown login {values['login']!r}"
-        if not hmac.compare_digest(sign(key, message), signature):
-            return 403, "signature mismatch"
-        if self.max_clock_skew is not None:
-            stamp = _single(fields, "timestamp")
-            try:
-                skew = abs(time.time() - int(stamp or ""))
-            except ValueError:
-                return 403, "Authorization message needs an integer 'timestamp' field"
-            if skew > self.max_clock_skew:
-                return 403, f"timestamp is {skew:.0f} s away from the server's clock"
-        if self.reject_replayed_nonces:
-            nonce = _single(fields, "nonce")
-            if not nonce:
-                return 403, "Authorization message needs a 'nonce' field"
-            if nonce in self._seen_nonces:
-                return 403, "nonce already used"
-            # Only accepted requests burn their nonce, so a forged request
-            # cannot spend the nonce of a genuine one still on its way.
-            self._seen_nonces.add(nonce)
-        return None
-
-    def _check_token(self, token: List[str]) -> Optional[Tuple[int, str]]:
-        """Verify a token parameter (PROTOCOL.md, section 2)."""
-        bad = 403, f"invalid {self.token_parameter!r} parameter"
-        if len(token) != 1 or not token[0]:
-            return bad
-        value = token[0]
-        # Every opaque token is compared, so timing does not tell which
-        # prefix matched.
-        opaque = [hmac.compare_digest(value, accepted) for accepted in self._tokens]
-        if any(opaque):
-            return None
-        login, sep, signature = value.rpartition(":")
-        key = self._users.get(login) if sep else None
-        if key is not None and hmac.compare_digest(sign(key, login), signature):
-            return None
-        return bad
 
     def _hold(self, sock: Any, seconds: float) -> bool:
         """Wait ``seconds`` before answering a request on ``sock``.
@@ -931,7 +827,7 @@ def _check_body(body: Any) -> None:
         )
 
 
-def _header_list(headers: Optional[Headers]) -> List[Tuple[str, str]]:
+def _header_list(headers: Optional[RouteHeaders]) -> List[Tuple[str, str]]:
     """Turn a mapping or pairs of headers into a list of ``str`` pairs."""
     if headers is None:
         return []
@@ -1031,9 +927,9 @@ def _read_body(environ: Dict[str, Any]) -> Optional[bytes]:
     return bytes(data)
 
 
-def _headers_of(environ: Dict[str, Any]) -> Dict[str, str]:
+def _headers_of(environ: Dict[str, Any]) -> Headers:
     """Rebuild the request headers from a WSGI environ, in Title-Case."""
-    headers: Dict[str, str] = {}
+    fields: List[Tuple[str, str]] = []
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             name = key[5:]
@@ -1041,8 +937,8 @@ def _headers_of(environ: Dict[str, Any]) -> Dict[str, str]:
             name = key
         else:
             continue
-        headers["-".join(part.capitalize() for part in name.split("_"))] = str(value)
-    return headers
+        fields.append(("-".join(part.capitalize() for part in name.split("_")), str(value)))
+    return Headers(fields)
 
 
 def _json_of(environ: Dict[str, Any], body: bytes) -> Any:
@@ -1054,74 +950,3 @@ def _json_of(environ: Dict[str, Any], body: bytes) -> Any:
         return json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _parse_authorization(header: str) -> Optional[Dict[str, List[str]]]:
-    """Parse the message part of an ``Authorization`` header, or ``None``
-    when it has no ``:``."""
-    message, sep, _ = header.rpartition(":")
-    if not sep:
-        return None
-    return parse_qs(message, keep_blank_values=True)
-
-
-def _single(fields: Optional[Dict[str, List[str]]], name: str) -> Optional[str]:
-    """Return the one value of ``name`` in ``fields``, or ``None`` when it is
-    absent or repeated (a repeated field is ambiguous, so refused)."""
-    values = (fields or {}).get(name)
-    if values is None or len(values) != 1:
-        return None
-    return values[0]
-
-
-def _query_values(query: str, name: str) -> List[str]:
-    """Every value of parameter ``name`` in the query string ``query``."""
-    return [value for key, value in parse_qsl(query, keep_blank_values=True) if key == name]
-
-
-def hmac_token(login: str, key: str) -> str:
-    """Return the token a Napix server accepts for ``login``:
-    ``login:hex(HMAC-SHA256(key, login))`` (PROTOCOL.md, section 2).
-
-    :param login: the user's login (``str``).
-    :param key: the user's secret key (``str``).
-    :returns: the token (``str``); keep it out of logs, it is a credential.
-    """
-    return f"{login}:{sign(key, login)}"
-
-
-# -- pytest plugin ---------------------------------------------------------
-
-if _HAVE_PYTEST:
-
-    @pytest.fixture
-    def napix_server() -> Iterator[NapixTestServer]:
-        """A started ``NapixTestServer(users={"root": "toor"})``, stopped
-        after the test."""
-        server = NapixTestServer(users={"root": "toor"}).start()
-        try:
-            yield server
-        finally:
-            server.stop()
-
-    @pytest.fixture
-    def napix_server_factory() -> Iterator[Callable[..., NapixTestServer]]:
-        """A callable taking :class:`NapixTestServer`'s keyword arguments and
-        returning a started server; every server it made is stopped after
-        the test.
-
-        :raises TypeError, ValueError: from :class:`NapixTestServer` for bad
-            arguments.
-        """
-        servers: List[NapixTestServer] = []
-
-        def make(**kwargs: Any) -> NapixTestServer:
-            server = NapixTestServer(**kwargs).start()
-            servers.append(server)
-            return server
-
-        try:
-            yield make
-        finally:
-            for server in servers:
-                server.stop()

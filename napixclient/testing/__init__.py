@@ -1,0 +1,96 @@
+"""Real Napix test servers on loopback, and a pytest plugin that starts them.
+
+:class:`NapixTestServer` is a gevent WSGI server bound to ``127.0.0.1`` on an
+ephemeral port. It runs in the gevent hub of the calling process, so it serves
+while your gevent code (a :class:`~napixclient.Client`, a
+:class:`~napixclient.ClientPool`) calls it, with no monkey-patching. It checks
+signatures and tokens the way a Napix server does (PROTOCOL.md), answers the
+routes you declare, and can add latency, hang or drop the connection per
+route. It records every request and counts concurrent requests and TCP
+connections, so a test can check what a client really did::
+
+    from napixclient import Client
+    from napixclient.testing import NapixTestServer
+
+    with NapixTestServer(users={"root": "toor"}) as srv:
+        srv.route("/vm-ip/", "POST", handler=lambda req: (201, req.json))
+        srv.route("/slow", latency=0.5)
+        srv.route("/dead", drop=True)
+        with Client(srv.host, {"login": "root", "key": "toor"}) as client:
+            assert client.post("/vm-ip/", {"size": 1}).body == {"size": 1}
+        assert srv.requests[0].login == "root"
+        assert srv.max_open_connections == 1
+
+With pytest, :mod:`napixclient.testing.plugin` is a plugin (registered
+through the ``pytest11`` entry point when napixclient is installed, or with
+``pytest_plugins = ["napixclient.testing.plugin"]`` in a ``conftest.py``).
+It gives two fixtures:
+
+* ``napix_server``: a started ``NapixTestServer(users={"root": "toor"})``,
+  stopped after the test;
+* ``napix_server_factory``: a callable taking :class:`NapixTestServer`'s
+  keyword arguments and returning a started server; every server it made is
+  stopped after the test.
+
+::
+
+    def test_capacity(napix_server):
+        napix_server.route("/capacity", body={"slots": 3})
+        ...
+
+Do not call blocking, non-gevent code (for instance plain :mod:`requests`
+without napixclient's :class:`~napixclient.adapter.CooperativeAdapter`)
+against the server from the same process: it would block the hub the server
+runs in, and both would wait forever.
+
+The package's modules: :mod:`~napixclient.testing.server` (the server),
+:mod:`~napixclient.testing.signatures` (the identity checks) and
+:mod:`~napixclient.testing.plugin` (the fixtures); every public name is
+importable from :mod:`napixclient.testing` itself.
+"""
+
+from typing import Any, List
+
+from napixclient.testing.server import (
+    HANG_LIMIT,
+    MAX_BODY,
+    MAX_LOG_LINE,
+    RAW_TARGET_KEY,
+    RECORD_KEY,
+    STOP_TIMEOUT,
+    NapixTestServer,
+    RecordedRequest,
+)
+from napixclient.testing.signatures import hmac_token
+
+__all__ = [
+    "HANG_LIMIT",
+    "MAX_BODY",
+    "MAX_LOG_LINE",
+    "RAW_TARGET_KEY",
+    "RECORD_KEY",
+    "STOP_TIMEOUT",
+    "NapixTestServer",
+    "RecordedRequest",
+    "hmac_token",
+    "napix_server",
+    "napix_server_factory",
+]
+
+#: The fixtures, from :mod:`napixclient.testing.plugin`, imported when asked
+#: for: importing this package does not import pytest (``napix demo`` uses
+#: the server). An installation made before the plugin had its own module
+#: registers this package as the plugin: its fixtures are found here too.
+_FIXTURES = ("napix_server", "napix_server_factory")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIXTURES:
+        from napixclient.testing import plugin
+
+        return getattr(plugin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted({*globals(), *_FIXTURES})
