@@ -734,3 +734,23 @@ def test_a_50_mb_string_body_is_read_and_cut_in_the_chain(napix_server_factory):
     assert deep_error.root.error_text.startswith("[[[[") and len(
         deep_error.root.error_text) <= TEXT_BOUND
     assert bad_error.root.error_text == "\ufffd\ufffd bad \ufffd"
+
+
+# -- issue 19: bidi and other format characters (item 9) -----------------------------
+
+
+def test_bidi_controls_and_format_characters_from_the_far_side_are_escaped():
+    # U+202E (right-to-left override) would show "txt.exe" as "exe.txt";
+    # U+2066 isolates, U+200B and U+FEFF are invisible, U+E0001 a tag.
+    error = error_with({"error_class": "E\u202eRROR", "remote_call": "GET http://b/\u2066x",
+                        "remote_error": "404 Not Found: evil\u202etxt.exe\u200b\ufeff"
+                                        "\U000e0001 café 中文"})
+    escaped = "evil\\u202etxt.exe\\u200b\\ufeff\\U000e0001 café 中文"
+    assert str(error) == ("GET http://a/x -> 500 (E\\u202eRROR) | GET http://b/\\u2066x -> 404"
+                          f" | {escaped}")
+    assert error.format_chain().splitlines()[-1] == f"root cause: {escaped}"
+    assert str(error.chain[0]) == "GET http://a/x -> 500 (E\\u202eRROR)"
+    shown = HTTPError(RequestRecord("GET", "a", "http://a/\u202ex", "/\u202ex"), status=404)
+    assert repr(shown) == "<HTTPError 404 GET http://a/\\u202ex>"
+    # The hop keeps what the far side sent; only showing it escapes.
+    assert error.root.error_text.startswith("evil\u202etxt")
