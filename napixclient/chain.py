@@ -270,8 +270,18 @@ def split_status_text(text: str) -> Tuple[Optional[int], str]:
     return None, _clip_str(text)
 
 
-class Hop(NamedTuple):
-    """One server on the way from a call to the root cause of its failure.
+class _HopFields(NamedTuple):
+    # The four fields a Hop is a tuple of; see Hop.
+    call: Optional[str]
+    status: Optional[int]
+    error_class: Optional[str]
+    error_text: Optional[str]
+
+
+class Hop(_HopFields):
+    """One server on the way from a call to the root cause of its failure: a
+    named tuple of four fields, ``(call, status, error_class, error_text)``,
+    with two more attributes beside them, ``trace_id`` and ``span_id``.
 
     :ivar call: ``"METHOD URL"`` of the call made at this hop, or ``None``
         where the document does not say.
@@ -287,19 +297,56 @@ class Hop(NamedTuple):
     :ivar span_id: the span id written with it (16 lower-case hex digits),
         or ``None``.
 
-    ``trace_id`` and ``span_id`` come last and default to ``None``, so a
-    ``Hop`` built, compared or unpickled with the first four fields only
-    still works. Every text field is at most :data:`MAX_TEXT` characters (plus a note of
-    how many were left out), and holds what the far side sent, control
+    ``Hop(call, status, error_class, error_text, trace_id=None,
+    span_id=None)`` builds one. The trace ids are attributes, not items of
+    the tuple, so code written when a hop had four fields keeps working: it
+    unpacks into four names (``call, status, cls, text = hop``), has
+    ``len(hop) == 4``, and compares equal to the tuple of its four fields
+    (``hop == ("GET http://b/y", 404, None, "`10` not found")``); two hops
+    that differ only in their trace ids compare equal. ``_replace`` and
+    pickling keep the trace ids; ``_asdict()`` has the four fields. Every
+    text field is at most :data:`MAX_TEXT` characters (plus a note of how
+    many were left out), and holds what the far side sent, control
     characters included: ``str(hop)`` escapes them.
     """
 
-    call: Optional[str]
-    status: Optional[int]
-    error_class: Optional[str]
-    error_text: Optional[str]
+    # Class-wide defaults: a hop built without trace ids stores none.
     trace_id: Optional[str] = None
     span_id: Optional[str] = None
+
+    def __new__(cls, call: Optional[str], status: Optional[int],
+                error_class: Optional[str], error_text: Optional[str],
+                trace_id: Optional[str] = None, span_id: Optional[str] = None) -> "Hop":
+        hop = super().__new__(cls, call, status, error_class, error_text)
+        if trace_id is not None:
+            hop.trace_id = trace_id
+        if span_id is not None:
+            hop.span_id = span_id
+        return hop
+
+    def _replace(self, **changes: Any) -> "Hop":
+        """A copy of the hop with ``changes`` (any of the four fields,
+        ``trace_id``, ``span_id``), like a named tuple's ``_replace``.
+
+        :raises ValueError: for a name that is not one of those.
+        """
+        trace_id = changes.pop("trace_id", self.trace_id)
+        span_id = changes.pop("span_id", self.span_id)
+        fields = super()._replace(**changes)
+        return type(self)(*fields, trace_id, span_id)
+
+    def __reduce__(self) -> Any:
+        # Four arguments when there is no trace id, so that the pickle of such
+        # a hop loads in every version of napixclient.
+        ids = () if self.trace_id is None and self.span_id is None \
+            else (self.trace_id, self.span_id)
+        return (type(self), (*self, *ids))
+
+    def __repr__(self) -> str:
+        shown = super().__repr__()
+        if self.trace_id is None and self.span_id is None:
+            return shown
+        return f"{shown[:-1]}, trace_id={self.trace_id!r}, span_id={self.span_id!r})"
 
     def __str__(self) -> str:
         """``"GET http://b/y -> 404 (NotFound)"``, on one line."""

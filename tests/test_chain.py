@@ -754,3 +754,44 @@ def test_bidi_controls_and_format_characters_from_the_far_side_are_escaped():
     assert repr(shown) == "<HTTPError 404 GET http://a/\\u202ex>"
     # The hop keeps what the far side sent; only showing it escapes.
     assert error.root.error_text.startswith("evil\u202etxt")
+
+
+# -- issue 19: a hop is still the tuple of four fields (item 13) ----------------------
+
+TRACE_ID, SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def test_a_hop_with_trace_ids_is_still_a_tuple_of_four_fields():
+    document = {"error_class": "E", "error_text": "boom", "trace_id": TRACE_ID,
+                "span_id": SPAN_ID}
+    (hop,) = read_chain("GET http://b/y", 500, document)
+    assert (hop.trace_id, hop.span_id) == (TRACE_ID, SPAN_ID)
+    # Code written against the four fields: compare, unpack, count, hash.
+    assert hop == ("GET http://b/y", 500, "E", "boom")
+    assert hop == Hop("GET http://b/y", 500, "E", "boom")
+    call, status, error_class, error_text = hop
+    assert (call, status, error_class, error_text) == ("GET http://b/y", 500, "E", "boom")
+    assert len(hop) == 4 and hop[-1] == "boom"
+    assert {hop: 1}[("GET http://b/y", 500, "E", "boom")] == 1
+    assert hop._asdict() == {"call": "GET http://b/y", "status": 500, "error_class": "E",
+                             "error_text": "boom"}
+
+
+def test_a_hop_keeps_its_trace_ids_through_replace_pickle_and_copy():
+    import copy
+    import pickle
+
+    hop = Hop("GET http://b/y", 500, "E", "boom", TRACE_ID, span_id=SPAN_ID)
+    for other in (hop._replace(status=502), pickle.loads(pickle.dumps(hop)),
+                  pickle.loads(pickle.dumps(hop, 0)), copy.deepcopy(hop)):
+        assert (other.trace_id, other.span_id) == (TRACE_ID, SPAN_ID)
+        assert type(other) is Hop
+    assert hop._replace(status=502).status == 502
+    assert hop._replace(trace_id=None).trace_id is None
+    assert "trace_id='4bf92f35" in repr(hop)
+    plain = Hop("GET http://b/y", 500, "E", "boom")
+    assert repr(plain) == ("Hop(call='GET http://b/y', status=500, error_class='E', "
+                           "error_text='boom')")
+    assert pickle.loads(pickle.dumps(plain)) == plain
+    with pytest.raises(ValueError):
+        hop._replace(bogus=1)
