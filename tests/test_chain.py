@@ -795,3 +795,73 @@ def test_a_hop_keeps_its_trace_ids_through_replace_pickle_and_copy():
     assert pickle.loads(pickle.dumps(plain)) == plain
     with pytest.raises(ValueError):
         hop._replace(bogus=1)
+
+
+# -- issue 19: an answer that came through a proxy says so (item 14) ------------------
+
+PROXY_PAGE = (b"<html><head><title>502 Bad Gateway</title></head>"
+              b"<body><h1>Unable to connect</h1></body></html>")
+
+
+def proxy_answer(status=502, reason="Bad Gateway"):
+    from napixclient import Response
+
+    record = RequestRecord("GET", "origin:8002", "http://origin:8002/x", "/x")
+    return Response(status, reason, {"Content-Type": "text/html", "Server": "tinyproxy"},
+                    PROXY_PAGE, 0.01, record)
+
+
+def test_an_answer_through_a_proxy_names_the_proxy_in_remote_call_str_and_chain():
+    import pickle
+
+    error = HTTPError.from_response(proxy_answer(), proxy="http://127.0.0.1:3128")
+    assert error.proxy == "http://127.0.0.1:3128"
+    assert error.remote_call == "GET http://origin:8002/x via the proxy http://127.0.0.1:3128"
+    assert str(error).startswith(
+        "GET http://origin:8002/x via the proxy http://127.0.0.1:3128 -> 502 | <html>")
+    assert error.format_chain().splitlines()[0] == (
+        "hop 0: GET http://origin:8002/x via the proxy http://127.0.0.1:3128 -> 502")
+    assert error.request.url == "http://origin:8002/x"  # the record is the origin's
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.proxy, copy.remote_call, str(copy)) == (error.proxy, error.remote_call,
+                                                         str(error))
+    # Straight from the origin: as before.
+    direct = HTTPError.from_response(proxy_answer())
+    assert direct.proxy is None and direct.remote_call == "GET http://origin:8002/x"
+    # An ExceptionsCatcher relaying it writes the proxy in remote_call.
+    document = write_document("HTTPError", str(error), remote_call=error.remote_call,
+                              remote_error=error.remote_error, remote_status=error.status)
+    assert read_chain("GET http://a/y", 500, document)[1].call == error.remote_call
+
+
+def test_the_proxy_of_an_error_never_shows_credentials_and_must_be_a_str():
+    error = HTTPError.from_response(proxy_answer(), proxy="http://ops:s3cr#t@127.0.0.1:3128")
+    assert error.proxy == "http://***@127.0.0.1:3128"
+    assert "s3cr" not in str(error) + repr(error) + error.format_chain() + error.remote_call
+    with pytest.raises(TypeError, match="proxy must be a str"):
+        HTTPError(proxy_answer().request, status=502, proxy=3128)
+
+
+@pytest.mark.xfail(strict=True, reason="the client does not pass proxy= to "
+                   "HTTPError.from_response yet (the lead wires it in the request path)")
+def test_a_dead_origin_through_a_forwarding_proxy_reads_as_the_proxys_answer(tmp_path):
+    from tests import proxyserver
+
+    if proxyserver.tinyproxy_path() is None:
+        pytest.skip("tinyproxy is not installed")
+    import socket
+
+    # A port bound and never listening: the origin refuses, whatever else runs.
+    with socket.socket() as dead, proxyserver.running_tinyproxy(tmp_path) as proxy:
+        dead.bind(("127.0.0.1", 0))
+        port = dead.getsockname()[1]
+        with Client(f"127.0.0.1:{port}", AUTH, proxies={"http": proxy.url},
+                    timeout=10) as client:
+            with pytest.raises(HTTPError) as caught:
+                client.get("/x")
+    error = caught.value
+    assert error.status == 500  # tinyproxy's "Unable to connect" page
+    assert "Via" not in error.response.headers  # not forwarded: the proxy's own page
+    assert error.proxy == proxy.url
+    assert error.remote_call == f"GET http://127.0.0.1:{port}/x via the proxy {proxy.url}"
+    assert str(error).startswith(error.remote_call + " -> 500 | ")
