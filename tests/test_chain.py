@@ -865,3 +865,29 @@ def test_a_dead_origin_through_a_forwarding_proxy_reads_as_the_proxys_answer(tmp
     assert error.proxy == proxy.url
     assert error.remote_call == f"GET http://127.0.0.1:{port}/x via the proxy {proxy.url}"
     assert str(error).startswith(error.remote_call + " -> 500 | ")
+
+
+# -- issue 19: what docs/errors.rst tells readers to catch around wait() (item 18) ----
+
+
+def test_pool_wait_timeout_raises_the_builtin_timeout_error_the_errors_page_names(
+        napix_server_factory):
+    from napixclient import ClientPool, Timeout
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "errors.rst").read_text()
+    advice = page[page.index("\nWaiting on a pool\n"):page.index("\nRetries\n")]
+    assert "except TimeoutError:" in advice and "pool.wait(timeout=" in advice
+    server = napix_server_factory()
+    server.route("/slow", latency=5.0)
+    server.route("/fast", body={"ok": True})
+    with ClientPool(AUTH, timeout=10) as pool:
+        pool.request(server.host, "GET", "/fast")
+        pool.request(server.host, "GET", "/slow")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as caught:
+            pool.wait(timeout=0.3)
+        assert time.monotonic() - started < 3
+        assert not isinstance(caught.value, (Timeout, HTTPError))
+        assert type(caught.value) is TimeoutError
+        assert pool.pending == 2  # nothing collected: a later wait() gets both
+        pool.cancel()
