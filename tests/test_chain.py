@@ -891,3 +891,37 @@ def test_pool_wait_timeout_raises_the_builtin_timeout_error_the_errors_page_name
         assert type(caught.value) is TimeoutError
         assert pool.pending == 2  # nothing collected: a later wait() gets both
         pool.cancel()
+
+
+# -- issue 19: secret parameters the far side echoed (item 8) --------------------------
+
+
+def test_remote_error_and_the_chain_mask_secret_parameters_the_far_side_echoed():
+    from napixclient.redact import register_secret_parameters
+
+    register_secret_parameters(["api_key"])
+    document = {"error_class": "NotFound", "error_text": "/v?api_key=k3y-1 not found",
+                "remote_call": "GET 127.0.0.1:8002/v?token=root%3Aab12",
+                "remote_error": ["`/v?token=root:ab12&n=1` not found"]}
+    error = error_with(document, status=404)
+    assert error.remote_error == {
+        "error_class": "NotFound", "error_text": "/v?api_key=*** not found",
+        "remote_call": "GET 127.0.0.1:8002/v?token=***",
+        "remote_error": ["`/v?token=***&n=1` not found"]}
+    assert document["error_text"] == "/v?api_key=k3y-1 not found"  # the caller's, untouched
+    assert [hop.call for hop in error.chain] == ["GET http://a/x",
+                                                 "GET 127.0.0.1:8002/v?token=***"]
+    shown = str(error) + error.format_chain() + repr(error.chain)
+    assert "k3y-1" not in shown and "ab12" not in shown
+    text = HTTPError(RECORD, status=404, remote_error="404 Not Found: `/x?token=s3cret`")
+    assert text.remote_error == "404 Not Found: `/x?token=***`"
+    assert "s3cret" not in str(text)
+
+
+def test_a_written_document_masks_secret_parameters():
+    document = write_document("ValueError", "bad http://c/x?token=s3cret",
+                              remote_call="GET http://c/y?token=s3cret",
+                              remote_error={"error_text": "`/y?token=s3cret` not found"})
+    assert "s3cret" not in json.dumps(document)
+    assert document["error_text"] == "bad http://c/x?token=***"
+    assert document["remote_error"] == {"error_text": "`/y?token=***` not found"}
