@@ -259,10 +259,14 @@ def register_secret_parameters(names: Iterable[str]) -> None:
             logging.getLogger(name).addFilter(_SECRET_FILTER)  # a no-op when present
 
 
+# The pattern of the names known before any registration ("token").
+_DEFAULT_PATTERN = _compile(_secret_names)
+
+
 def redact_secret_parameters(text: str) -> str:
     """Return ``text`` with the value of every registered secret query
     parameter replaced by ``***`` (see :func:`register_secret_parameters`)."""
-    pattern = _secret_pattern or _compile(_secret_names)
+    pattern = _secret_pattern or _DEFAULT_PATTERN
     return pattern.sub(r"\1***", text)
 
 
@@ -287,7 +291,7 @@ def redact_document(value: Any) -> Any:
     >>> redact_document({"error_text": "`/x?token=root%3Aab` not found", "line": 3})
     {'error_text': '`/x?token=***` not found', 'line': 3}
     """
-    pattern = _secret_pattern or _compile(_secret_names)
+    pattern = _secret_pattern or _DEFAULT_PATTERN
 
     def masked(item: Any) -> Any:
         return pattern.sub(r"\1***", item) if type(item) is str and "=" in item else item
