@@ -58,6 +58,10 @@ setup(
             # Celery workers.
             "celery[redis]>=5.3",
             "redis>=4.5",
+            # napixclient.asgi's tests: a real uvicorn serving a plain ASGI
+            # app and a Starlette one.
+            "uvicorn>=0.30",
+            "starlette>=0.37",
         ],
         "docs": [
             "sphinx>=7.2",
@@ -80,6 +84,9 @@ setup(
         "otel": ["opentelemetry-api>=1.30"],
         # napixclient.fleet: probes spread over Celery workers, Redis broker.
         "fleet": ["celery[redis]>=5.3", "redis>=4.5"],
+        # napixclient.asgi needs only the standard library: the extra names
+        # nothing, so that installations may name it.
+        "asgi": [],
     },
     entry_points={
         "console_scripts": ["napix = napixclient.cli:main"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import unicodedata
 from http import HTTPStatus
 from typing import (
     Any,
@@ -28,6 +29,8 @@ from typing import (
     Set,
     Tuple,
 )
+
+from napixclient.redact import redact_document, redact_secret_parameters
 
 __all__ = [
     "DOCUMENT_KEYS",
@@ -100,23 +103,47 @@ def _reasons() -> Dict[int, FrozenSet[str]]:
 _REASONS = _reasons()
 # What would break a line in a log or drive a terminal: C0 and C1 controls,
 # DEL, Unicode line and paragraph separators, and lone surrogates (which
-# cannot even be printed to a UTF-8 stream).
+# cannot even be printed to a UTF-8 stream). Format characters (Unicode
+# category Cf: bidi overrides and isolates, zero-width characters...) are
+# escaped too, by _escape_format: a U+202E reverses what a reader sees.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _escape(match: "re.Match[str]") -> str:
-    char = match.group()
+def _escaped(char: str) -> str:
+    """``\\n``, ``\\x1b``, ``\\u202e``, ``\\U000e0001``: how ``char`` is shown."""
     code = ord(char)
-    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _escape(match: "re.Match[str]") -> str:
+    return _escaped(match.group())
+
+
+def _escape_format(text: str) -> str:
+    """``text`` with its format characters (Unicode category ``Cf``)
+    escaped. Each distinct character is looked up once, so the cost is one
+    pass over the text plus one look-up per distinct non-ASCII character."""
+    if text.isascii():
+        return text
+    table = {ord(char): _escaped(char) for char in set(text)
+             if char > "\x7f" and unicodedata.category(char) == "Cf"}
+    return text.translate(table) if table else text
 
 
 def _printable(text: str, keep_newlines: bool = False) -> str:
-    """``text`` with control characters and lone surrogates escaped
-    (``\\n``, ``\\x1b``, ``\\ud800``); newlines kept when asked."""
+    """``text`` with control characters, format characters (``Cf``: bidi
+    controls such as U+202E, zero-width characters) and lone surrogates
+    escaped (``\\n``, ``\\x1b``, ``\\u202e``, ``\\ud800``); newlines kept when
+    asked."""
     if keep_newlines:
-        return "\n".join(_UNPRINTABLE.sub(_escape, line) for line in text.split("\n"))
-    return _UNPRINTABLE.sub(_escape, text)
+        return "\n".join(_escape_format(_UNPRINTABLE.sub(_escape, line))
+                         for line in text.split("\n"))
+    return _escape_format(_UNPRINTABLE.sub(_escape, text))
 
 
 def _clip_str(text: str, start: int = 0) -> str:
@@ -162,19 +189,22 @@ def _show(value: Any, level: int = 0) -> str:
 
 def _text_of(value: Any) -> Optional[str]:
     """The text of a field that should be a string, kept to at most
-    :data:`MAX_TEXT` characters; ``None`` for ``None``. Never raises."""
+    :data:`MAX_TEXT` characters, the values of secret query parameters
+    masked (:func:`~napixclient.redact.redact_secret_parameters`: a server
+    may echo the request target, token included); ``None`` for ``None``.
+    Never raises."""
     try:
         if value is None:
             return None
         if isinstance(value, str):
-            return _clip_str(str.__str__(value))
+            return redact_secret_parameters(_clip_str(str.__str__(value)))
         if isinstance(value, (bytes, bytearray)):
             text = bytes(value[:_MAX_BYTES]).decode("utf-8", errors="replace")
             clipped = _clip_str(text)
             if len(value) > _MAX_BYTES:
                 clipped += f" ({len(value) - _MAX_BYTES} more bytes)"
-            return clipped
-        return _clip_str(_show(value))
+            return redact_secret_parameters(clipped)
+        return redact_secret_parameters(_clip_str(_show(value)))
     except Exception:
         return f"<unreadable {type(value).__name__}>"
 
@@ -240,8 +270,18 @@ def split_status_text(text: str) -> Tuple[Optional[int], str]:
     return None, _clip_str(text)
 
 
-class Hop(NamedTuple):
-    """One server on the way from a call to the root cause of its failure.
+class _HopFields(NamedTuple):
+    # The four fields a Hop is a tuple of; see Hop.
+    call: Optional[str]
+    status: Optional[int]
+    error_class: Optional[str]
+    error_text: Optional[str]
+
+
+class Hop(_HopFields):
+    """One server on the way from a call to the root cause of its failure: a
+    named tuple of four fields, ``(call, status, error_class, error_text)``,
+    with two more attributes beside them, ``trace_id`` and ``span_id``.
 
     :ivar call: ``"METHOD URL"`` of the call made at this hop, or ``None``
         where the document does not say.
@@ -257,19 +297,56 @@ class Hop(NamedTuple):
     :ivar span_id: the span id written with it (16 lower-case hex digits),
         or ``None``.
 
-    ``trace_id`` and ``span_id`` come last and default to ``None``, so a
-    ``Hop`` built, compared or unpickled with the first four fields only
-    still works. Every text field is at most :data:`MAX_TEXT` characters (plus a note of
-    how many were left out), and holds what the far side sent, control
+    ``Hop(call, status, error_class, error_text, trace_id=None,
+    span_id=None)`` builds one. The trace ids are attributes, not items of
+    the tuple, so code written when a hop had four fields keeps working: it
+    unpacks into four names (``call, status, cls, text = hop``), has
+    ``len(hop) == 4``, and compares equal to the tuple of its four fields
+    (``hop == ("GET http://b/y", 404, None, "`10` not found")``); two hops
+    that differ only in their trace ids compare equal. ``_replace`` and
+    pickling keep the trace ids; ``_asdict()`` has the four fields. Every
+    text field is at most :data:`MAX_TEXT` characters (plus a note of how
+    many were left out), and holds what the far side sent, control
     characters included: ``str(hop)`` escapes them.
     """
 
-    call: Optional[str]
-    status: Optional[int]
-    error_class: Optional[str]
-    error_text: Optional[str]
+    # Class-wide defaults: a hop built without trace ids stores none.
     trace_id: Optional[str] = None
     span_id: Optional[str] = None
+
+    def __new__(cls, call: Optional[str], status: Optional[int],
+                error_class: Optional[str], error_text: Optional[str],
+                trace_id: Optional[str] = None, span_id: Optional[str] = None) -> "Hop":
+        hop = super().__new__(cls, call, status, error_class, error_text)
+        if trace_id is not None:
+            hop.trace_id = trace_id
+        if span_id is not None:
+            hop.span_id = span_id
+        return hop
+
+    def _replace(self, **changes: Any) -> "Hop":
+        """A copy of the hop with ``changes`` (any of the four fields,
+        ``trace_id``, ``span_id``), like a named tuple's ``_replace``.
+
+        :raises ValueError: for a name that is not one of those.
+        """
+        trace_id = changes.pop("trace_id", self.trace_id)
+        span_id = changes.pop("span_id", self.span_id)
+        fields = super()._replace(**changes)
+        return type(self)(*fields, trace_id, span_id)
+
+    def __reduce__(self) -> Any:
+        # Four arguments when there is no trace id, so that the pickle of such
+        # a hop loads in every version of napixclient.
+        ids = () if self.trace_id is None and self.span_id is None \
+            else (self.trace_id, self.span_id)
+        return (type(self), (*self, *ids))
+
+    def __repr__(self) -> str:
+        shown = super().__repr__()
+        if self.trace_id is None and self.span_id is None:
+            return shown
+        return f"{shown[:-1]}, trace_id={self.trace_id!r}, span_id={self.span_id!r})"
 
     def __str__(self) -> str:
         """``"GET http://b/y -> 404 (NotFound)"``, on one line."""
@@ -402,7 +479,9 @@ def write_document(
 
     :param error_class: the name of the exception's class (``str``).
     :param error_text: what the exception says (``str``), already cut to
-        the length the server wants.
+        the length the server wants; the values of secret query parameters
+        (:func:`~napixclient.redact.redact_secret_parameters`) are masked
+        in it.
     :param request: ``{"method": ..., "path": ...}`` of the request that
         failed, or ``None`` to leave ``request`` out. Never put the query
         string or headers there: they may carry credentials.
@@ -411,9 +490,12 @@ def write_document(
         (:attr:`HTTPError.remote_call <napixclient.HTTPError.remote_call>`),
         or ``None`` when the failure was not a failed call. It is cut to
         :data:`MAX_TEXT` characters (a value that is not a ``str`` is
-        written in a short rendering).
+        written in a short rendering), secret query parameters masked.
     :param remote_error: what the other server said, as received (its
-        decoded document, or its text); written only with ``remote_call``.
+        decoded document, or its text), the values of secret query
+        parameters masked in a copy
+        (:func:`~napixclient.redact.redact_document`); written only with
+        ``remote_call``.
     :param remote_status: the status the call got (``int``, 100 to 599),
         or ``None`` when no answer came; written, with ``remote_call``, as
         ``remote_status``, a napixclient extension that other readers
@@ -430,12 +512,13 @@ def write_document(
         ``remote_status``, ``trace_id`` and ``span_id`` when given.
         :func:`read_chain` reads it back.
     """
-    document: Dict[str, Any] = {"error_class": error_class, "error_text": error_text}
+    document: Dict[str, Any] = {"error_class": error_class,
+                                "error_text": redact_secret_parameters(error_text)}
     if request is not None:
         document["request"] = dict(request)
     if remote_call is not None:
         document["remote_call"] = _text_of(remote_call)
-        document["remote_error"] = remote_error
+        document["remote_error"] = redact_document(remote_error)
         status = _status_of(remote_status)
         if status is not None:
             document["remote_status"] = status

@@ -180,6 +180,11 @@ class ConnectionManager:
                 f"idle={self.idle_connections} "
                 f"max_connections={self.max_connections}{state}>")
 
+    def holds(self, origin: Origin) -> bool:
+        """Whether ``origin`` has a request running or waiting, or an idle
+        connection (``bool``)."""
+        return self._leases.holds(origin)
+
     def tracing(self) -> bool:
         """Whether events are wanted now (see :meth:`Tracer.tracing`)."""
         return self.tracer.tracing()

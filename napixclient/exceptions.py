@@ -29,6 +29,7 @@ from napixclient.chain import (  # noqa: F401
     read_chain,
     split_status_text,
 )
+from napixclient.redact import redact_document, redact_url_credentials
 from napixclient.response import RequestRecord
 
 if TYPE_CHECKING:
@@ -50,14 +51,25 @@ class HTTPError(Exception):
     :ivar status: the status (``int``), or ``None`` when no HTTP answer came.
     :ivar request: the :class:`~napixclient.RequestRecord` of the request.
     :ivar response: the :class:`~napixclient.Response`, or ``None``.
-    :ivar remote_call: ``"METHOD URL"`` of the request, credentials redacted.
+    :ivar remote_call: ``"METHOD URL"`` of the request, credentials redacted;
+        ``"METHOD URL via the proxy PROXY"`` when the answer came through a
+        forwarding proxy (:attr:`proxy`).
     :ivar remote_error: what the far side said: its decoded JSON error
         document (``dict``), or a text such as ``"404 Not Found: `10` not
-        found"``; for a transport failure, a description of it.
+        found"``; for a transport failure, a description of it. The values
+        of secret query parameters (``token``, and those an authenticator
+        registers) read ``***`` in it, wherever the far side echoed them
+        (:func:`~napixclient.redact.redact_document`).
+    :ivar proxy: the forwarding proxy the answer came through
+        (``"http://127.0.0.1:3128"``: scheme, host and port, never
+        credentials), or ``None`` when it came straight from the origin. A
+        proxy answers some statuses itself (502, 504, its own 5xx pages when
+        it cannot reach the origin, 407): see :doc:`/proxies`.
 
     ``str(err)`` reads the :attr:`chain` hop by hop on one line. Like a
     :class:`~napixclient.Response`, it has ``status`` and ``request``, so pool
     code can treat results alike (``if result.status != 200: continue``).
+    An error pickles with all of these.
 
     The client raises these; code of your own seldom builds one, except to
     stand for a failed call in a test:
@@ -68,8 +80,17 @@ class HTTPError(Exception):
         came.
     :param response: the :class:`~napixclient.Response` when an answer came.
     :param remote_error: what the far side said (a ``dict`` error document,
-        a ``str``), or a description of the transport failure.
+        a ``str``), or a description of the transport failure; secret query
+        parameters are masked in a copy of it.
+    :param proxy: ``str``, the forwarding proxy the answer came through
+        (``"scheme://host:port"``; credentials in it are masked), or
+        ``None``.
+    :raises TypeError: if ``proxy`` is neither a ``str`` nor ``None``.
     """
+
+    _remote_error: Any
+    _masked: Any
+    _chain: Optional[Chain]
 
     def __init__(
         self,
@@ -80,28 +101,52 @@ class HTTPError(Exception):
         remote_error: Any = None,
         proxy: Optional[str] = None,
     ) -> None:
+        if proxy is not None and not isinstance(proxy, str):
+            raise TypeError(f"HTTPError: proxy must be a str such as "
+                            f"'http://127.0.0.1:3128' or None, got {type(proxy).__name__}")
         super().__init__(request, status)
-        self.proxy = proxy
         self.request = request
         self.status = status
         self.response = response
-        self.remote_call = request.call
+        self.proxy = None if proxy is None else redact_url_credentials(proxy)
+        self.remote_call = request.call if proxy is None \
+            else f"{request.call} via the proxy {self.proxy}"
         self.remote_error = remote_error
-        self._chain: Optional[Chain] = None
+
+    @property
+    def remote_error(self) -> Any:
+        """What the far side said (see the class's description), with the
+        values of secret query parameters masked: a copy made when first
+        read (its cost grows with the document's size, so :attr:`chain`
+        and ``str()``, whose cost does not, never read it whole)."""
+        if self._masked is _UNMASKED:
+            self._masked = redact_document(self._remote_error)
+        return self._masked
+
+    @remote_error.setter
+    def remote_error(self, value: Any) -> None:
+        self._remote_error = value
+        self._masked = _UNMASKED
+        self._chain = None
 
     @classmethod
-    def from_response(cls, response: "Response", proxy: Optional[str] = None) -> "HTTPError":
+    def from_response(cls, response: "Response", *, proxy: Optional[str] = None) -> "HTTPError":
         """Build the error for an answer with a status of 400 or more.
 
-        ``remote_error`` is the decoded body when it is a JSON object (kept
-        as it is), otherwise ``"<status> <reason>: <text>"`` with the text
-        cut to :data:`~napixclient.chain.MAX_TEXT` characters (a body of another JSON type is
-        shown in a short rendering). Never raises for any body.
+        ``remote_error`` is the decoded body when it is a JSON object, otherwise
+        ``"<status> <reason>: <text>"`` with the text cut to
+        :data:`~napixclient.chain.MAX_TEXT` characters (a body of another
+        JSON type is shown in a short rendering); in both, the values of
+        secret query parameters read ``***``. Never raises for any body.
 
         :param response: the :class:`~napixclient.Response` of status 400 or
             more.
+        :param proxy: ``str``, the forwarding proxy the answer came through
+            (``"http://127.0.0.1:3128"``), or ``None`` when it came from
+            the origin directly (or through a ``CONNECT`` tunnel).
         :returns: an instance of the class it is called on, with
             ``status``, ``request`` and ``response`` taken from ``response``.
+        :raises TypeError: if ``proxy`` is neither a ``str`` nor ``None``.
         """
         body = response.body
         if isinstance(body, dict):
@@ -124,7 +169,9 @@ class HTTPError(Exception):
 
     def _read_chain(self) -> Chain:
         try:
-            document = self.remote_error
+            # As received: the chain masks each text it keeps, at a cost that
+            # does not grow with the document's size.
+            document = self._remote_error
             if isinstance(document, str) and self.response is not None:
                 # Our own "<status> <reason>: " prefix is not the far side's text.
                 prefix = _status_prefix(self.response)
@@ -197,7 +244,11 @@ class HTTPError(Exception):
 
     def __reduce__(self) -> Any:
         return (_rebuild, (type(self), self.request, self.status, self.response,
-                           self.remote_error))
+                           self.remote_error, self.proxy))
+
+
+# What HTTPError._masked holds until remote_error is first read.
+_UNMASKED = object()
 
 
 def _status_prefix(response: "Response") -> str:
@@ -208,8 +259,11 @@ def _status_prefix(response: "Response") -> str:
 
 
 def _rebuild(cls: type, request: RequestRecord, status: Optional[int],
-             response: Optional["Response"], remote_error: Any) -> HTTPError:
-    error: HTTPError = cls(request, status=status, response=response, remote_error=remote_error)
+             response: Optional["Response"], remote_error: Any,
+             proxy: Optional[str] = None) -> HTTPError:
+    # proxy defaults to None: errors pickled before it existed still load.
+    error: HTTPError = cls(request, status=status, response=response, remote_error=remote_error,
+                           proxy=proxy)
     return error
 
 

@@ -307,20 +307,30 @@ def _wsgi_text(value: Any) -> str:
 
 
 def _server_attributes(environ: Mapping[str, Any], method: str) -> Dict[str, Any]:
-    """The ``SERVER`` span's attributes at its start. Never the query string
-    (it may carry a token) nor a header but ``User-Agent``."""
+    """The ``SERVER`` span's attributes at its start, from a WSGI environ."""
+    protocol = environ.get("SERVER_PROTOCOL")
+    return _request_attributes(
+        method,
+        _wsgi_text(f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"),
+        str(environ.get("wsgi.url_scheme", "http")),
+        protocol[5:] if isinstance(protocol, str) and protocol.startswith("HTTP/") else None,
+        environ.get("HTTP_HOST"), environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT"))
+
+
+def _request_attributes(method: str, path: str, scheme: str, version: Any, host: Any,
+                        client: Any, agent: Any) -> Dict[str, Any]:
+    """The ``SERVER`` span's attributes at its start (WSGI or ASGI). Never
+    the query string (it may carry a token) nor a header but ``Host`` and
+    ``User-Agent``."""
     attributes: Dict[str, Any] = {
         "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
-        "url.path": _wsgi_text(f"{environ.get('SCRIPT_NAME', '')}"
-                               f"{environ.get('PATH_INFO', '')}") or "/",
-        "url.scheme": str(environ.get("wsgi.url_scheme", "http")),
+        "url.path": path or "/",
+        "url.scheme": scheme,
     }
     if method not in KNOWN_METHODS:
         attributes["http.request.method_original"] = method
-    protocol = environ.get("SERVER_PROTOCOL")
-    if isinstance(protocol, str) and protocol.startswith("HTTP/"):
-        attributes["network.protocol.version"] = protocol[5:]
-    host = environ.get("HTTP_HOST")
+    if isinstance(version, str) and version:
+        attributes["network.protocol.version"] = version
     if isinstance(host, str) and host:
         name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
         if not name or not port.isdigit():
@@ -328,13 +338,44 @@ def _server_attributes(environ: Mapping[str, Any], method: str) -> Dict[str, Any
         attributes["server.address"] = name.strip("[]")
         if port:
             attributes["server.port"] = int(port)
-    remote = environ.get("REMOTE_ADDR")
-    if isinstance(remote, str) and remote:
-        attributes["client.address"] = remote
-    agent = environ.get("HTTP_USER_AGENT")
+    if isinstance(client, str) and client:
+        attributes["client.address"] = client
     if isinstance(agent, str) and agent:
         attributes["user_agent.original"] = agent
     return attributes
+
+
+# -- server, ASGI ---------------------------------------------------------------
+
+
+class _ScopeGetter(Getter[Mapping[str, Any]]):
+    """Reads request headers from an ASGI HTTP scope for a propagator: its
+    ``headers``, ``(name, value)`` byte pairs, names in lower case (ASGI
+    HTTP connection scope)."""
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> Optional[List[str]]:
+        name = key.lower().encode("latin-1")
+        values = [value.decode("latin-1") for field, value in carrier.get("headers") or ()
+                  if field.lower() == name]
+        return values or None
+
+    def keys(self, carrier: Mapping[str, Any]) -> List[str]:
+        return [field.decode("latin-1").lower() for field, _ in carrier.get("headers") or ()]
+
+
+_SCOPE = _ScopeGetter()
+
+
+def _scope_attributes(scope: Mapping[str, Any], method: str) -> Dict[str, Any]:
+    """The ``SERVER`` span's attributes at its start, from an ASGI scope
+    (whose ``path`` is decoded already, its ``root_path`` included)."""
+    client = scope.get("client")
+    host, agent = (_SCOPE.get(scope, name) for name in ("host", "user-agent"))
+    return _request_attributes(
+        method, str(scope.get("path") or "/"), str(scope.get("scheme") or "http"),
+        scope.get("http_version"), host[0] if host else None,
+        client[0] if isinstance(client, (list, tuple)) and client else None,
+        agent[0] if agent else None)
 
 
 class _ServerScope:
@@ -483,16 +524,29 @@ class _Hooks:
     # -- server --
 
     def serve(self, environ: Mapping[str, Any]) -> Optional[_ServerScope]:
-        """The ``SERVER`` span of a request, continuing the trace its headers
-        bring; ``None`` when a span is current already (an OpenTelemetry
-        middleware around ours) or there is neither a span to record nor a
+        """The ``SERVER`` span of a request (a WSGI environ), continuing the
+        trace its headers bring; ``None`` when a span is current already (an
+        OpenTelemetry middleware around ours) or there is neither a span to
+        record nor a trace to continue."""
+        if trace.get_current_span().get_span_context().is_valid:
+            return None
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        return self._serve(propagate.extract(environ, getter=_ENVIRON), method,
+                           _server_attributes(environ, method))
+
+    def serve_asgi(self, scope: Mapping[str, Any]) -> Optional[_ServerScope]:
+        """:meth:`serve` for an ASGI HTTP scope: its ``headers`` bring the
         trace to continue."""
         if trace.get_current_span().get_span_context().is_valid:
             return None
-        parent = propagate.extract(environ, getter=_ENVIRON)
-        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        method = str(scope.get("method") or "GET").upper()
+        return self._serve(propagate.extract(scope, getter=_SCOPE), method,
+                           _scope_attributes(scope, method))
+
+    def _serve(self, parent: Any, method: str,
+               attributes: Dict[str, Any]) -> Optional[_ServerScope]:
         span = self.tracer.start_span(method if method in KNOWN_METHODS else "HTTP", parent,
-                                      SpanKind.SERVER, _server_attributes(environ, method))
+                                      SpanKind.SERVER, attributes)
         if not span.is_recording() and not span.get_span_context().is_valid:
             return None
         return _ServerScope(span, trace.set_span_in_context(span, parent))

@@ -24,6 +24,11 @@ from napixclient.response import RequestRecord, Response
 
 __all__ = ["ClientPool", "Result"]
 
+#: The most clients a pool keeps for hosts it has no request for (each
+#: with an idle kept-alive connection); beyond, the least recently used is
+#: dropped (a later request to its host makes a new one).
+RESTING_CLIENTS = 256
+
 #: What a request yields: its answer, or the error that stands for it.
 Result = Union[Response, HTTPError]
 
@@ -103,10 +108,11 @@ class ClientPool:
         self._options = ClientOptions(authenticator, simultaneous, timeout, verify,
                                       **client_options)
         # The client of each host, under each spelling of the host met and
-        # its base URL. A client no request of the pool uses rests, the most
-        # recently used last; past as many resting clients as connections
-        # may be open (each could keep an idle one), the oldest is dropped,
-        # so a pool that meets a million hosts a day stays flat.
+        # its base URL. A client no request of the pool uses is dropped, so
+        # that a pool that meets a million hosts a day stays flat; but while
+        # an idle connection to its host is kept alive it rests (the most
+        # recently used last, at most RESTING_CLIENTS of them), ready to
+        # serve the host again.
         self._clients: Dict[str, Client] = {}
         self._keys: Dict[Client, List[str]] = {}
         self._running: Dict[Client, int] = {}
@@ -165,13 +171,19 @@ class ClientPool:
         self._running.pop(client, None)
         if client not in self._keys:
             return  # the pool was closed meanwhile
+        if not self._connections.holds(client.origin):
+            self._forget(client)  # no idle connection to reuse: nothing to keep
+            return
         resting = self._resting
         resting[client] = None
-        if len(resting) > self._connections.max_connections:
-            oldest, _ = resting.popitem(last=False)
-            for key in self._keys.pop(oldest, ()):
-                if self._clients.get(key) is oldest:
-                    del self._clients[key]
+        if len(resting) > RESTING_CLIENTS:
+            self._forget(resting.popitem(last=False)[0])
+
+    def _forget(self, client: Client) -> None:
+        self._resting.pop(client, None)
+        for key in self._keys.pop(client, ()):
+            if self._clients.get(key) is client:
+                del self._clients[key]
 
     def request(
         self,

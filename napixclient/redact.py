@@ -15,6 +15,8 @@ replaced by :data:`MASK`; none of them raises on ordinary text.
   whose values :func:`redact_secret_parameters` and the
   :class:`SecretParameterFilter` on urllib3's loggers mask wherever they
   appear;
+* :func:`redact_document` masks them in every string of decoded JSON
+  data (a far side's error document, which may echo the request target);
 * :func:`redact_url_credentials` masks the credentials of every URL in a
   text (``http://user:password@proxy:3128`` reads
   ``http://***@proxy:3128``): a proxy's, above all;
@@ -32,13 +34,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import FrozenSet, Iterable, List, Optional
+from typing import Any, FrozenSet, Iterable, List, Optional
 from urllib.parse import quote, quote_plus
 
 __all__ = [
     "MASK",
     "URLLIB3_LOGGERS",
     "SecretParameterFilter",
+    "redact_document",
     "redact_parameters",
     "redact_secret_parameters",
     "redact_secrets",
@@ -53,10 +56,10 @@ MASK = "***"
 # Exactly 64 hexadecimal digits, not part of a longer run of them.
 _SIGNATURE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
 _ESCAPE = re.compile(r"%[0-9A-F]{2}")
-# A URL's scheme and "//", then its user information up to the last "@"
-# before the end of the authority (a password may hold a raw "@", which
-# urlsplit also reads up to the last one).
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s\"'<>]*@")
+# Where a URL's text ends, for the masking of its credentials: white space
+# only. A password may hold "@", "#", "/", "?", quotes... (raw, in a
+# malformed URL): stopping at any of them would show what follows.
+_URL_END = re.compile(r"\s")
 
 
 def _forms(secret: str) -> List[str]:
@@ -132,23 +135,41 @@ def redact_url_credentials(text: str) -> str:
     """Return ``text`` with the user information (``user:password@``) of
     every URL in it replaced by ``***@``: ``http://***@proxy:3128``.
 
-    A URL is a scheme and ``://``; what stands before the last ``@`` of
-    its authority (up to the first ``/``, ``?``, ``#``, white space or
-    quote) is masked, so a password holding a raw ``@`` is masked whole.
+    Whatever stands between a ``://`` and the last ``@`` before the next
+    white space is masked. A password may hold a raw ``@``, ``#``, ``/``,
+    ``?`` or quote (a malformed URL, which is when it gets shown in an error
+    message): it is masked whole, and so is anything up to the last ``@`` of
+    the same word (an address in a URL's path or query), which costs some
+    text but never shows a secret. The work is linear in the text's length.
 
     :param text: the text to show (``str``): a URL, a message, a log line.
     :returns: the masked text (``str``).
     :raises TypeError: if ``text`` is not a ``str``.
 
     >>> from napixclient.redact import redact_url_credentials
-    >>> redact_url_credentials("proxy http://ops:s3cr@t@127.0.0.1:3128 refused")
+    >>> redact_url_credentials("proxy http://ops:s3cr@t#1/x?@127.0.0.1:3128 refused")
     'proxy http://***@127.0.0.1:3128 refused'
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if "@" not in text:
+    if "@" not in text or "://" not in text:
         return text
-    return _USERINFO.sub(rf"\1{MASK}@", text)
+    pieces: List[str] = []
+    done = 0  # text[:done] is in pieces
+    start = text.find("://")
+    while start >= 0:
+        userinfo = start + 3
+        found = _URL_END.search(text, userinfo)
+        end = found.start() if found else len(text)
+        at = text.rfind("@", userinfo, end)
+        if at >= 0:
+            pieces += [text[done:userinfo], MASK]
+            done = at
+        # Another "://" before the end of this word is masked already, or
+        # holds no credentials (no "@" after it).
+        start = text.find("://", end)
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def redact_parameters(text: str, names: Iterable[str]) -> str:
@@ -209,9 +230,10 @@ def _compile(names: Iterable[str]) -> re.Pattern[str]:
     spelled = {quote_plus(name) for name in names} | set(names)
     alternatives = "|".join(re.escape(name) for name in sorted(spelled, key=len, reverse=True))
     # A name counts after "?", "&" or ";" only, so "mytoken=" is left alone;
-    # a value ends where a URL-encoded value must (quotes and spaces are
-    # percent-encoded in it).
-    return re.compile(rf"([?&;](?:{alternatives})=)[^&;#\s'\"<>]*")
+    # a value ends where a URL-encoded value must (quotes, spaces and the
+    # backquotes napixd puts around a path it echoes are percent-encoded in
+    # it).
+    return re.compile(rf"([?&;](?:{alternatives})=)[^&;#\s'\"<>`]*")
 
 
 def register_secret_parameters(names: Iterable[str]) -> None:
@@ -237,11 +259,63 @@ def register_secret_parameters(names: Iterable[str]) -> None:
             logging.getLogger(name).addFilter(_SECRET_FILTER)  # a no-op when present
 
 
+# The pattern of the names known before any registration ("token").
+_DEFAULT_PATTERN = _compile(_secret_names)
+
+
 def redact_secret_parameters(text: str) -> str:
     """Return ``text`` with the value of every registered secret query
     parameter replaced by ``***`` (see :func:`register_secret_parameters`)."""
-    pattern = _secret_pattern or _compile(_secret_names)
+    pattern = _secret_pattern or _DEFAULT_PATTERN
     return pattern.sub(r"\1***", text)
+
+
+def redact_document(value: Any) -> Any:
+    """Return ``value`` (decoded JSON data: an error document, a text) with
+    the value of every registered secret query parameter replaced by
+    ``***`` in each of its strings, keys included (see
+    :func:`redact_secret_parameters`): a server that echoes the request
+    target in its error (``"`/x?token=root%3A9664ab` not found"``) shows
+    no token.
+
+    ``dict``, ``list`` and ``tuple`` are copied (a ``tuple`` as a
+    ``list``), whatever their depth, without recursion; a container that
+    holds no secret is still copied. Other values (numbers, ``None``...)
+    are returned as they are. Never raises for decoded JSON data.
+
+    :param value: a ``str``, or JSON data (``dict``, ``list``...).
+    :returns: the masked copy, or ``value`` itself when it is neither a
+        ``str`` nor a container.
+
+    >>> from napixclient.redact import redact_document
+    >>> redact_document({"error_text": "`/x?token=root%3Aab` not found", "line": 3})
+    {'error_text': '`/x?token=***` not found', 'line': 3}
+    """
+    pattern = _secret_pattern or _DEFAULT_PATTERN
+
+    def masked(item: Any) -> Any:
+        return pattern.sub(r"\1***", item) if type(item) is str and "=" in item else item
+
+    if not isinstance(value, (dict, list, tuple)):
+        return masked(value)
+    root: Any = {} if isinstance(value, dict) else []
+    # (a container to copy, the empty copy to fill); each is visited once.
+    todo = [(value, root)]
+    while todo:
+        source, copy = todo.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            if isinstance(item, (dict, list, tuple)):
+                child: Any = {} if isinstance(item, dict) else []
+                todo.append((item, child))
+                item = child
+            else:
+                item = masked(item)
+            if isinstance(copy, dict):
+                copy[masked(key)] = item
+            else:
+                copy.append(item)
+    return root
 
 
 class SecretParameterFilter(logging.Filter):

@@ -28,9 +28,7 @@ application runs under, and the error document carries ``trace_id`` and
 
 from __future__ import annotations
 
-import json
 import logging
-import traceback
 from typing import (
     Any,
     Callable,
@@ -42,68 +40,40 @@ from typing import (
     Tuple,
 )
 
-from napixclient.chain import write_document
+# MAX_ERROR_TEXT and MAX_FRAMES, shared with napixclient.asgi, are still
+# importable from here.
+from napixclient.catcher import (  # noqa: F401
+    MAX_ERROR_TEXT,
+    MAX_FRAMES,
+    STATUS,
+    Catcher,
+    error_body,
+    error_document,
+    log_failure,
+    request_part,
+)
 from napixclient.core.trace import instrumentation
-from napixclient.exceptions import HTTPError
 
 __all__ = ["ExceptionsCatcher"]
 
 _LOG = logging.getLogger(__name__)
 
-#: The most characters of an exception's text put in ``error_text``.
-MAX_ERROR_TEXT = 10_000
-#: The most frames, innermost last, put in ``traceback`` (``show_traceback``).
-MAX_FRAMES = 50
-
-_STATUS = "500 Internal Server Error"
+_STATUS = f"{STATUS} Internal Server Error"
 
 StartResponse = Callable[..., Callable[[bytes], Any]]
 WSGIApp = Callable[[Dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def _safe_text(value: Any, limit: int = MAX_ERROR_TEXT) -> str:
-    """``str(value)``, clipped to ``limit`` characters; never raises, even
-    for an exception whose ``__str__`` does."""
-    try:
-        text = str(value)
-    except Exception:
-        try:
-            text = f"<unprintable {type(value).__name__}>"
-        except Exception:
-            text = "<unprintable>"
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
-    return text
-
-
 def _request_part(environ: Dict[str, Any]) -> Dict[str, str]:
     """The document's ``request``: method and path, never the query string
     (it may carry a token) nor any header."""
-    method = _safe_text(environ.get("REQUEST_METHOD", ""), 32)
-    raw = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}" or "/"
+    raw = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
     try:
         # WSGI strings are bytes decoded as latin-1 (PEP 3333); clients send UTF-8.
         path = raw.encode("latin-1").decode("utf-8", "replace")
     except (UnicodeError, AttributeError):
         path = raw
-    return {"method": method, "path": _safe_text(path, 2000)}
-
-
-def _traceback_part(error: BaseException) -> Dict[str, Any]:
-    """``traceback`` (innermost frame last), ``filename`` and ``line`` of
-    where ``error`` was raised. Frame locals never leave the server."""
-    frames = traceback.extract_tb(error.__traceback__, limit=-MAX_FRAMES)
-    part: Dict[str, Any] = {
-        "traceback": [
-            {"filename": frame.filename, "line": frame.lineno,
-             "in": frame.name, "call": frame.line or ""}
-            for frame in frames
-        ],
-    }
-    if frames:
-        part["filename"] = frames[-1].filename
-        part["line"] = frames[-1].lineno
-    return part
+    return request_part(environ.get("REQUEST_METHOD", ""), path)
 
 
 class _Exchange:
@@ -134,7 +104,7 @@ class _Exchange:
         return tracked_write
 
 
-class ExceptionsCatcher:
+class ExceptionsCatcher(Catcher):
     """WSGI middleware: an exception escaping ``app`` becomes a Napix error
     document (PROTOCOL.md, section 3, and "Writing the chain").
 
@@ -176,15 +146,8 @@ class ExceptionsCatcher:
     middleware's, as PEP 3333 requires; an exception from it is logged.
     """
 
-    def __init__(self, app: WSGIApp, show_traceback: bool = False) -> None:
-        if not callable(app):
-            raise TypeError(f"ExceptionsCatcher: app must be a WSGI callable, "
-                            f"got {type(app).__name__}")
-        self.app = app
-        self.show_traceback = bool(show_traceback)
-
-    def __repr__(self) -> str:
-        return f"ExceptionsCatcher({self.app!r}, show_traceback={self.show_traceback})"
+    app: WSGIApp
+    expected = "a WSGI callable"
 
     def __call__(self, environ: Dict[str, Any],
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -236,50 +199,27 @@ class ExceptionsCatcher:
             ``span_id`` of the current span with OpenTelemetry in use;
             ``traceback``, ``filename`` and ``line`` with ``show_traceback``.
         """
-        relayed: Dict[str, Any] = {}
-        if isinstance(error, HTTPError):
-            relayed = {"remote_call": error.remote_call, "remote_error": error.remote_error,
-                       "remote_status": error.status}
-        otel = instrumentation()
-        if otel is not None:
-            relayed["trace_id"], relayed["span_id"] = otel.current_ids()
-        document = write_document(type(error).__name__, _safe_text(error),
-                                  _request_part(environ), **relayed)
-        if self.show_traceback:
-            document.update(_traceback_part(error))
-        return document
+        return error_document(error, _request_part(environ), self.show_traceback)
 
     def _answer(self, environ: Dict[str, Any], error: BaseException) -> Tuple[bytes, str]:
         """The body and ``Content-Type`` of the 500 for ``error``."""
-        try:
-            document = self.document(environ, error)
-            return (json.dumps(document).encode("utf-8"), "application/json")
-        except Exception:
-            # Not JSON data, too deeply nested, or a broken __str__: a 500
-            # must go out anyway, so say what can be said in text.
-            _LOG.warning("the error document for %s could not be encoded as JSON; "
-                         "answering text/plain", type(error).__name__, exc_info=True)
-            text = f"{type(error).__name__}: {_safe_text(error)}"
-            return text.encode("utf-8", "replace"), "text/plain; charset=utf-8"
+        return error_body(lambda: self.document(environ, error), error, _LOG)
 
     def _fail(self, environ: Dict[str, Any], exchange: _Exchange,
               error: Exception) -> List[bytes]:
         """Start the 500 for ``error`` and return its body; re-raise
         ``error`` if the response has already started."""
         request = _request_part(environ)
+        log_failure(_LOG, request, error, exchange.body_started)
         if exchange.body_started:
-            _LOG.error("%s %s failed after its response started; cutting the connection",
-                       request["method"], request["path"], exc_info=error)
             raise error
-        _LOG.error("%s %s failed; answering 500", request["method"], request["path"],
-                   exc_info=error)
         body, content_type = self._answer(environ, error)
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         try:
             # exc_info lets the server replace headers the app already set
             # (PEP 3333); it re-raises if they were already sent.
             exchange.start_response(_STATUS, headers, (type(error), error, error.__traceback__))
-            exchange.status = 500
+            exchange.status = STATUS
         except Exception:
             _LOG.error("%s %s: the server refused the 500 (response already sent)",
                        request["method"], request["path"], exc_info=True)

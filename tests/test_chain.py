@@ -734,3 +734,192 @@ def test_a_50_mb_string_body_is_read_and_cut_in_the_chain(napix_server_factory):
     assert deep_error.root.error_text.startswith("[[[[") and len(
         deep_error.root.error_text) <= TEXT_BOUND
     assert bad_error.root.error_text == "\ufffd\ufffd bad \ufffd"
+
+
+# -- issue 19: bidi and other format characters (item 9) -----------------------------
+
+
+def test_bidi_controls_and_format_characters_from_the_far_side_are_escaped():
+    # U+202E (right-to-left override) would show "txt.exe" as "exe.txt";
+    # U+2066 isolates, U+200B and U+FEFF are invisible, U+E0001 a tag.
+    error = error_with({"error_class": "E\u202eRROR", "remote_call": "GET http://b/\u2066x",
+                        "remote_error": "404 Not Found: evil\u202etxt.exe\u200b\ufeff"
+                                        "\U000e0001 café 中文"})
+    escaped = "evil\\u202etxt.exe\\u200b\\ufeff\\U000e0001 café 中文"
+    assert str(error) == ("GET http://a/x -> 500 (E\\u202eRROR) | GET http://b/\\u2066x -> 404"
+                          f" | {escaped}")
+    assert error.format_chain().splitlines()[-1] == f"root cause: {escaped}"
+    assert str(error.chain[0]) == "GET http://a/x -> 500 (E\\u202eRROR)"
+    shown = HTTPError(RequestRecord("GET", "a", "http://a/\u202ex", "/\u202ex"), status=404)
+    assert repr(shown) == "<HTTPError 404 GET http://a/\\u202ex>"
+    # The hop keeps what the far side sent; only showing it escapes.
+    assert error.root.error_text.startswith("evil\u202etxt")
+
+
+# -- issue 19: a hop is still the tuple of four fields (item 13) ----------------------
+
+TRACE_ID, SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def test_a_hop_with_trace_ids_is_still_a_tuple_of_four_fields():
+    document = {"error_class": "E", "error_text": "boom", "trace_id": TRACE_ID,
+                "span_id": SPAN_ID}
+    (hop,) = read_chain("GET http://b/y", 500, document)
+    assert (hop.trace_id, hop.span_id) == (TRACE_ID, SPAN_ID)
+    # Code written against the four fields: compare, unpack, count, hash.
+    assert hop == ("GET http://b/y", 500, "E", "boom")
+    assert hop == Hop("GET http://b/y", 500, "E", "boom")
+    call, status, error_class, error_text = hop
+    assert (call, status, error_class, error_text) == ("GET http://b/y", 500, "E", "boom")
+    assert len(hop) == 4 and hop[-1] == "boom"
+    assert {hop: 1}[("GET http://b/y", 500, "E", "boom")] == 1
+    assert hop._asdict() == {"call": "GET http://b/y", "status": 500, "error_class": "E",
+                             "error_text": "boom"}
+
+
+def test_a_hop_keeps_its_trace_ids_through_replace_pickle_and_copy():
+    import copy
+    import pickle
+
+    hop = Hop("GET http://b/y", 500, "E", "boom", TRACE_ID, span_id=SPAN_ID)
+    for other in (hop._replace(status=502), pickle.loads(pickle.dumps(hop)),
+                  pickle.loads(pickle.dumps(hop, 0)), copy.deepcopy(hop)):
+        assert (other.trace_id, other.span_id) == (TRACE_ID, SPAN_ID)
+        assert type(other) is Hop
+    assert hop._replace(status=502).status == 502
+    assert hop._replace(trace_id=None).trace_id is None
+    assert "trace_id='4bf92f35" in repr(hop)
+    plain = Hop("GET http://b/y", 500, "E", "boom")
+    assert repr(plain) == ("Hop(call='GET http://b/y', status=500, error_class='E', "
+                           "error_text='boom')")
+    assert pickle.loads(pickle.dumps(plain)) == plain
+    with pytest.raises(ValueError):
+        hop._replace(bogus=1)
+
+
+# -- issue 19: an answer that came through a proxy says so (item 14) ------------------
+
+PROXY_PAGE = (b"<html><head><title>502 Bad Gateway</title></head>"
+              b"<body><h1>Unable to connect</h1></body></html>")
+
+
+def proxy_answer(status=502, reason="Bad Gateway"):
+    from napixclient import Response
+
+    record = RequestRecord("GET", "origin:8002", "http://origin:8002/x", "/x")
+    return Response(status, reason, {"Content-Type": "text/html", "Server": "tinyproxy"},
+                    PROXY_PAGE, 0.01, record)
+
+
+def test_an_answer_through_a_proxy_names_the_proxy_in_remote_call_str_and_chain():
+    import pickle
+
+    error = HTTPError.from_response(proxy_answer(), proxy="http://127.0.0.1:3128")
+    assert error.proxy == "http://127.0.0.1:3128"
+    assert error.remote_call == "GET http://origin:8002/x via the proxy http://127.0.0.1:3128"
+    assert str(error).startswith(
+        "GET http://origin:8002/x via the proxy http://127.0.0.1:3128 -> 502 | <html>")
+    assert error.format_chain().splitlines()[0] == (
+        "hop 0: GET http://origin:8002/x via the proxy http://127.0.0.1:3128 -> 502")
+    assert error.request.url == "http://origin:8002/x"  # the record is the origin's
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.proxy, copy.remote_call, str(copy)) == (error.proxy, error.remote_call,
+                                                         str(error))
+    # Straight from the origin: as before.
+    direct = HTTPError.from_response(proxy_answer())
+    assert direct.proxy is None and direct.remote_call == "GET http://origin:8002/x"
+    # An ExceptionsCatcher relaying it writes the proxy in remote_call.
+    document = write_document("HTTPError", str(error), remote_call=error.remote_call,
+                              remote_error=error.remote_error, remote_status=error.status)
+    assert read_chain("GET http://a/y", 500, document)[1].call == error.remote_call
+
+
+def test_the_proxy_of_an_error_never_shows_credentials_and_must_be_a_str():
+    error = HTTPError.from_response(proxy_answer(), proxy="http://ops:s3cr#t@127.0.0.1:3128")
+    assert error.proxy == "http://***@127.0.0.1:3128"
+    assert "s3cr" not in str(error) + repr(error) + error.format_chain() + error.remote_call
+    with pytest.raises(TypeError, match="proxy must be a str"):
+        HTTPError(proxy_answer().request, status=502, proxy=3128)
+
+
+def test_a_dead_origin_through_a_forwarding_proxy_reads_as_the_proxys_answer(tmp_path):
+    from tests import proxyserver
+
+    if proxyserver.tinyproxy_path() is None:
+        pytest.skip("tinyproxy is not installed")
+    import socket
+
+    # A port bound and never listening: the origin refuses, whatever else runs.
+    with socket.socket() as dead, proxyserver.running_tinyproxy(tmp_path) as proxy:
+        dead.bind(("127.0.0.1", 0))
+        port = dead.getsockname()[1]
+        with Client(f"127.0.0.1:{port}", AUTH, proxies={"http": proxy.url},
+                    timeout=10) as client:
+            with pytest.raises(HTTPError) as caught:
+                client.get("/x")
+    error = caught.value
+    assert error.status == 500  # tinyproxy's "Unable to connect" page
+    assert "Via" not in error.response.headers  # not forwarded: the proxy's own page
+    assert error.proxy == proxy.url
+    assert error.remote_call == f"GET http://127.0.0.1:{port}/x via the proxy {proxy.url}"
+    assert str(error).startswith(error.remote_call + " -> 500 | ")
+
+
+# -- issue 19: what docs/errors.rst tells readers to catch around wait() (item 18) ----
+
+
+def test_pool_wait_timeout_raises_the_builtin_timeout_error_the_errors_page_names(
+        napix_server_factory):
+    from napixclient import ClientPool, Timeout
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "errors.rst").read_text()
+    advice = page[page.index("\nWaiting on a pool\n"):page.index("\nRetries\n")]
+    assert "except TimeoutError:" in advice and "pool.wait(timeout=" in advice
+    server = napix_server_factory()
+    server.route("/slow", latency=5.0)
+    server.route("/fast", body={"ok": True})
+    with ClientPool(AUTH, timeout=10) as pool:
+        pool.request(server.host, "GET", "/fast")
+        pool.request(server.host, "GET", "/slow")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as caught:
+            pool.wait(timeout=0.3)
+        assert time.monotonic() - started < 3
+        assert not isinstance(caught.value, (Timeout, HTTPError))
+        assert type(caught.value) is TimeoutError
+        assert pool.pending == 2  # nothing collected: a later wait() gets both
+        pool.cancel()
+
+
+# -- issue 19: secret parameters the far side echoed (item 8) --------------------------
+
+
+def test_remote_error_and_the_chain_mask_secret_parameters_the_far_side_echoed():
+    from napixclient.redact import register_secret_parameters
+
+    register_secret_parameters(["api_key"])
+    document = {"error_class": "NotFound", "error_text": "/v?api_key=k3y-1 not found",
+                "remote_call": "GET 127.0.0.1:8002/v?token=root%3Aab12",
+                "remote_error": ["`/v?token=root:ab12&n=1` not found"]}
+    error = error_with(document, status=404)
+    assert error.remote_error == {
+        "error_class": "NotFound", "error_text": "/v?api_key=*** not found",
+        "remote_call": "GET 127.0.0.1:8002/v?token=***",
+        "remote_error": ["`/v?token=***&n=1` not found"]}
+    assert document["error_text"] == "/v?api_key=k3y-1 not found"  # the caller's, untouched
+    assert [hop.call for hop in error.chain] == ["GET http://a/x",
+                                                 "GET 127.0.0.1:8002/v?token=***"]
+    shown = str(error) + error.format_chain() + repr(error.chain)
+    assert "k3y-1" not in shown and "ab12" not in shown
+    text = HTTPError(RECORD, status=404, remote_error="404 Not Found: `/x?token=s3cret`")
+    assert text.remote_error == "404 Not Found: `/x?token=***`"
+    assert "s3cret" not in str(text)
+
+
+def test_a_written_document_masks_secret_parameters():
+    document = write_document("ValueError", "bad http://c/x?token=s3cret",
+                              remote_call="GET http://c/y?token=s3cret",
+                              remote_error={"error_text": "`/y?token=s3cret` not found"})
+    assert "s3cret" not in json.dumps(document)
+    assert document["error_text"] == "bad http://c/x?token=***"
+    assert document["remote_error"] == {"error_text": "`/y?token=***` not found"}

@@ -16,7 +16,7 @@ LAYERS = {
     "connection": ["retry", "dialing", "connections", "transport", "adapter"],
     "client": ["client", "otel"],
     "pool": ["pool"],
-    "server": ["wsgi", "testing"],
+    "server": ["catcher", "wsgi", "asgi", "testing"],
     "face": ["probing", "cli", "demo", "fleet", "__main__"],
 }
 RANK = {module: rank for rank, names in enumerate(LAYERS.values()) for module in names}

@@ -66,3 +66,37 @@ def test_every_run_of_exactly_64_hex_digits_is_masked_as_a_signature():
 def test_shorter_and_longer_hex_runs_are_not_signatures():
     short, long = "a" * 63, "b" * 65
     assert redact_signatures(f"{short} {long}") == f"{short} {long}"
+
+
+# -- credentials in URLs: a password holding "#", "/" or "?" (issue 19, item 8) --------
+
+from napixclient.redact import (  # noqa: E402
+    redact_parameters,
+    redact_secret_parameters,
+    redact_url_credentials,
+)
+
+RAW_PASSWORDS = ["pa#ss", "pa/ss", "pa?ss", "a#b/c?d", "x@y#z", "p@ss/w?r#d@"]
+
+
+@pytest.mark.parametrize("password", RAW_PASSWORDS)
+def test_a_password_holding_a_raw_delimiter_is_masked_whole(password):
+    url = f"http://ops:{password}@127.0.0.1:3128"
+    for text in (url, repr(url), f"proxy {url} refused", f"proxies['http'] {url!r}: bad"):
+        shown = redact_url_credentials(text)
+        assert password not in shown, shown
+        assert "http://***@127.0.0.1:3128" in shown, shown
+
+
+def test_urls_without_credentials_and_plain_addresses_are_left_alone():
+    text = "GET http://h:1/x?a=1#top from ops@example.com"
+    assert redact_url_credentials(text) == text
+    assert redact_url_credentials("via http://u:p@h:1/x and https://a:b@c") == \
+        "via http://***@h:1/x and https://***@c"
+
+
+def test_secret_parameters_echoed_in_a_text_are_masked():
+    token = TOKEN
+    text = f"`/vm/10?a=1&token={quote(token, safe='')}` not found; again ?token={token}"
+    assert redact_secret_parameters(text) == "`/vm/10?a=1&token=***` not found; again ?token=***"
+    assert redact_parameters("/x?auth=s3cret", ["auth"]) == "/x?auth=***"

@@ -330,3 +330,125 @@ def test_a_captured_signature_cannot_be_replayed_on_another_path_method_or_host(
     # A fresh signature sent the same raw way is accepted.
     fresh = auth.authorization("GET", first.host, "/b")
     assert raw_request(first.port, "GET", "/b", first.host, fresh) == 200
+
+
+# -- issue 19, item 8: proxy passwords with raw delimiters, tokens echoed back ----------
+
+RAW_PASSWORD = "pr0xy#s3cr/t?9"  # "#", "/" and "?" unencoded: a malformed URL
+
+
+@pytest.mark.parametrize("password", ["pr0xy#s3cret", "pr0xy/s3cret", "pr0xy?s3cret",
+                                      RAW_PASSWORD])
+def test_a_malformed_proxy_url_never_shows_its_password(password, monkeypatch):
+    url = f"http://ops:{password}@127.0.0.1:3128"
+    for variable in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.upper(), raising=False)
+    messages = []
+    with pytest.raises(ValueError) as caught:
+        Client("127.0.0.1:8002", proxies={"http": url})
+    messages.append(str(caught.value))
+    with pytest.raises(ValueError) as caught:
+        ClientPool(AUTH_MAP, proxies={"all": url.replace("http://", "")})
+    messages.append(str(caught.value))
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    with pytest.raises(ValueError) as caught:
+        Client("https://127.0.0.1:8443")
+    messages.append(str(caught.value))
+    assert "HTTPS_PROXY" in messages[-1]
+    for message in messages:
+        assert "***@127.0.0.1:3128" in message, message
+    assert_no_secret(messages, [password, password.split("#")[0].split("/")[0].split("?")[0]])
+
+
+def test_napix_proxy_never_shows_a_raw_password_in_its_messages(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    url = f"http://ops:{RAW_PASSWORD}@127.0.0.1:3128"
+    environ = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
+    outputs = []
+    for argv in (["--proxy", url], []):
+        env = dict(environ) if argv else dict(environ, HTTPS_PROXY=url)
+        done = subprocess.run(
+            [sys.executable, "-m", "napixclient", "request", "https://127.0.0.1:8443",
+             "GET", "/", *argv], capture_output=True, text=True, env=env, timeout=30,
+            cwd=str(tmp_path))
+        assert done.returncode == 2, done.stderr
+        assert "***@127.0.0.1:3128" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        outputs += [done.stdout, done.stderr]
+    assert_no_secret(outputs, [RAW_PASSWORD, "pr0xy"])
+
+
+AUTH_MAP = {"login": "root", "key": KEY}
+
+
+def echo_target(request):
+    """napixd's 404: the request target echoed between backquotes."""
+    return 404, f"`{request.path}` not found"
+
+
+def echo_target_document(request):
+    return 404, {"error_class": "NotFound", "error_text": f"{request.path} not found",
+                 "request": {"method": request.method, "path": request.path}}
+
+
+@pytest.mark.parametrize("handler, root_text", [
+    (echo_target, "`/vm/10?zone=eu&token=***` not found"),
+    (echo_target_document, "/vm/10?zone=eu&token=*** not found"),
+])
+def test_a_token_the_server_echoes_in_its_error_never_shows(napix_server_factory, handler,
+                                                           root_text):
+    token = hmac_token("root", KEY)
+    server = napix_server_factory(users=USERS)
+    server.route("/vm/10", handler=handler)
+    with Client(server.host, TokenIdentifier(token)) as client:
+        with pytest.raises(HTTPError) as caught:
+            client.get("/vm/10", params={"zone": "eu"})
+    error = caught.value
+    assert error.root.error_text == root_text
+    assert str(error).endswith(f" | {root_text}"), str(error)
+    assert error.format_chain().endswith(f"root cause: {root_text}")
+    assert root_text in str(error.remote_error)
+    signature = token.split(":", 1)[1]
+    assert_no_secret(texts_of(error), [token, signature])
+
+
+def test_a_relaying_server_never_passes_on_a_token_its_next_hop_echoed(napix_server_factory):
+    """A calls B (an ExceptionsCatcher app) which calls C with a token; C
+    echoes the target in its 404. B's document, as it crosses the wire to
+    A, holds no token: neither in remote_error nor in error_text."""
+    from napixclient.wsgi import ExceptionsCatcher
+
+    token = hmac_token("root", KEY)
+    c = napix_server_factory(users=USERS)
+    c.route("/slot/10", handler=echo_target)
+
+    def relay(environ, start_response):
+        with Client(c.host, TokenIdentifier(token)) as client:
+            client.get("/slot/10")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"unreachable"]
+
+    def leaky(environ, start_response):
+        raise ValueError(f"could not read http://{c.host}/slot/10?token={token}")
+
+    b = napix_server_factory(users=USERS, app=ExceptionsCatcher(relay))
+    d = napix_server_factory(users=USERS, app=ExceptionsCatcher(leaky))
+    errors = []
+    for server in (b, d):
+        with Client(server.host, LoginAuthenticator("root", KEY)) as client:
+            with pytest.raises(HTTPError) as caught:
+                client.get("/vm/12")
+        errors.append(caught.value)
+    relayed, leaked = errors
+    assert relayed.root.error_text == "`/slot/10?token=***` not found"
+    assert relayed.response.body["remote_error"] == "404 Not Found: `/slot/10?token=***` not found"
+    assert leaked.root.error_text.endswith("/slot/10?token=***")
+    signature = token.split(":", 1)[1]
+    for error in errors:
+        assert_no_secret([error.response.content.decode(), *texts_of(error)],
+                         [token, signature])

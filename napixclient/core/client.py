@@ -319,6 +319,10 @@ class BaseClient:
         self.origin = Origin(scheme, name,
                              port if port is not None else (443 if scheme == "https" else 80),
                              options.verify, options.cert, proxy)
+        # The proxy an answer comes through, which errors name (a forwarding
+        # proxy may answer for a dead origin); through a CONNECT tunnel the
+        # answer is the origin's own.
+        self._via: Optional[str] = self.proxy if self.origin.forwarded else None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -549,7 +553,10 @@ class BaseClient:
                 and record.method not in IDEMPOTENT_METHODS):
             text += f"; not retried, since a {record.method} may not be repeated"
         status = getattr(failure, "status", None)
-        return failure.error(record, status=status, remote_error=text, proxy=self.proxy)
+        # A proxy's refusal names the proxy in its own text: the request did
+        # not go through it.
+        via = None if isinstance(failure, ProxyFailed) else self._via
+        return failure.error(record, status=status, remote_error=text, proxy=via)
 
 
 def _with_extra(call: PreparedCall, added: Dict[str, str]) -> PreparedCall:
@@ -637,7 +644,7 @@ class Attempts:
         response = Response(answer.status, answer.reason, answer.headers, content,
                             time.monotonic() - self.started, self.record)
         if response.status >= 400:
-            self._error = HTTPError.from_response(response, proxy=client.proxy)
+            self._error = HTTPError.from_response(response, proxy=client._via)
         else:
             self._response = response
         return None
@@ -660,7 +667,7 @@ class Attempts:
         """The deadline passed: the :class:`~napixclient.Timeout` that is the
         result."""
         self._error = Timeout(self.record, remote_error=(
-            f"the exchange took longer than {self.total:g} s"), proxy=self.client.proxy)
+            f"the exchange took longer than {self.total:g} s"), proxy=self.client._via)
         if self.tracer.tracing():
             self.tracer.emit("request.failed", self.client.origin, self.record,
                              failure=self._error.remote_error, error_class="Timeout")

@@ -234,6 +234,11 @@ class Leases:
         """Whether :meth:`close` was called (``bool``)."""
         return self._closed
 
+    def holds(self, key: Hashable) -> bool:
+        """Whether ``key`` has a lease, an idle connection or a waiter (its
+        state is dropped as soon as it has none)."""
+        return key in self._keys
+
     def waiting(self, key: Optional[Hashable] = None) -> int:
         """Waiters not yet granted nor withdrawn (``int``): all of them, or
         those for ``key`` when it is given."""

@@ -95,6 +95,9 @@ class Instrumentation(Protocol):
         :param environ: the WSGI environ of the request.
         """
 
+    def serve_asgi(self, scope: Any) -> Any:
+        """The same as :meth:`serve`, for an ASGI ``scope``."""
+
     def current_ids(self) -> Tuple[Optional[str], Optional[str]]:
         """The trace id and span id of the current span, or ``(None, None)``."""
 
