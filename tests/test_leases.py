@@ -237,6 +237,16 @@ def test_a_request_never_gets_a_connection_past_its_expiry():
     assert machine.open_connections == 1
 
 
+def test_a_key_whose_last_idle_connection_expires_on_its_request_keeps_its_cap():
+    machine = Leases(max_connections=10, keepalive_expiry=5)
+    idle_one(machine, "a", Conn("a"), now=0.0, limit=1)
+    actions = machine.request("a", 1, "w1", 9.0)
+    assert [reason for _, reason in closes(actions)] == ["expired"]
+    assert list(grants(actions)) == ["w1"]
+    assert machine.request("a", 1, "w2", 9.0) == []
+    assert machine.waiting("a") == 1 and machine.open_connections == 1
+
+
 # -- withdraw, release, close -------------------------------------------------------------
 
 
@@ -481,6 +491,7 @@ class LeasesMachine(RuleBasedStateMachine):
             return
         self.waiting[key].append(waiter)
         self.apply(self.machine.request(key, limit, waiter, self.now), {"evicted", "expired"})
+        assert all(entry[2] > self.now for entry in self.idle), "expired, still idle"
 
     @precondition(lambda self: any(self.waiting.values()))
     @rule(which=st.integers(0, 63), late=st.integers(0, 63))
@@ -531,10 +542,16 @@ class LeasesMachine(RuleBasedStateMachine):
                 self.idle.append((connection, lease.key, deadline))
         self.apply(actions, {"evicted"})
 
-    @rule(seconds=st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 5.0]))
-    def expire(self, seconds):
+    @rule(seconds=st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 5.0]), timer=st.booleans())
+    def time_passes(self, seconds, timer):
         self.steps += 1
         self.now += seconds
+        if timer:
+            self.expire()
+        # else the driver's timer is late: the next request must not be handed
+        # an expired connection.
+
+    def expire(self):
         deadline = self.machine.next_expiry()
         assert deadline == (self.idle[0][2] if self.idle else None)
         actions = self.machine.expire(self.now)
@@ -607,7 +624,7 @@ class LeasesMachine(RuleBasedStateMachine):
         if not self.closed:
             assert not any(self.waiting.values()), "waiters left once every lease ended"
         self.now += 1e6
-        self.apply(self.machine.expire(self.now), {"expired"})
+        self.expire()
         for queue in self.waiting.values():
             for waiter in list(queue):
                 self.machine.withdraw(waiter)
