@@ -44,8 +44,7 @@ def closes(actions):
 
 def hold(machine, key, waiter, now=0.0, limit=10):
     """Request a lease that must be granted at once; return it."""
-    lease = grants(machine.request(key, limit, waiter, now))[waiter]
-    return lease
+    return grants(machine.request(key, limit, waiter, now))[waiter]
 
 
 def idle_one(machine, key, conn, now=0.0, limit=10):
