@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -44,8 +44,7 @@ def closes(actions):
 
 def hold(machine, key, waiter, now=0.0, limit=10):
     """Request a lease that must be granted at once; return it."""
-    lease = grants(machine.request(key, limit, waiter, now))[waiter]
-    return lease
+    return grants(machine.request(key, limit, waiter, now))[waiter]
 
 
 def idle_one(machine, key, conn, now=0.0, limit=10):
@@ -237,6 +236,16 @@ def test_a_request_never_gets_a_connection_past_its_expiry():
     assert machine.open_connections == 1
 
 
+def test_a_key_whose_last_idle_connection_expires_on_its_request_keeps_its_cap():
+    machine = Leases(max_connections=10, keepalive_expiry=5)
+    idle_one(machine, "a", Conn("a"), now=0.0, limit=1)
+    actions = machine.request("a", 1, "w1", 9.0)
+    assert [reason for _, reason in closes(actions)] == ["expired"]
+    assert list(grants(actions)) == ["w1"]
+    assert machine.request("a", 1, "w2", 9.0) == []
+    assert machine.waiting("a") == 1 and machine.open_connections == 1
+
+
 # -- withdraw, release, close -------------------------------------------------------------
 
 
@@ -412,8 +421,9 @@ class LeasesMachine(RuleBasedStateMachine):
     """Drives a Leases with generated events, as a driver would, and keeps
     its own account of what each action must be."""
 
-    @initialize(max_connections=st.integers(1, 4), expiry=st.sampled_from([0.5, 1.0, 3.0]))
-    def start(self, max_connections, expiry):
+    @initialize(max_connections=st.integers(1, 4), expiry=st.sampled_from([0.5, 1.0, 3.0]),
+                close_after=st.integers(0, 60))
+    def start(self, max_connections, expiry, close_after):
         self.machine = Leases(max_connections, expiry)
         self.max_connections = max_connections
         self.expiry = expiry
@@ -421,13 +431,16 @@ class LeasesMachine(RuleBasedStateMachine):
         self.limits = {}
         self.numbers = iter(range(1_000_000))
         self.waiting = {key: [] for key in KEYS}  # waiters in request order
-        self.withdrawn = set()
-        self.ever_granted = set()
+        self.withdrawn = []                        # waiters withdrawn
+        self.ever_granted = []                     # waiters granted
         self.held = []                             # leases granted, not released
         self.released = []
         self.idle = []                             # (conn, key, deadline), LRU first
         self.closed = False
         self.steps = 0
+        # The manager may close once this many events passed (drawn, so that
+        # a shrunk example needs no padding before its close).
+        self.close_after = close_after
 
     # -- the account of actions ------------------------------------------------------------
 
@@ -456,7 +469,7 @@ class LeasesMachine(RuleBasedStateMachine):
         queue = self.waiting[waiter.key]
         assert queue and queue[0] is waiter, "not the first waiter of its key"
         queue.pop(0)
-        self.ever_granted.add(waiter)
+        self.ever_granted.append(waiter)
         assert lease.key == waiter.key and not lease.released
         if lease.connection is not None:
             mine = [entry for entry in self.idle if entry[1] == waiter.key]
@@ -478,32 +491,36 @@ class LeasesMachine(RuleBasedStateMachine):
             return
         self.waiting[key].append(waiter)
         self.apply(self.machine.request(key, limit, waiter, self.now), {"evicted", "expired"})
+        assert all(entry[2] > self.now for entry in self.idle), "expired, still idle"
 
     @precondition(lambda self: any(self.waiting.values()))
-    @rule(data=st.data())
-    def withdraw(self, data):
+    @rule(which=st.integers(0, 63), late=st.integers(0, 63))
+    def withdraw(self, which, late):
         self.steps += 1
         waiters = [waiter for queue in self.waiting.values() for waiter in queue]
-        waiter = data.draw(st.sampled_from(waiters))
+        waiter = waiters[which % len(waiters)]
         assert self.machine.withdraw(waiter) == []
         self.waiting[waiter.key].remove(waiter)
-        self.withdrawn.add(waiter)
-
-    @precondition(lambda self: self.ever_granted or self.withdrawn)
-    @rule(data=st.data())
-    def withdraw_too_late(self, data):
-        self.steps += 1
-        waiter = data.draw(st.sampled_from(sorted(self.ever_granted | self.withdrawn,
-                                                  key=lambda waiter: waiter.number)))
+        self.withdrawn.append(waiter)
+        # Withdrawing again, or a waiter already granted, changes nothing.
+        done = self.withdrawn + self.ever_granted
         before = (self.machine.open_connections, self.machine.waiting())
-        assert self.machine.withdraw(waiter) == []
+        assert self.machine.withdraw(done[late % len(done)]) == []
         assert (self.machine.open_connections, self.machine.waiting()) == before
 
     @precondition(lambda self: self.held)
-    @rule(data=st.data(), keep=st.booleans(), dial=st.booleans())
-    def release(self, data, keep, dial):
+    @rule(which=st.integers(0, 63), kept=st.integers(0, 3), again=st.integers(0, 63))
+    def release(self, which, kept, again):
         self.steps += 1
-        self.end(data.draw(st.sampled_from(self.held)), keep, dial)
+        # Three times in four the request kept its connection (dialed if it
+        # had none); else its dial or its connection failed.
+        self.end(self.held[which % len(self.held)], keep=kept > 0, dial=True)
+        # A second release of any released lease changes nothing.
+        before = (self.machine.open_connections, self.machine.idle_connections,
+                  self.machine.waiting())
+        assert self.machine.release(self.released[again % len(self.released)], self.now) == []
+        assert (self.machine.open_connections, self.machine.idle_connections,
+                self.machine.waiting()) == before
 
     def end(self, lease, keep, dial):
         """The request on `lease` ends, with its connection kept or not."""
@@ -525,19 +542,16 @@ class LeasesMachine(RuleBasedStateMachine):
                 self.idle.append((connection, lease.key, deadline))
         self.apply(actions, {"evicted"})
 
-    @precondition(lambda self: self.released)
-    @rule(data=st.data())
-    def release_again(self, data):
-        self.steps += 1
-        lease = data.draw(st.sampled_from(self.released))
-        before = (self.machine.open_connections, self.machine.idle_connections)
-        assert self.machine.release(lease, self.now) == []
-        assert (self.machine.open_connections, self.machine.idle_connections) == before
-
-    @rule(seconds=st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 5.0]))
-    def expire(self, seconds):
+    @rule(seconds=st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 5.0]), timer=st.booleans())
+    def time_passes(self, seconds, timer):
         self.steps += 1
         self.now += seconds
+        if timer:
+            self.expire()
+        # else the driver's timer is late: the next request must not be handed
+        # an expired connection.
+
+    def expire(self):
         deadline = self.machine.next_expiry()
         assert deadline == (self.idle[0][2] if self.idle else None)
         actions = self.machine.expire(self.now)
@@ -545,7 +559,7 @@ class LeasesMachine(RuleBasedStateMachine):
         assert [c for c, _ in closes(actions)] == expected
         self.apply(actions, {"expired"})
 
-    @precondition(lambda self: not self.closed and self.steps >= 30)
+    @precondition(lambda self: not self.closed and self.steps >= self.close_after)
     @rule()
     def close(self):
         expected = [Close(entry[0], "closed") for entry in self.idle]
@@ -610,7 +624,7 @@ class LeasesMachine(RuleBasedStateMachine):
         if not self.closed:
             assert not any(self.waiting.values()), "waiters left once every lease ended"
         self.now += 1e6
-        self.apply(self.machine.expire(self.now), {"expired"})
+        self.expire()
         for queue in self.waiting.values():
             for waiter in list(queue):
                 self.machine.withdraw(waiter)
@@ -618,5 +632,10 @@ class LeasesMachine(RuleBasedStateMachine):
 
 
 TestLeasesMachine = LeasesMachine.TestCase
+# No shrinking: hypothesis spends ~0.1 s a run on a 50-step machine, and stopped
+# shrinking a failure here only at its five-minute limit. A failure is reported
+# in seconds as generated (at most 50 steps), and replayed first on the next run
+# from the example database; add Phase.shrink here to get a minimal one.
 TestLeasesMachine.settings = settings(max_examples=200, stateful_step_count=50,
-                                      deadline=None)
+                                      deadline=None,
+                                      phases=[Phase.explicit, Phase.reuse, Phase.generate])

@@ -285,12 +285,13 @@ class Leases:
         if waiter in self._waiters:
             raise ValueError("this waiter is already waiting for a lease")
         _check_hashable("key", key)
+        actions: List[Action] = []
+        if self._idle:
+            # First: it may drop this key's state, which is then made afresh.
+            self._expire_idle(now, actions)
         state = self._keys.get(key)
         if state is None:
             state = self._keys[key] = _KeyState(key, limit)
-        actions: List[Action] = []
-        if self._idle:
-            self._expire_idle(now, actions)
         if not state.waiting:
             # Nobody waits before it: it may be served at once.
             lease = self._take(state, actions)
