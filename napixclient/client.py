@@ -33,7 +33,7 @@ from napixclient.core.client import (
 )
 from napixclient.core.hosts import base_url, parse_host
 from napixclient.core.tls import Cert, Verify
-from napixclient.failures import TransportFailure
+from napixclient.failures import Failure
 from napixclient.response import Response
 
 __all__ = ["Client", "PreparedCall", "base_url", "parse_host"]
@@ -290,7 +290,7 @@ class Client(BaseClient):
                         lease, method, data, record, engine=self.parser,
                         timeouts=attempts.timeouts, deadline=attempts.deadline,
                         max_body_size=self.max_body_size, attempt=attempts.attempt)
-                except TransportFailure as failure:
+                except Failure as failure:
                     wait = attempts.failed(failure)
                 else:
                     wait = attempts.answered(answer)

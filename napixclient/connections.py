@@ -353,7 +353,7 @@ class ConnectionManager:
         :param max_body_size: the most bytes of body read.
         :param attempt: the attempt's number, for events.
         :returns: the :class:`~napixclient.core.parser.Answer`.
-        :raises napixclient.failures.TransportFailure: a subclass, for what
+        :raises napixclient.failures.Failure: a subclass, for what
             went wrong (``stale`` when a kept-alive connection was found
             closed before the answer began).
         :raises napixclient.dialing.Deadline: when the deadline passed.

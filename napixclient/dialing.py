@@ -95,7 +95,7 @@ def receive(sock: Any, reading: Reading, deadline: float, head_only: bool = Fals
     :param deadline: :func:`time.monotonic` seconds past which to stop.
     :raises Deadline: when the deadline passed.
     :raises OSError: as the socket raises it (``TimeoutError`` included).
-    :raises napixclient.failures.TransportFailure: as the parser raises it.
+    :raises napixclient.failures.Failure: as the parser raises it.
     """
     recv = sock.recv
     monotonic = time.monotonic

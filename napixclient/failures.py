@@ -6,7 +6,7 @@ errors into these classes where they happen, and nothing above them reads
 another library's exception again (the way httpcore maps its backends'
 errors once, at the boundary). Each kind names the
 :class:`~napixclient.HTTPError` subclass it becomes
-(:attr:`TransportFailure.error`), with the failure's text as
+(:attr:`Failure.error`), with the failure's text as
 ``remote_error``: failures map to exceptions by type.
 
 Every message is written for a person and holds no secret: no URL, no
@@ -31,14 +31,14 @@ __all__ = [
     "ProxyUnreachable",
     "ReadTimedOut",
     "TLSFailed",
-    "TransportFailure",
+    "Failure",
     "os_reason",
     "status_text",
 ]
 
 
-class TransportFailure(Exception):
-    """An exchange failed below HTTP: no answer, or no usable one.
+class Failure(Exception):
+    """A kind of failure below HTTP: no answer, or no usable one.
 
     :param message: what happened, for a person, secret-free (``str``).
     :ivar message: the same.
@@ -68,20 +68,20 @@ class TransportFailure(Exception):
         return self.message
 
 
-class NameNotResolved(TransportFailure):
+class NameNotResolved(Failure):
     """The host name did not resolve to an address."""
 
     before_sending = True
 
 
-class ConnectFailed(TransportFailure):
+class ConnectFailed(Failure):
     """No connection could be made: refused, unreachable, no file descriptor
     left."""
 
     before_sending = True
 
 
-class ConnectTimedOut(TransportFailure):
+class ConnectTimedOut(Failure):
     """Connecting (TCP, or the TLS handshake) took longer than the connect
     timeout."""
 
@@ -89,13 +89,13 @@ class ConnectTimedOut(TransportFailure):
     before_sending = True
 
 
-class TLSFailed(TransportFailure):
+class TLSFailed(Failure):
     """The TLS handshake failed, or the server's certificate was refused."""
 
     before_sending = True
 
 
-class ProxyFailed(TransportFailure):
+class ProxyFailed(Failure):
     """The proxy would not carry the request to the origin: it answered
     ``CONNECT`` with a status other than 2xx (a 407 for want of credentials,
     a 403, a 502 when it could not reach the origin...), or a forwarded
@@ -106,7 +106,7 @@ class ProxyFailed(TransportFailure):
     http://127.0.0.1:3128 answered 407 Proxy Authentication Required to
     CONNECT``. Becomes a :class:`~napixclient.exceptions.ProxyError`.
 
-    :param message: as for :class:`TransportFailure`.
+    :param message: as for :class:`Failure`.
     :param proxy: the proxy, shown as ``str(proxy)``
         (:class:`~napixclient.dialing.Proxy` prints no credentials).
     :param status: the proxy's answer's status (``int``), or ``None``.
@@ -129,16 +129,16 @@ class ProxyUnreachable(ProxyFailed, ConnectFailed):
     ``retries`` retries it as it retries an origin that cannot be reached."""
 
 
-class ReadTimedOut(TransportFailure):
+class ReadTimedOut(Failure):
     """The server sent nothing for longer than the read timeout."""
 
     error = Timeout
 
 
-class ConnectionBroken(TransportFailure):
+class ConnectionBroken(Failure):
     """The connection was closed or reset during the exchange.
 
-    :param message: as for :class:`TransportFailure`.
+    :param message: as for :class:`Failure`.
     :param before_answer: ``True`` when not one byte of the answer had come.
     :param stale: ``True`` when the connection had carried an earlier answer
         and was closed before this one began: the server closed an idle
@@ -153,7 +153,7 @@ class ConnectionBroken(TransportFailure):
         self.stale = stale
 
 
-class MalformedAnswer(TransportFailure):
+class MalformedAnswer(Failure):
     """The answer is not HTTP/1.1 as RFC 9112 allows (ambiguous framing, a
     101 nobody asked for...), or breaks one of the limits of
     :mod:`napixclient.core.parser`, which the message names: ``the answer has too
@@ -164,7 +164,7 @@ class MalformedAnswer(TransportFailure):
     answers, of the whole head and of the trailer section."""
 
 
-class BodyLimitExceeded(TransportFailure):
+class BodyLimitExceeded(Failure):
     """The answer's body is larger than ``max_body_size``.
 
     :param length: the announced ``Content-Length`` (``int``), or ``None``

@@ -18,7 +18,7 @@ schedule::
         method, data, record = attempts.next()
         try:
             answer = <send data, read the answer>
-        except TransportFailure as failure:
+        except Failure as failure:
             wait = attempts.failed(failure)
         else:
             wait = attempts.answered(answer)
@@ -66,7 +66,7 @@ from napixclient.core.retry import IDEMPOTENT_METHODS, RetryPolicy
 from napixclient.core.tls import check_cert, check_verify
 from napixclient.core.trace import Tracer, instrumentation
 from napixclient.exceptions import HTTPError, Timeout
-from napixclient.failures import ConnectionBroken, ProxyFailed, TransportFailure, status_text
+from napixclient.failures import ConnectionBroken, Failure, ProxyFailed, status_text
 from napixclient.redact import MASK, register_secret_parameters
 from napixclient.response import RequestRecord, Response
 
@@ -545,9 +545,9 @@ class BaseClient:
                                       answer.status)
         return content
 
-    def failure_error(self, failure: TransportFailure, record: RequestRecord) -> HTTPError:
+    def failure_error(self, failure: Failure, record: RequestRecord) -> HTTPError:
         """The :class:`~napixclient.HTTPError` that stands for ``failure``:
-        the subclass its kind names (:attr:`TransportFailure.error`)."""
+        the subclass its kind names (:attr:`Failure.error`)."""
         text = failure.message
         if (isinstance(failure, ConnectionBroken) and failure.stale
                 and record.method not in IDEMPOTENT_METHODS):
@@ -638,7 +638,7 @@ class Attempts:
                 return wait
         try:
             content = client.decoded(answer)
-        except TransportFailure as failure:
+        except Failure as failure:
             self._fail(failure)
             return None
         response = Response(answer.status, answer.reason, answer.headers, content,
@@ -649,7 +649,7 @@ class Attempts:
             self._response = response
         return None
 
-    def failed(self, failure: TransportFailure) -> Optional[float]:
+    def failed(self, failure: Failure) -> Optional[float]:
         """A connection failure; ``None`` when it is final, else the seconds
         to wait before the next attempt."""
         step = self.policy.after_failure(self.method, failure)
@@ -673,7 +673,7 @@ class Attempts:
                              failure=self._error.remote_error, error_class="Timeout")
         return self._error
 
-    def _fail(self, failure: TransportFailure) -> None:
+    def _fail(self, failure: Failure) -> None:
         self._error = self.client.failure_error(failure, self.record)
         if self.tracer.tracing():
             self.tracer.emit("request.failed", self.client.origin, self.record,

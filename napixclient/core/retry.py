@@ -49,8 +49,8 @@ from typing import Any, FrozenSet, Optional, Tuple, Union
 from napixclient.failures import (
     ConnectFailed,
     ConnectionBroken,
+    Failure,
     NameNotResolved,
-    TransportFailure,
 )
 
 __all__ = ["DEFAULT_RETRY_AFTER_MAX", "IDEMPOTENT_METHODS", "RetryPolicy",
@@ -290,7 +290,7 @@ class RetryPolicy:
         :func:`backoff`)."""
         return backoff(self.attempts, self.backoff_factor, self.jitter, self.backoff_max)
 
-    def after_failure(self, method: str, failure: TransportFailure) -> Optional[Step]:
+    def after_failure(self, method: str, failure: Failure) -> Optional[Step]:
         """What to do after a connection failure.
 
         :param method: the request's method, upper case.
