@@ -20,7 +20,6 @@ from urllib3.util import Retry
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
-    Deadline,
     Lease,
     TraceHook,
 )
@@ -31,6 +30,7 @@ from napixclient.core.client import (
     PreparedCall,
     TimeoutSpec,
 )
+from napixclient.core.exchange import Deadline
 from napixclient.core.hosts import base_url, parse_host
 from napixclient.core.tls import Cert, Verify
 from napixclient.failures import Failure

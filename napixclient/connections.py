@@ -45,7 +45,6 @@ from __future__ import annotations
 import itertools
 import select
 import socket
-import ssl
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -53,14 +52,13 @@ import gevent
 import gevent.event
 import gevent.select
 
+from napixclient.core.exchange import Deadline, Exchange, unsent
 from napixclient.core.leases import Grant, Lease, Leases, default_max_connections
 from napixclient.core.origin import Origin
-from napixclient.core.parser import BROKE, Answer, Reading
-from napixclient.core.request import absolute_form
-from napixclient.core.tls import tls_reason
+from napixclient.core.parser import Answer
 from napixclient.core.trace import TraceHook, Tracer
-from napixclient.dialing import Deadline, Dialer, receive
-from napixclient.failures import ConnectionBroken, ReadTimedOut, os_reason
+from napixclient.dialing import Dialer, receive
+from napixclient.failures import ConnectionBroken, Failure
 from napixclient.response import RequestRecord
 
 __all__ = [
@@ -335,75 +333,50 @@ class ConnectionManager:
         """Send one request on ``lease`` and read its whole answer: one
         attempt, never retried here (the client's loop decides); the lease
         keeps its connection when it may carry another request
-        (:meth:`release` then keeps it idle).
+        (:meth:`release` then keeps it idle). What is sent, what a failure
+        is called and whether the connection serves again are the core's
+        (:class:`~napixclient.core.exchange.Exchange`).
 
         :param method: upper case (it tells the parser whether a body follows).
         :param data: the request as it goes to the origin: head and body,
-            the request target in origin form (``/path?query``). Through a
-            proxy that forwards it (an ``http`` origin with a proxy), the
-            request line is rewritten in absolute form and
-            ``Proxy-Authorization`` added
-            (:func:`~napixclient.core.request.absolute_form`).
+            the request target in origin form (``/path?query``).
         :param record: the secret-free record, for events.
         :param engine: the parser engine (``"llhttp"`` or ``"h11"``).
         :param timeouts: ``(connect, read)`` seconds; ``read`` bounds each
             wait for data.
         :param deadline: :func:`time.monotonic` seconds past which reading
-            stops (:class:`~napixclient.dialing.Deadline`).
+            stops (:class:`~napixclient.core.exchange.Deadline`).
         :param max_body_size: the most bytes of body read.
         :param attempt: the attempt's number, for events.
         :returns: the :class:`~napixclient.core.parser.Answer`.
-        :raises napixclient.failures.Failure: a subclass, for what
-            went wrong (``stale`` when a kept-alive connection was found
-            closed before the answer began).
-        :raises napixclient.dialing.Deadline: when the deadline passed.
+        :raises napixclient.failures.Failure: a subclass, for what went
+            wrong (``stale`` when a kept-alive connection was found closed
+            before the answer began).
+        :raises napixclient.core.exchange.Deadline: when the deadline passed.
         """
-        origin: Origin = lease.key  # type: ignore[assignment]
-        if origin.forwarded:
-            proxy = origin.proxy
-            assert proxy is not None
-            data = absolute_form(data, origin.scheme, origin.authority, proxy.authorization)
         tracing = self.tracer.tracing()
         connection, reused = self._connect(lease, record, timeouts[0], deadline, engine,
                                            tracing)
+        exchange = Exchange(self.tracer, connection.origin, record, connection.number,
+                            reused, method, max_body_size, engine, attempt)
+        data = exchange.data(data)
         sock = connection.sock
-        reading = Reading(method, max_body_size, engine)
+        reading = exchange.reading
         done = False
         try:
             sock.settimeout(timeouts[1])
             try:
-                unsent = self._send(sock, data, timeouts[1])
+                exchange.unsent = self._send(sock, data, timeouts[1])
+                exchange.sent(len(data))
+                receive(sock, reading, deadline, head_only=tracing)
                 if tracing:
-                    self.emit("request.sent", origin, record, connection, bytes=len(data),
-                              attempt=attempt)
-                try:
-                    receive(sock, reading, deadline, head_only=tracing)
-                    if tracing and reading.head is not None:
-                        self.emit("response.headers", origin, record, connection,
-                                  status=reading.head.status)
-                        if reading.end is None:
-                            receive(sock, reading, deadline)
-                except (ConnectionBroken, OSError):
-                    if unsent is not None and not reading.started:
-                        raise unsent from None
-                    raise
-            except socket.timeout as error:
-                raise ReadTimedOut("timed out while reading the answer") from error
-            except ConnectionBroken as error:
-                if reused and error.before_answer:
-                    raise _stale() from error
-                raise
-            except OSError as error:
-                if reused and not reading.started:
-                    raise _stale() from error
-                raise ConnectionBroken(BROKE + _reason(error),
-                                       before_answer=not reading.started) from error
+                    exchange.head_read()
+                    if reading.end is None:
+                        receive(sock, reading, deadline)
+            except (Failure, OSError) as error:
+                raise exchange.failed(error) from error
             connection.requests += 1
-            answer = reading.answer()
-            keep = reading.reusable and unsent is None
-            if tracing:
-                self.emit("response.done", origin, record, connection, status=answer.status,
-                          bytes=len(answer.content), reusable=keep)
+            answer, keep = exchange.done()
             done = True
             if not keep:
                 # The lease keeps its place, and may dial again.
@@ -434,13 +407,12 @@ class ConnectionManager:
             while offset < len(view):
                 readable, writable, _ = gevent.select.select([sock], [sock], [], timeout)
                 if readable:
-                    return ConnectionBroken(BROKE + "the server answered before the whole "
-                                            "request was sent", before_answer=True)
+                    return unsent()
                 if not writable:
                     raise socket.timeout("timed out while sending the request")
                 offset += sock.send(view[offset:offset + _SEND_PIECE])
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as error:
-            return ConnectionBroken(BROKE + _reason(error), before_answer=True)
+            return unsent(error)
         return None
 
     # -- lifetime ---------------------------------------------------------------------
@@ -455,16 +427,3 @@ class ConnectionManager:
         if reaper is not None:
             reaper.kill(block=False)
 
-
-def _stale() -> ConnectionBroken:
-    """The failure of a kept-alive connection closed before the answer began."""
-    return ConnectionBroken(BROKE + "the server closed the kept-alive connection before "
-                            "answering", before_answer=True, stale=True)
-
-
-def _reason(error: OSError) -> str:
-    if isinstance(error, ssl.SSLError):
-        # A TLS alert after the handshake: in TLS 1.3, a server refuses the
-        # client's certificate (or its absence) when the answer is read.
-        return tls_reason(error)
-    return os_reason(error)

@@ -58,6 +58,7 @@ from napixclient.core.dial import (
     tunnel_result,
     unresolved,
 )
+from napixclient.core.exchange import Deadline
 from napixclient.core.origin import Origin, ip_family
 from napixclient.core.parser import Reading
 from napixclient.core.tls import TLSContexts
@@ -78,10 +79,6 @@ YIELD_AFTER = 0.005
 # a greenlet that sleeps(0) again and again keeps the hub from its timers).
 _PAUSE = 1e-6
 
-
-
-class Deadline(Exception):
-    """The deadline of an exchange passed while its answer was read."""
 
 
 def receive(sock: Any, reading: Reading, deadline: float, head_only: bool = False) -> None:
