@@ -52,16 +52,22 @@ __all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "AsyncConnectionManager", "Connection", "
 
 #: Seconds an idle connection is kept, as for the gevent driver.
 DEFAULT_KEEPALIVE_EXPIRY = 5.0
+#: Bytes read from a connection at once.
+RECV_SIZE = 64 * 1024
 
 
 class _ReadTimeout(Exception):
     """No byte came for the read timeout (the stream's timer)."""
 
 
-class Stream(asyncio.Protocol):
+class Stream(asyncio.BufferedProtocol):
     """The protocol of one connection: it hands what the connection receives
     to the :class:`~napixclient.core.parser.Reading` of the current
     exchange, and wakes the task that waits for it.
+
+    It reads at most :data:`RECV_SIZE` bytes at once (a buffered protocol:
+    asyncio's default reads up to 256 KiB), so that the parser's work in one
+    turn of the event loop stays short whatever a host sends.
 
     :ivar closed: the connection was lost.
     :ivar dirty: bytes came while no exchange was reading (the connection
@@ -70,6 +76,7 @@ class Stream(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.buffer = bytearray(RECV_SIZE)
         self.transport: Optional[asyncio.Transport] = None
         self.reading: Optional[Reading] = None
         self.head_only = False
@@ -84,7 +91,14 @@ class Stream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(memoryview(self.buffer)[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
+        """``data`` came (also what a TLS transport hands over)."""
         self.last = self.loop.time()
         reading = self.reading
         if reading is None:
