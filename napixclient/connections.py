@@ -42,7 +42,6 @@ trace events are those of :mod:`napixclient.core.trace`.
 
 from __future__ import annotations
 
-import itertools
 import select
 import socket
 import time
@@ -53,10 +52,11 @@ import gevent.event
 import gevent.select
 
 from napixclient.core.exchange import Deadline, Exchange, unsent
-from napixclient.core.leases import Grant, Lease, Leases, default_max_connections
+from napixclient.core.leases import Grant, Lease, default_max_connections
+from napixclient.core.manager import DEFAULT_KEEPALIVE_EXPIRY, ManagerBase
 from napixclient.core.origin import Origin
 from napixclient.core.parser import Answer
-from napixclient.core.trace import TraceHook, Tracer
+from napixclient.core.trace import TraceHook
 from napixclient.dialing import Dialer, receive
 from napixclient.failures import ConnectionBroken, Failure
 from napixclient.response import RequestRecord
@@ -71,10 +71,6 @@ __all__ = [
     "default_max_connections",
 ]
 
-#: Seconds an idle connection is kept: 5 s, as httpx does, and below the
-#: idle timeouts of the common servers but gunicorn's (2 s), whose early
-#: closes the single stale-connection retry covers.
-DEFAULT_KEEPALIVE_EXPIRY = 5.0
 
 # A body larger than this is sent a piece at a time, watching for an early
 # answer (a 413 from a server that stops reading); a smaller one at once.
@@ -125,12 +121,12 @@ class Connection:
         return f"<Connection #{self.number} {self.origin}>"
 
 
-class ConnectionManager:
+class ConnectionManager(ManagerBase):
     """Opens, keeps and closes the connections of a pool (see the module).
 
     :param max_connections: the most sockets open at once across all
         origins, idle ones included (``int`` >= 1), or ``None`` for
-        :func:`default_max_connections`.
+        :func:`~napixclient.core.leases.default_max_connections`.
     :param keepalive_expiry: seconds (``float`` > 0) an idle connection is
         kept before it is closed.
     :param trace: ``trace(event, info)``, called for each event (see
@@ -142,56 +138,14 @@ class ConnectionManager:
     def __init__(self, max_connections: Optional[int] = None,
                  keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
                  trace: Optional[TraceHook] = None) -> None:
-        self._leases = Leases(max_connections, keepalive_expiry)
-        self.max_connections = self._leases.max_connections
-        self.keepalive_expiry = self._leases.keepalive_expiry
-        self.tracer = Tracer(trace)
+        super().__init__(max_connections, keepalive_expiry, trace)
         self.dialer = Dialer()
-        self._numbers = itertools.count(1)
         self._reaper: Optional[gevent.Greenlet] = None
-        self._closed = False
-
-    # -- figures ------------------------------------------------------------
 
     @property
-    def trace(self) -> Optional[TraceHook]:
-        """The ``trace`` callable (settable)."""
-        return self.tracer.hook
-
-    @trace.setter
-    def trace(self, hook: Optional[TraceHook]) -> None:
-        self.tracer = Tracer(hook)
-
-    @property
-    def open_connections(self) -> int:
-        """Sockets open now, and places granted to open one (``int``)."""
-        return self._leases.open_connections
-
-    @property
-    def idle_connections(self) -> int:
-        """Idle kept-alive connections now (``int``)."""
-        return self._leases.idle_connections
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return (f"<ConnectionManager open={self.open_connections} "
-                f"idle={self.idle_connections} "
-                f"max_connections={self.max_connections}{state}>")
-
-    def holds(self, origin: Origin) -> bool:
-        """Whether ``origin`` has a request running or waiting, or an idle
-        connection (``bool``)."""
-        return self._leases.holds(origin)
-
-    def tracing(self) -> bool:
-        """Whether events are wanted now (see :meth:`Tracer.tracing`)."""
-        return self.tracer.tracing()
-
-    def emit(self, event: str, origin: Origin, request: Optional[RequestRecord],
-             connection: Optional[Connection] = None, **info: Any) -> None:
-        """Send ``event`` (see :meth:`Tracer.emit`)."""
-        self.tracer.emit(event, origin, request,
-                         None if connection is None else connection.number, **info)
+    def contexts(self) -> Any:
+        """The dialer's :class:`~napixclient.core.tls.TLSContexts`."""
+        return self.dialer.contexts
 
     # -- leases -----------------------------------------------------------------
 
@@ -202,7 +156,7 @@ class ConnectionManager:
             if type(action) is Grant:
                 action.waiter(action.lease)
             else:
-                self._discard(action.connection, action.reason)
+                self.discard(action.connection, action.reason)
 
     def reserve(self, origin: Origin, limit: int, grant: Callable[[Lease], None],
                 request: Optional[RequestRecord] = None) -> Callable[[], None]:
@@ -257,10 +211,8 @@ class ConnectionManager:
         """Give a lease's place back. The connection the lease still holds
         (one whose last answer was read whole and may be kept alive) goes
         idle; a failed one was closed already. A second call does nothing."""
-        connection = lease.connection
-        if connection is not None:
-            connection.idle_since = time.monotonic()
-        self._run(self._leases.release(lease, time.monotonic()))
+        connection, actions = self.release_lease(lease, time.monotonic())
+        self._run(actions)
         if connection is not None and not self._closed:
             self._watch_expiry()
 
@@ -293,38 +245,19 @@ class ConnectionManager:
 
     # -- exchanges ------------------------------------------------------------------
 
-    def _discard(self, connection: Connection, reason: str,
-                 request: Optional[RequestRecord] = None) -> None:
-        """Close a connection and say so."""
-        connection.close()
-        if self.tracer.tracing():
-            self.emit("connection.closed", connection.origin, request, connection,
-                      reason=reason)
-
     def _connect(self, lease: Lease, record: RequestRecord, connect_timeout: float,
                  deadline: float, engine: str, tracing: bool) -> Tuple[Connection, bool]:
         """The lease's connection, and whether it already carried an answer:
         its idle one unless the server closed it meanwhile, else a new one."""
-        connection = lease.connection
+        connection = self.reuse(lease, record, tracing)
         if connection is not None:
-            if not connection.dropped():
-                if tracing:
-                    self.emit("connection.reused", connection.origin, record, connection,
-                              idle=time.monotonic() - connection.idle_since)
-                return connection, True
-            lease.connection = None
-            self._discard(connection, "dropped while idle", record)
+            return connection, True
         origin: Origin = lease.key  # type: ignore[assignment]
         started = time.monotonic()
         sock, address = self.dialer.dial(origin, connect_timeout, deadline, engine)
-        connection = lease.connection = Connection(sock, origin, next(self._numbers))
-        if tracing:
-            via = {} if origin.proxy is None else {"proxy": str(origin.proxy)}
-            self.emit("connection.opened", origin, record, connection, address=address,
-                      seconds=time.monotonic() - started, **via)
-            if origin.scheme == "https":
-                self.emit("connection.tls", origin, record, connection,
-                          version=sock.version())
+        connection = Connection(sock, origin, self.number())
+        self.opened(lease, connection, record, address, started,
+                    sock.version() if origin.scheme == "https" else None, tracing)
         return connection, False
 
     def exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord, *,
@@ -375,18 +308,12 @@ class ConnectionManager:
                         receive(sock, reading, deadline)
             except (Failure, OSError) as error:
                 raise exchange.failed(error) from error
-            connection.requests += 1
-            answer, keep = exchange.done()
+            answer = self.finished(lease, connection, exchange)
             done = True
-            if not keep:
-                # The lease keeps its place, and may dial again.
-                lease.connection = None
-                self._discard(connection, "not reusable", record)
             return answer
         finally:
-            if not done and lease.connection is connection:
-                lease.connection = None
-                self._discard(connection, "failed", record)
+            if not done:
+                self.abandoned(lease, connection, record)
 
     @staticmethod
     def _send(sock: Any, data: bytes, timeout: float) -> Optional[ConnectionBroken]:

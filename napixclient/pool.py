@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import gevent
 from gevent import Greenlet, GreenletExit
@@ -15,16 +15,16 @@ from napixclient.connections import (
     Lease,
     TraceHook,
 )
-from napixclient.core.client import ClientOptions, PreparedCall, TimeoutSpec
+from napixclient.core.client import PreparedCall, TimeoutSpec
 from napixclient.core.pool import (
-    PoolClients,
+    PoolBase,
     check_count,
     check_wait_timeout,
     timed_out_message,
 )
 from napixclient.core.tls import Verify
-from napixclient.exceptions import ConnectionError, HTTPError
-from napixclient.response import RequestRecord, Response
+from napixclient.exceptions import HTTPError
+from napixclient.response import Response
 
 __all__ = ["ClientPool", "Result"]
 
@@ -32,7 +32,7 @@ __all__ = ["ClientPool", "Result"]
 Result = Union[Response, HTTPError]
 
 
-class ClientPool:
+class ClientPool(PoolBase):
     """Requests to many hosts at once, each started as a greenlet.
 
     One :class:`~napixclient.Client` per host is created on first use and
@@ -98,34 +98,14 @@ class ClientPool:
         trace: Optional[TraceHook] = None,
         **client_options: Any,
     ) -> None:
-        self._connections = ConnectionManager(max_connections, keepalive_expiry, trace)
-        for name in ("connections", "max_connections", "keepalive_expiry", "trace"):
-            if name in client_options:
-                raise ValueError(f"{name} is the pool's own: ClientPool({name}=...) sets it "
-                                 "for every host")
-        # Checked once, here, and shared by the client of every host.
-        self._options = ClientOptions(authenticator, simultaneous, timeout, verify,
-                                      **client_options)
-        # The client of each host (see PoolClients: dropped when unused).
-        self._clients: PoolClients[Client] = PoolClients(
-            lambda host: Client.for_pool(host, self._options, self._connections),
-            lambda client: self._connections.holds(client.origin))
-        # Greenlets not yet collected, in submission order (dicts keep it),
-        # with their client and call: gevent forgets the arguments of a
-        # greenlet killed before it started.
-        self._pending: Dict[Greenlet, Tuple[Client, PreparedCall]] = {}
-        self._closed = False
-
-    def __repr__(self) -> str:
-        hosts = len(self._clients)
-        state = " closed" if self._closed else ""
-        return f"<ClientPool hosts={hosts} pending={self.pending}{state}>"
+        super().__init__(Client, ConnectionManager, authenticator, simultaneous, timeout,
+                         verify, max_connections, keepalive_expiry, trace, client_options)
 
     @property
     def connections(self) -> ConnectionManager:
         """The :class:`~napixclient.connections.ConnectionManager` every
         client of the pool shares."""
-        return self._connections
+        return self._connections  # type: ignore[no-any-return]
 
     def client(self, host: str) -> Client:
         """Return the :class:`~napixclient.Client` for ``host``, creating it on
@@ -135,9 +115,7 @@ class ClientPool:
         :raises ValueError: for a malformed host.
         :raises RuntimeError: if the pool is closed.
         """
-        if self._closed:
-            raise RuntimeError("ClientPool is closed")
-        return self._clients.get(host)
+        return super().client(host)  # type: ignore[no-any-return]
 
     def request(
         self,
@@ -167,8 +145,7 @@ class ClientPool:
         :raises ValueError: at once, for a malformed host or a bad argument.
         :raises RuntimeError: if the pool is closed.
         """
-        client = self.client(host)
-        call = client.prepare(method, url, body, headers, **kwargs)
+        client, call = self._prepare(host, method, url, body, headers, kwargs)
         # The caller's context (contextvars: OpenTelemetry's among them),
         # carried into the greenlet, which gevent starts with an empty one.
         job = _Job(self, client, call, contextvars.copy_context())
@@ -183,19 +160,13 @@ class ClientPool:
             raise
         return greenlet
 
-    @property
-    def pending(self) -> int:
-        """How many requests were started and not yet collected (``int``)."""
-        return len(self._pending)
-
     def _collect(self, greenlet: Greenlet) -> Result:
         client, call = self._pending.pop(greenlet)
         if greenlet.exception is not None:
             raise greenlet.exception
         value = greenlet.value
         if isinstance(value, GreenletExit):
-            return ConnectionError(_record_of(call, client.host), remote_error=(
-                "the request was killed before it completed"))
+            return self._cancelled(client, call, "killed")  # type: ignore[no-any-return]
         return value
 
     def wait(self, timeout: Optional[float] = None) -> List[Result]:
@@ -334,6 +305,3 @@ class _Job:
             # At once, so that the next request's turn comes now.
             self.client.release(self.lease)
 
-
-def _record_of(call: PreparedCall, host: str) -> RequestRecord:
-    return RequestRecord(call.method, host, call.url, call.target)

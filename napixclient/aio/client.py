@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 from napixclient.aio.connections import DEFAULT_KEEPALIVE_EXPIRY, AsyncConnectionManager
 from napixclient.core.client import (
@@ -53,6 +53,8 @@ class AsyncClient(BaseClient):
             managers = (await c.get("/")).body
     """
 
+    manager_class = AsyncConnectionManager
+
     def __init__(
         self,
         host: str,
@@ -81,38 +83,7 @@ class AsyncClient(BaseClient):
                                 retry_backoff=retry_backoff, parser=parser,
                                 transport=transport, proxies=proxies, trust_env=trust_env,
                                 cert=cert)
-        if connections is None:
-            self._manager = AsyncConnectionManager(max_connections, keepalive_expiry, trace)
-            self._owns_manager = True
-        elif not isinstance(connections, AsyncConnectionManager):
-            raise ValueError(f"connections must be an AsyncConnectionManager, "
-                             f"got {connections!r}")
-        elif (max_connections is not None or trace is not None
-              or keepalive_expiry != DEFAULT_KEEPALIVE_EXPIRY):
-            raise ValueError("max_connections, keepalive_expiry and trace belong to the "
-                             "shared AsyncConnectionManager given as connections=")
-        else:
-            self._manager = connections
-            self._owns_manager = False
-        self._attach(parsed, options)
-
-    @classmethod
-    def for_pool(cls, host: Tuple[str, str, Optional[int], str], options: ClientOptions,
-                 connections: AsyncConnectionManager) -> "AsyncClient":
-        """The client of one host of a pool (see
-        :meth:`napixclient.Client.for_pool`)."""
-        client = cls.__new__(cls)
-        client._manager = connections
-        client._owns_manager = False
-        client._attach(host, options)
-        return client
-
-    def _attach(self, host: Tuple[str, str, Optional[int], str],
-                options: ClientOptions) -> None:
-        BaseClient.__init__(self, host, options)
-        # Built (and so checked) now, once per TLS configuration.
-        for verify, cert in self._tls_contexts_needed():
-            self._manager.contexts.get(verify, cert)
+        self._attach(parsed, options, connections, max_connections, keepalive_expiry, trace)
 
     @property
     def connections(self) -> AsyncConnectionManager:

@@ -18,10 +18,10 @@ that floods never holds the other tasks, and a deadline is a timer.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 import ssl
 import sys
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from napixclient.core.dial import (
@@ -40,18 +40,17 @@ from napixclient.core.dial import (
     unresolved,
 )
 from napixclient.core.exchange import Deadline, Exchange, unsent
-from napixclient.core.leases import Grant, Lease, Leases
+from napixclient.core.leases import Grant, Lease
+from napixclient.core.manager import DEFAULT_KEEPALIVE_EXPIRY, ManagerBase
 from napixclient.core.origin import Origin, ip_family
 from napixclient.core.parser import Answer, Reading
 from napixclient.core.tls import TLSContexts
-from napixclient.core.trace import TraceHook, Tracer
+from napixclient.core.trace import TraceHook
 from napixclient.failures import Failure, NameNotResolved, ProxyFailed, os_reason
 from napixclient.response import RequestRecord
 
 __all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "AsyncConnectionManager", "Connection", "Stream"]
 
-#: Seconds an idle connection is kept, as for the gevent driver.
-DEFAULT_KEEPALIVE_EXPIRY = 5.0
 #: Bytes read from a connection at once.
 RECV_SIZE = 64 * 1024
 
@@ -236,7 +235,7 @@ class Connection:
         return f"<Connection #{self.number} {self.origin}>"
 
 
-class AsyncConnectionManager:
+class AsyncConnectionManager(ManagerBase):
     """Opens, keeps and closes the connections of a pool (see the module);
     the twin of :class:`napixclient.connections.ConnectionManager`.
 
@@ -256,48 +255,11 @@ class AsyncConnectionManager:
     def __init__(self, max_connections: Optional[int] = None,
                  keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
                  trace: Optional[TraceHook] = None) -> None:
-        self._leases = Leases(max_connections, keepalive_expiry)
-        self.max_connections = self._leases.max_connections
-        self.keepalive_expiry = self._leases.keepalive_expiry
-        self.tracer = Tracer(trace)
+        super().__init__(max_connections, keepalive_expiry, trace)
         self.contexts = TLSContexts(ssl.SSLContext)
         self._names = NameCache()
         self._lookups: Dict[Tuple[str, int], asyncio.Task[List[Address]]] = {}
-        self._numbers = itertools.count(1)
         self._reaper: Optional[asyncio.TimerHandle] = None
-        self._closed = False
-
-    # -- figures --------------------------------------------------------------------
-
-    @property
-    def trace(self) -> Optional[TraceHook]:
-        """The ``trace`` callable (settable)."""
-        return self.tracer.hook
-
-    @trace.setter
-    def trace(self, hook: Optional[TraceHook]) -> None:
-        self.tracer = Tracer(hook)
-
-    @property
-    def open_connections(self) -> int:
-        """Connections open now, and places granted to open one (``int``)."""
-        return self._leases.open_connections
-
-    @property
-    def idle_connections(self) -> int:
-        """Idle kept-alive connections now (``int``)."""
-        return self._leases.idle_connections
-
-    def holds(self, origin: Origin) -> bool:
-        """Whether ``origin`` has a request running or waiting, or an idle
-        connection (``bool``)."""
-        return self._leases.holds(origin)
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return (f"<AsyncConnectionManager open={self.open_connections} "
-                f"idle={self.idle_connections} "
-                f"max_connections={self.max_connections}{state}>")
 
     # -- leases ---------------------------------------------------------------------
 
@@ -312,7 +274,7 @@ class AsyncConnectionManager:
                 else:
                     waiter.set_result(action.lease)
             else:
-                self._discard(action.connection, action.reason)
+                self.discard(action.connection, action.reason)
 
     async def acquire(self, origin: Origin, limit: int,
                       record: Optional[RequestRecord] = None) -> Lease:
@@ -343,11 +305,9 @@ class AsyncConnectionManager:
     def release(self, lease: Lease) -> None:
         """Give a lease's place back (see
         :meth:`napixclient.connections.ConnectionManager.release`)."""
-        connection = lease.connection
         loop = asyncio.get_running_loop()
-        if connection is not None:
-            connection.idle_since = loop.time()
-        self._run(self._leases.release(lease, loop.time()))
+        connection, actions = self.release_lease(lease, loop.time())
+        self._run(actions)
         if connection is not None and not self._closed:
             self._watch_expiry(loop)
 
@@ -368,42 +328,22 @@ class AsyncConnectionManager:
 
     # -- connections ------------------------------------------------------------------
 
-    def _discard(self, connection: Connection, reason: str,
-                 request: Optional[RequestRecord] = None) -> None:
-        """Close a connection and say so."""
-        connection.close()
-        if self.tracer.tracing():
-            self.tracer.emit("connection.closed", connection.origin, request,
-                             connection.number, reason=reason)
-
     async def _connect(self, lease: Lease, record: RequestRecord, connect_timeout: float,
                        deadline: float, engine: str, tracing: bool) -> Tuple[Connection, bool]:
         """The lease's connection, and whether it already carried an answer:
         its idle one unless the server closed it meanwhile, else a new one."""
-        connection = lease.connection
-        loop = asyncio.get_running_loop()
+        connection = self.reuse(lease, record, tracing)
         if connection is not None:
-            if not connection.dropped():
-                if tracing:
-                    self.tracer.emit("connection.reused", connection.origin, record,
-                                     connection.number,
-                                     idle=loop.time() - connection.idle_since)
-                return connection, True
-            lease.connection = None
-            self._discard(connection, "dropped while idle", record)
+            return connection, True
         origin: Origin = lease.key  # type: ignore[assignment]
-        started = loop.time()
+        started = time.monotonic()
         stream, address = await self._dial(origin, connect_timeout, deadline, engine)
-        connection = lease.connection = Connection(stream, origin, next(self._numbers))
-        if tracing:
-            via = {} if origin.proxy is None else {"proxy": str(origin.proxy)}
-            self.tracer.emit("connection.opened", origin, record, connection.number,
-                             address=address, seconds=loop.time() - started, **via)
-            if origin.scheme == "https":
-                assert stream.transport is not None
-                tls = stream.transport.get_extra_info("ssl_object")
-                self.tracer.emit("connection.tls", origin, record, connection.number,
-                                 version=None if tls is None else tls.version())
+        connection = Connection(stream, origin, self.number())
+        tls = None
+        if origin.scheme == "https" and stream.transport is not None:
+            tls = stream.transport.get_extra_info("ssl_object")
+        self.opened(lease, connection, record, address, started,
+                    None if tls is None else tls.version(), tracing)
         return connection, False
 
     async def exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord,
@@ -440,17 +380,12 @@ class AsyncConnectionManager:
                 raise exchange.failed(error) from error
             if not stream.all_sent:
                 exchange.unsent = unsent()  # an early answer: the rest was not taken
-            connection.requests += 1
-            answer, keep = exchange.done()
+            answer = self.finished(lease, connection, exchange)
             done = True
-            if not keep:
-                lease.connection = None
-                self._discard(connection, "not reusable", record)
             return answer
         finally:
-            if not done and lease.connection is connection:
-                lease.connection = None
-                self._discard(connection, "failed", record)
+            if not done:
+                self.abandoned(lease, connection, record)
 
     # -- dialing -----------------------------------------------------------------------
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, AsyncIterator, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Deque, Dict, List, Optional, Union
 
 from napixclient.aio.client import AsyncClient
 from napixclient.aio.connections import DEFAULT_KEEPALIVE_EXPIRY, AsyncConnectionManager
-from napixclient.core.client import ClientOptions, PreparedCall, TimeoutSpec
+from napixclient.core.client import PreparedCall, TimeoutSpec
 from napixclient.core.pool import (
-    PoolClients,
+    PoolBase,
     check_count,
     check_wait_timeout,
     timed_out_message,
 )
 from napixclient.core.trace import TraceHook
-from napixclient.exceptions import ConnectionError, HTTPError
-from napixclient.response import RequestRecord, Response
+from napixclient.exceptions import HTTPError
+from napixclient.response import Response
 
 __all__ = ["AsyncClientPool", "Result"]
 
@@ -26,7 +26,7 @@ __all__ = ["AsyncClientPool", "Result"]
 Result = Union[Response, HTTPError]
 
 
-class AsyncClientPool:
+class AsyncClientPool(PoolBase):
     """Requests to many hosts at once, each an :class:`asyncio.Task`.
 
     The twin of :class:`napixclient.ClientPool`, with the same arguments,
@@ -58,29 +58,14 @@ class AsyncClientPool:
         trace: Optional[TraceHook] = None,
         **client_options: Any,
     ) -> None:
-        self._connections = AsyncConnectionManager(max_connections, keepalive_expiry, trace)
-        for name in ("connections", "max_connections", "keepalive_expiry", "trace"):
-            if name in client_options:
-                raise ValueError(f"{name} is the pool's own: AsyncClientPool({name}=...) "
-                                 "sets it for every host")
-        self._options = ClientOptions(authenticator, simultaneous, timeout, verify,
-                                      **client_options)
-        self._clients: PoolClients[AsyncClient] = PoolClients(
-            lambda host: AsyncClient.for_pool(host, self._options, self._connections),
-            lambda client: self._connections.holds(client.origin))
-        # Tasks not yet collected, in submission order, with their client and
-        # call (for the record of a request cancelled before it ran).
-        self._pending: Dict[asyncio.Task[Result], Tuple[AsyncClient, PreparedCall]] = {}
-        self._closed = False
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<AsyncClientPool hosts={len(self._clients)} pending={self.pending}{state}>"
+        super().__init__(AsyncClient, AsyncConnectionManager, authenticator, simultaneous,
+                         timeout, verify, max_connections, keepalive_expiry, trace,
+                         client_options)
 
     @property
     def connections(self) -> AsyncConnectionManager:
         """The connection manager every client of the pool shares."""
-        return self._connections
+        return self._connections  # type: ignore[no-any-return]
 
     def client(self, host: str) -> AsyncClient:
         """The :class:`~napixclient.aio.AsyncClient` for ``host``, made on
@@ -89,9 +74,7 @@ class AsyncClientPool:
         :raises ValueError: for a malformed host.
         :raises RuntimeError: if the pool is closed.
         """
-        if self._closed:
-            raise RuntimeError("AsyncClientPool is closed")
-        return self._clients.get(host)
+        return super().client(host)  # type: ignore[no-any-return]
 
     def request(
         self,
@@ -117,8 +100,7 @@ class AsyncClientPool:
         :raises ValueError: at once, for a malformed host or a bad argument.
         :raises RuntimeError: if the pool is closed, or no event loop runs.
         """
-        client = self.client(host)
-        call = client.prepare(method, url, body, headers, **kwargs)
+        client, call = self._prepare(host, method, url, body, headers, kwargs)
         task = asyncio.get_running_loop().create_task(self._run(client, call))
         self._pending[task] = (client, call)
         self._clients.started(client)
@@ -137,17 +119,10 @@ class AsyncClientPool:
         finally:
             self._clients.ended(client)
 
-    @property
-    def pending(self) -> int:
-        """How many requests were scheduled and not yet collected (``int``)."""
-        return len(self._pending)
-
     def _collect(self, task: "asyncio.Task[Result]") -> Result:
         client, call = self._pending.pop(task)
         if task.cancelled():
-            return ConnectionError(RequestRecord(call.method, client.host, call.url,
-                                                 call.target),
-                                   remote_error="the request was cancelled before it completed")
+            return self._cancelled(client, call, "cancelled")  # type: ignore[no-any-return]
         error = task.exception()
         if error is not None:
             raise error

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from napixclient.core.hosts import host_header, parse_host
 
-__all__ = ["RESTING_CLIENTS", "PoolClients", "check_count", "check_wait_timeout"]
+__all__ = ["RESTING_CLIENTS", "PoolBase", "PoolClients", "check_count", "check_wait_timeout",
+           "timed_out_message"]
 
 #: The most clients a pool keeps for hosts it has no request for (each with
 #: an idle kept-alive connection); beyond, the least recently used is
@@ -140,5 +141,76 @@ def timed_out_message(where: str, waiting: int, total: int, timeout: Optional[fl
             "all stay pending")
 
 
-#: What a pool's job keeps of its request: ``(client, call)``.
-Job = Tuple[Any, Any]
+class PoolBase:
+    """What :class:`napixclient.ClientPool` and
+    :class:`napixclient.aio.AsyncClientPool` share besides waiting: the
+    connection manager, the options checked once, the client of each host,
+    and the requests not yet collected (in submission order, with their
+    client and call).
+
+    :param client_class: the driver's client (with ``for_pool``).
+    :param manager_class: the driver's connection manager.
+    :raises ValueError: at once, for a bad option.
+    """
+
+    def __init__(self, client_class: Any, manager_class: Any, authenticator: Any,
+                 simultaneous: Any, timeout: Any, verify: Any, max_connections: Any,
+                 keepalive_expiry: Any, trace: Any, client_options: Dict[str, Any]) -> None:
+        from napixclient.core.client import ClientOptions
+
+        self._connections = manager_class(max_connections, keepalive_expiry, trace)
+        for name in ("connections", "max_connections", "keepalive_expiry", "trace"):
+            if name in client_options:
+                raise ValueError(f"{name} is the pool's own: {type(self).__name__}({name}=...) "
+                                 "sets it for every host")
+        # Checked once, here, and shared by the client of every host.
+        self._options = ClientOptions(authenticator, simultaneous, timeout, verify,
+                                      **client_options)
+        connections = self._connections
+        options = self._options
+        self._clients: PoolClients[Any] = PoolClients(
+            lambda host: client_class.for_pool(host, options, connections),
+            lambda client: connections.holds(client.origin))
+        # Requests not yet collected, in submission order (dicts keep it),
+        # with their client and call.
+        self._pending: Dict[Any, Tuple[Any, Any]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<{type(self).__name__} hosts={len(self._clients)} pending={self.pending}{state}>"
+
+    @property
+    def connections(self) -> Any:
+        """The connection manager every client of the pool shares."""
+        return self._connections
+
+    @property
+    def pending(self) -> int:
+        """How many requests were started and not yet collected (``int``)."""
+        return len(self._pending)
+
+    def client(self, host: str) -> Any:
+        """The client for ``host``, made on first use.
+
+        :raises ValueError: for a malformed host.
+        :raises RuntimeError: if the pool is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        return self._clients.get(host)
+
+    def _prepare(self, host: str, method: str, url: str, body: Any, headers: Any,
+                 kwargs: Dict[str, Any]) -> Tuple[Any, Any]:
+        """The client and the call of a request, checked at once."""
+        client = self.client(host)
+        return client, client.prepare(method, url, body, headers, **kwargs)
+
+    def _cancelled(self, client: Any, call: Any, what: str) -> Any:
+        """The result of a request that was killed or cancelled before its
+        end: a :class:`~napixclient.ConnectionError` saying so."""
+        from napixclient.exceptions import ConnectionError
+        from napixclient.response import RequestRecord
+
+        return ConnectionError(RequestRecord(call.method, client.host, call.url, call.target),
+                               remote_error=f"the request was {what} before it completed")
