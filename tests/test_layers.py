@@ -223,7 +223,7 @@ def imports() -> List[Import]:
         reader = Reader(name, path, set(modules))
         reader.visit(ast.parse(path.read_text(), str(path)))
         for item in reader.found:
-            if item.target == TOP and item.name and not item.name.startswith("__"):
+            if item.target == TOP and item.name and not item.name.startswith("_"):
                 home = lazy_home(item.name)
                 assert home, f"{item.where}: napixclient has no public name {item.name!r}"
                 item = Import(item.source, home, item.where, item.typing_only)
