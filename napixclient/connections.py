@@ -186,12 +186,12 @@ class ConnectionManager:
         return self._leases.holds(origin)
 
     def tracing(self) -> bool:
-        """Whether events are wanted now (see :meth:`Tracer.tracing`)."""
+        """Whether events are wanted now (see :meth:`~napixclient.core.trace.Tracer.tracing`)."""
         return self.tracer.tracing()
 
     def emit(self, event: str, origin: Origin, request: Optional[RequestRecord],
              connection: Optional[Connection] = None, **info: Any) -> None:
-        """Send ``event`` (see :meth:`Tracer.emit`)."""
+        """Send ``event`` (see :meth:`~napixclient.core.trace.Tracer.emit`)."""
         self.tracer.emit(event, origin, request,
                          None if connection is None else connection.number, **info)
 
