@@ -45,11 +45,7 @@ _FOREIGN = sorted(set(sys.stdlib_module_names) | {
     "backports", "brotli", "celery", "compression", "gevent", "geventhttpclient", "kombu",
     "opentelemetry", "pytest", "redis", "requests", "rich", "urllib3",
 })
-nitpick_ignore = [
-    # The asyncio driver, which napixclient.core's docstring announces, is not
-    # written yet: remove this line when it is.
-    ("py:mod", "napixclient.aio"),
-]
+nitpick_ignore: list = []
 nitpick_ignore_regex = [
     (r"py:.*", rf"(?:{'|'.join(_FOREIGN)})(?:[.\[].*)?"),
     (r"py:.*", rf"(?:{'|'.join(name for name in dir(builtins) if name.isidentifier())})"),

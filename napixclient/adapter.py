@@ -5,7 +5,7 @@ for programs that do, and want their requests to yield to the gevent hub
 without monkey-patching the standard library. Mount the adapter on a
 session and every connection it opens, direct or through a proxy, is a
 gevent socket (:class:`CooperativeHTTPConnection`)
-with TLS from a gevent SSL context (:func:`~napixclient.dialing.ssl_context`)::
+with TLS from a gevent SSL context (:func:`~napixclient.core.tls.ssl_context`)::
 
     session = requests.Session()
     adapter = CooperativeAdapter(pool_maxsize=4)
@@ -115,7 +115,7 @@ class CooperativeHTTPConnection(_GeventSocketMixin, HTTPConnection):
 
 class CooperativeHTTPSConnection(_GeventSocketMixin, HTTPSConnection):
     """A urllib3 HTTPS connection over a gevent socket; TLS comes from the
-    gevent SSL context its pool passes (see :func:`napixclient.dialing.ssl_context`)."""
+    gevent SSL context its pool passes (see :func:`napixclient.core.tls.ssl_context`)."""
 
 
 class CooperativeHTTPConnectionPool(HTTPConnectionPool):
@@ -255,7 +255,7 @@ class CooperativeAdapter(requests.adapters.HTTPAdapter):
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         """Set the pool's TLS verification as requests does, through gevent
         SSL contexts already loaded with the CA bundle (see
-        :func:`~napixclient.dialing.ssl_context`): for the origin of an
+        :func:`~napixclient.core.tls.ssl_context`): for the origin of an
         ``https://`` URL, and for an ``https://`` proxy on the way.
 
         :raises OSError: if ``verify`` names a CA bundle that does not exist

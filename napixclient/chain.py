@@ -40,8 +40,11 @@ __all__ = [
     "NO_FIELD",
     "Chain",
     "Hop",
+    "printable",
     "read_chain",
     "split_status_text",
+    "status_of",
+    "text_of",
     "write_document",
 ]
 
@@ -135,11 +138,12 @@ def _escape_format(text: str) -> str:
     return text.translate(table) if table else text
 
 
-def _printable(text: str, keep_newlines: bool = False) -> str:
-    """``text`` with control characters, format characters (``Cf``: bidi
-    controls such as U+202E, zero-width characters) and lone surrogates
-    escaped (``\\n``, ``\\x1b``, ``\\u202e``, ``\\ud800``); newlines kept when
-    asked."""
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` (a ``str``) with control characters, format characters
+    (``Cf``: bidi controls such as U+202E, zero-width characters) and lone
+    surrogates escaped (``\\n``, ``\\x1b``, ``\\u202e``, ``\\ud800``), safe
+    to show on a terminal; newlines are kept when ``keep_newlines`` is true.
+    Raises :class:`TypeError` when ``text`` is not a ``str``."""
     if keep_newlines:
         return "\n".join(_escape_format(_UNPRINTABLE.sub(_escape, line))
                          for line in text.split("\n"))
@@ -187,8 +191,9 @@ def _show(value: Any, level: int = 0) -> str:
     return f"<{type(value).__name__}>"
 
 
-def _text_of(value: Any) -> Optional[str]:
-    """The text of a field that should be a string, kept to at most
+def text_of(value: Any) -> Optional[str]:
+    """The text of ``value`` (any object: a field that should be a string,
+    as a document from the far side holds it), kept to at most
     :data:`MAX_TEXT` characters, the values of secret query parameters
     masked (:func:`~napixclient.redact.redact_secret_parameters`: a server
     may echo the request target, token included); ``None`` for ``None``.
@@ -209,8 +214,9 @@ def _text_of(value: Any) -> Optional[str]:
         return f"<unreadable {type(value).__name__}>"
 
 
-def _status_of(value: Any) -> Optional[int]:
-    """An HTTP status (``int``, 100 to 599) or ``None``."""
+def status_of(value: Any) -> Optional[int]:
+    """``value`` when it is an HTTP status (an ``int``, not a ``bool``,
+    from 100 to 599), else ``None``. Never raises."""
     if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
         return value
     return None
@@ -352,12 +358,12 @@ class Hop(_HopFields):
         """``"GET http://b/y -> 404 (NotFound)"``, on one line."""
         parts = []
         if self.call:
-            parts.append(_printable(self.call))
+            parts.append(printable(self.call))
         if self.status is not None or self.error_class:
             if self.status is None:
-                parts.append(_printable(str(self.error_class)))
+                parts.append(printable(str(self.error_class)))
             elif self.error_class:
-                parts.append(f"{self.status} ({_printable(self.error_class)})")
+                parts.append(f"{self.status} ({printable(self.error_class)})")
             else:
                 parts.append(str(self.status))
         return " -> ".join(parts) if parts else "?"
@@ -425,26 +431,26 @@ def read_chain(call: Optional[str], status: Optional[int], remote_error: Any) ->
         # Not reachable with data decoded from JSON; a reader of errors must
         # not itself fail, whatever was put in remote_error.
         if not hops:
-            hops.append(Hop(_text_of(call), _status_of(status), None, None))
+            hops.append(Hop(text_of(call), status_of(status), None, None))
     return hops
 
 
 def _read(hops: Chain, call: Any, status: Any, document: Any) -> None:
-    status = _status_of(status)
+    status = status_of(status)
     while True:
         if not isinstance(document, dict):
-            hops.append(Hop(_text_of(call), status, None, _text_of(document)))
+            hops.append(Hop(text_of(call), status, None, text_of(document)))
             return
         fields = _field_messages(document)
         if fields is not None:
-            hops.append(Hop(_text_of(call), status, None, fields))
+            hops.append(Hop(text_of(call), status, None, fields))
             return
         error_class = document.get("error_class")
         hops.append(Hop(
-            _text_of(call),
+            text_of(call),
             status,
-            _text_of(error_class) if isinstance(error_class, str) else None,
-            _text_of(document.get("error_text")),
+            text_of(error_class) if isinstance(error_class, str) else None,
+            text_of(document.get("error_text")),
             _id_of(document.get("trace_id"), _TRACE_ID),
             _id_of(document.get("span_id"), _SPAN_ID),
         ))
@@ -454,11 +460,11 @@ def _read(hops: Chain, call: Any, status: Any, document: Any) -> None:
         if len(hops) >= MAX_HOPS:
             hops.truncated = True
             return
-        status = _status_of(document.get("remote_status"))
+        status = status_of(document.get("remote_status"))
         call, document = next_call, document["remote_error"]
         if isinstance(document, str):
             text_status, text = split_status_text(document)
-            hops.append(Hop(_text_of(call), text_status if status is None else status,
+            hops.append(Hop(text_of(call), text_status if status is None else status,
                             None, text))
             return
 
@@ -517,9 +523,9 @@ def write_document(
     if request is not None:
         document["request"] = dict(request)
     if remote_call is not None:
-        document["remote_call"] = _text_of(remote_call)
+        document["remote_call"] = text_of(remote_call)
         document["remote_error"] = redact_document(remote_error)
-        status = _status_of(remote_status)
+        status = status_of(remote_status)
         if status is not None:
             document["remote_status"] = status
     trace = _id_of(trace_id, _TRACE_ID)

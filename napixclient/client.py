@@ -200,7 +200,7 @@ class Client(BaseClient):
         """Sign and send a prepared request, waiting for a turn under
         ``simultaneous`` and ``max_connections``; read the whole answer.
 
-        :param call: from :meth:`prepare`.
+        :param call: from :meth:`~napixclient.core.client.BaseClient.prepare`.
         :returns: the :class:`Response` when the status is below 400.
         :raises HTTPError: when the status is 400 or more.
         :raises ConnectionError: when the connection was refused, reset or
@@ -303,7 +303,8 @@ class Client(BaseClient):
             pairs; values may be lists).
         :returns: the :class:`Response`, for a status below 400 (3xx
             included: redirects are not followed).
-        :raises ValueError: at once, for bad arguments (see :meth:`prepare`).
+        :raises ValueError: at once, for bad arguments (see
+            :meth:`~napixclient.core.client.BaseClient.prepare`).
         :raises HTTPError: for a status of 400 or more, and its subclasses
             :class:`~napixclient.ConnectionError`, :class:`~napixclient.Timeout`
             and :class:`~napixclient.exceptions.BodyTooLarge` for transport

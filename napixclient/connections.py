@@ -51,7 +51,7 @@ import gevent
 import gevent.event
 import gevent.select
 
-from napixclient.core.exchange import Deadline, Exchange, unsent
+from napixclient.core.exchange import Exchange, unsent
 from napixclient.core.leases import Grant, Lease, default_max_connections
 from napixclient.core.manager import DEFAULT_KEEPALIVE_EXPIRY, ManagerBase
 from napixclient.core.origin import Origin
@@ -65,7 +65,6 @@ __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY",
     "Connection",
     "ConnectionManager",
-    "Deadline",
     "Lease",
     "TraceHook",
     "default_max_connections",

@@ -69,7 +69,7 @@ from napixclient.failures import (
     os_reason,
 )
 
-__all__ = ["RECV_SIZE", "YIELD_AFTER", "Deadline", "Dialer", "receive"]
+__all__ = ["RECV_SIZE", "YIELD_AFTER", "Dialer", "receive"]
 #: Bytes asked of a socket at once.
 RECV_SIZE = 64 * 1024
 #: Seconds of reading in a row after which :func:`receive` yields to the hub.

@@ -23,11 +23,11 @@ from napixclient.chain import (  # noqa: F401
     MAX_TEXT,
     Chain,
     Hop,
-    _printable,
-    _status_of,
-    _text_of,
+    printable,
     read_chain,
     split_status_text,
+    status_of,
+    text_of,
 )
 from napixclient.redact import redact_document, redact_url_credentials
 from napixclient.response import RequestRecord
@@ -152,7 +152,7 @@ class HTTPError(Exception):
         if isinstance(body, dict):
             remote_error: Any = body
         else:
-            remote_error = _status_prefix(response) + (_text_of(body) or "")
+            remote_error = _status_prefix(response) + (text_of(body) or "")
         return cls(response.request, status=response.status, response=response,
                    remote_error=remote_error, proxy=proxy)
 
@@ -184,8 +184,8 @@ class HTTPError(Exception):
         except Exception:
             # Only a broken subclass or attribute gets here.
             fallback = Chain()
-            fallback.append(Hop(_text_of(getattr(self, "remote_call", None)),
-                                _status_of(getattr(self, "status", None)),
+            fallback.append(Hop(text_of(getattr(self, "remote_call", None)),
+                                status_of(getattr(self, "status", None)),
                                 type(self).__name__, None))
             return fallback
 
@@ -204,7 +204,7 @@ class HTTPError(Exception):
         if hops.truncated:
             parts.append(f"(cut after {len(hops)} hops)")
         elif hops[-1].error_text:
-            parts.append(_printable(hops[-1].error_text))
+            parts.append(printable(hops[-1].error_text))
         return " | ".join(parts)
 
     def format_chain(self) -> str:
@@ -230,15 +230,15 @@ class HTTPError(Exception):
         if hops.truncated:
             lines.append(f"(more than {len(hops)} hops: the rest was not read)")
         elif hops[-1].error_text:
-            text = _printable(hops[-1].error_text, keep_newlines=True)
+            text = printable(hops[-1].error_text, keep_newlines=True)
             lines.append("root cause: " + text.replace("\n", "\n    "))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         """``<HTTPError 404 GET http://b/y>``: no body, no secrets."""
         try:
-            call = _printable(_text_of(self.remote_call) or "?")
-            return f"<{type(self).__name__} {_status_of(self.status)} {call}>"
+            call = printable(text_of(self.remote_call) or "?")
+            return f"<{type(self).__name__} {status_of(self.status)} {call}>"
         except Exception:
             return f"<{type(self).__name__}>"
 
@@ -254,7 +254,7 @@ _UNMASKED = object()
 def _status_prefix(response: "Response") -> str:
     """``"404 Not Found: "``: how :meth:`HTTPError.from_response` starts the
     ``remote_error`` of a text answer (the reason cut to 80 characters)."""
-    reason = _printable(str(response.reason)[:80]).replace(":", " ")[:80]
+    reason = printable(str(response.reason)[:80]).replace(":", " ")[:80]
     return f"{response.status} {reason}: " if reason else f"{response.status}: "
 
 

@@ -109,7 +109,7 @@ class ProxyFailed(Failure):
 
     :param message: as for :class:`Failure`.
     :param proxy: the proxy, shown as ``str(proxy)``
-        (:class:`~napixclient.dialing.Proxy` prints no credentials).
+        (:class:`~napixclient.core.proxies.Proxy` prints no credentials).
     :param status: the proxy's answer's status (``int``), or ``None``.
     :ivar proxy: ``"scheme://host:port"`` of the proxy (``str``).
     :ivar status: the same status.

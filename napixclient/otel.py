@@ -55,8 +55,8 @@ https://opentelemetry.io/docs/specs/semconv/http/http-metrics/, schema
   global propagator (by default W3C ``traceparent`` and ``tracestate``, and
   ``baggage``) before the authenticator signs, so that a signature covers
   the headers as sent. A header the caller set itself is left as it is.
-  A retry sends the same bytes again, so the far side sees the first
-  attempt's ``traceparent`` on every attempt.
+  Each attempt is signed anew, so the far side sees each attempt's own
+  ``traceparent``.
 * on the server side, :class:`~napixclient.wsgi.ExceptionsCatcher`
   continues the trace a request brings (the global propagator reads its
   headers) in a ``SERVER`` span, unless a span is already current (an

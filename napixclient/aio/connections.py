@@ -49,7 +49,7 @@ from napixclient.core.trace import TraceHook
 from napixclient.failures import Failure, NameNotResolved, ProxyFailed, os_reason
 from napixclient.response import RequestRecord
 
-__all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "AsyncConnectionManager", "Connection", "Stream"]
+__all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "RECV_SIZE", "AsyncConnectionManager", "Connection", "Stream"]
 
 #: Bytes read from a connection at once.
 RECV_SIZE = 64 * 1024
@@ -91,9 +91,12 @@ class Stream(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> bytearray:
+        """The buffer the transport reads into (:data:`RECV_SIZE` bytes,
+        whatever ``sizehint`` says)."""
         return self.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` bytes were read into the buffer."""
         self.data_received(bytes(memoryview(self.buffer)[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
@@ -146,7 +149,7 @@ class Stream(asyncio.BufferedProtocol):
         ``head_only``, its head), bytes being fed as they come.
 
         :raises TimeoutError: when no byte came for ``read_timeout`` seconds.
-        :raises Deadline: when the ``deadline`` (:meth:`loop.time` seconds)
+        :raises Deadline: when the ``deadline`` (``loop.time()`` seconds)
             passed.
         :raises napixclient.failures.Failure: as the parser raises it.
         :raises OSError: as the connection was lost.
@@ -208,7 +211,7 @@ class Connection:
     :ivar origin: the :class:`~napixclient.core.origin.Origin`.
     :ivar stream: its :class:`Stream`.
     :ivar requests: how many requests it carried (``int``).
-    :ivar idle_since: :meth:`loop.time` when it last went idle.
+    :ivar idle_since: ``loop.time()`` when it last went idle.
     """
 
     __slots__ = ("stream", "origin", "number", "requests", "idle_since")
@@ -351,7 +354,7 @@ class AsyncConnectionManager(ManagerBase):
                        max_body_size: int, attempt: int = 0) -> Answer:
         """Send one request on ``lease`` and read its whole answer (one
         attempt); as :meth:`napixclient.connections.ConnectionManager.exchange`,
-        ``deadline`` in :meth:`loop.time` seconds. A request cancelled
+        ``deadline`` in ``loop.time()`` seconds. A request cancelled
         meanwhile closes its connection.
 
         :raises napixclient.failures.Failure: for what went wrong.

@@ -592,7 +592,7 @@ class BaseClient:
 
     def failure_error(self, failure: Failure, record: RequestRecord) -> HTTPError:
         """The :class:`~napixclient.HTTPError` that stands for ``failure``:
-        the subclass its kind names (:attr:`Failure.error`)."""
+        the subclass its kind names (:attr:`~napixclient.failures.Failure.error`)."""
         text = failure.message
         if (isinstance(failure, ConnectionBroken) and failure.stale
                 and record.method not in IDEMPOTENT_METHODS):

@@ -113,7 +113,8 @@ class Exchange:
                              bytes=size, attempt=self.attempt)
 
     def head_read(self) -> None:
-        """The answer's head is in (call it when :attr:`tracing`)."""
+        """The answer's head is in (call it when events are wanted:
+        ``response.headers``)."""
         head = self.reading.head
         if self.tracing and head is not None:
             self.tracer.emit("response.headers", self.origin, self.record, self.connection,

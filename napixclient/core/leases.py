@@ -26,7 +26,7 @@ driver must close; the machine has already forgotten it. The driver carries
 the actions out in the order given. The machine never sees a socket: a
 connection and a waiter are opaque objects (hashable, for a waiter) and a
 key is whatever the driver keys connections by (an
-:class:`~napixclient.dialing.Origin`). Time comes in as ``now``, in
+:class:`~napixclient.core.origin.Origin`). Time comes in as ``now``, in
 :func:`time.monotonic` seconds.
 
 The caps:
@@ -97,7 +97,7 @@ class Lease:
     :meth:`Leases.release`, exactly once, whatever happened to the request.
 
     :ivar key: the key it was asked for (hashable: an
-        :class:`~napixclient.dialing.Origin` for the drivers).
+        :class:`~napixclient.core.origin.Origin` for the drivers).
     :ivar connection: the connection the lease holds: the idle one handed
         over with it, or ``None`` for "dial a new one". The driver sets it
         after dialing, and back to ``None`` when it closes it. Set to
@@ -258,7 +258,7 @@ class Leases:
         """A request asks for a lease to ``key``.
 
         :param key: where it goes (hashable; an
-            :class:`~napixclient.dialing.Origin` for the drivers).
+            :class:`~napixclient.core.origin.Origin` for the drivers).
         :param limit: the per-key cap (``int`` >= 1, ``simultaneous``), as
             the request's client says it. It becomes the key's cap when the
             key has no state (first use, or its state was dropped); while

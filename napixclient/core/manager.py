@@ -84,12 +84,12 @@ class ManagerBase:
         return self._leases.holds(origin)
 
     def tracing(self) -> bool:
-        """Whether events are wanted now (see :meth:`Tracer.tracing`)."""
+        """Whether events are wanted now (see :meth:`~napixclient.core.trace.Tracer.tracing`)."""
         return self.tracer.tracing()
 
     def emit(self, event: str, origin: Any, request: Optional[RequestRecord],
              connection: Any = None, **info: Any) -> None:
-        """Send ``event`` (see :meth:`Tracer.emit`); ``connection`` is named
+        """Send ``event`` (see :meth:`~napixclient.core.trace.Tracer.emit`); ``connection`` is named
         by its number."""
         self.tracer.emit(event, origin, request,
                          None if connection is None else connection.number, **info)

@@ -15,9 +15,10 @@ class Origin(NamedTuple):
     """Where requests go, and how: ``scheme`` (``"http"`` or ``"https"``),
     ``host`` (a name or an IP address, IPv6 without brackets), ``port``
     (``int``), ``verify`` (the TLS verification, for https and for an https
-    proxy), ``cert`` (the client certificate, :data:`CertFiles` or ``None``)
-    and ``proxy`` (the :class:`Proxy` requests go through, or ``None`` for a
-    direct connection).
+    proxy), ``cert`` (the client certificate,
+    :data:`~napixclient.core.tls.CertFiles` or ``None``) and ``proxy`` (the
+    :class:`~napixclient.core.proxies.Proxy` requests go through, or ``None``
+    for a direct connection).
 
     The connection manager keys its caps and its idle connections by the
     whole tuple, so a connection made through a proxy, or with a client

@@ -8,7 +8,7 @@ it serves, dropped when it no longer does; and the checks of its arguments.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from napixclient.core.hosts import host_header, parse_host
 
@@ -23,10 +23,7 @@ RESTING_CLIENTS = 256
 #: A parsed host: ``(scheme, name, port or None, prefix)``.
 ParsedHost = Tuple[str, str, Optional[int], str]
 
-C = TypeVar("C")
-
-
-class PoolClients(Generic[C]):
+class PoolClients:
     """The client of each host of a pool, made on first use, found again
     under every spelling of its host (``"h"``, ``"http://h:80/"``: one
     client, so one cap), and dropped when the pool no longer uses it, so that
@@ -40,19 +37,19 @@ class PoolClients(Generic[C]):
         idle connection (or a request) in the pool's connection manager.
     """
 
-    def __init__(self, make: Callable[[ParsedHost], C], holds: Callable[[C], bool]) -> None:
+    def __init__(self, make: Callable[[ParsedHost], Any], holds: Callable[[Any], bool]) -> None:
         self._make = make
         self._holds = holds
-        self._clients: Dict[str, C] = {}
-        self._keys: Dict[C, List[str]] = {}
-        self._running: Dict[C, int] = {}
-        self._resting: "OrderedDict[C, None]" = OrderedDict()
+        self._clients: Dict[str, Any] = {}
+        self._keys: Dict[Any, List[str]] = {}
+        self._running: Dict[Any, int] = {}
+        self._resting: "OrderedDict[Any, None]" = OrderedDict()
 
     def __len__(self) -> int:
         """How many hosts have a client now."""
         return len(self._keys)
 
-    def get(self, host: str) -> C:
+    def get(self, host: str) -> Any:
         """The client for ``host``, made on first use.
 
         :raises ValueError: for a malformed host (see
@@ -73,12 +70,12 @@ class PoolClients(Generic[C]):
                 self._keys[client].append(host)
         return client
 
-    def started(self, client: C) -> None:
+    def started(self, client: Any) -> None:
         """A request of ``client`` started: the client serves."""
         self._running[client] = self._running.get(client, 0) + 1
         self._resting.pop(client, None)
 
-    def ended(self, client: C) -> None:
+    def ended(self, client: Any) -> None:
         """A request of ``client`` ended: the client rests when it was the
         last, or is dropped (see the class)."""
         left = self._running.get(client, 0) - 1
@@ -96,13 +93,13 @@ class PoolClients(Generic[C]):
         if len(resting) > RESTING_CLIENTS:
             self._forget(resting.popitem(last=False)[0])
 
-    def _forget(self, client: C) -> None:
+    def _forget(self, client: Any) -> None:
         self._resting.pop(client, None)
         for key in self._keys.pop(client, ()):
             if self._clients.get(key) is client:
                 del self._clients[key]
 
-    def clear(self) -> List[C]:
+    def clear(self) -> List[Any]:
         """Forget every client; return them (to close)."""
         clients = list(self._keys)
         self._clients.clear()
@@ -168,7 +165,7 @@ class PoolBase:
                                       **client_options)
         connections = self._connections
         options = self._options
-        self._clients: PoolClients[Any] = PoolClients(
+        self._clients = PoolClients(
             lambda host: client_class.for_pool(host, options, connections),
             lambda client: connections.holds(client.origin))
         # Requests not yet collected, in submission order (dicts keep it),

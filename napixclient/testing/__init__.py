@@ -43,23 +43,25 @@ without napixclient's :class:`~napixclient.adapter.CooperativeAdapter`)
 against the server from the same process: it would block the hub the server
 runs in, and both would wait forever.
 
-The package's modules: :mod:`~napixclient.testing.server` (the server),
-:mod:`~napixclient.testing.signatures` (the identity checks) and
-:mod:`~napixclient.testing.plugin` (the fixtures); every public name is
+The package's modules, one job each: :mod:`~napixclient.testing.server`
+(the server), :mod:`~napixclient.testing.recording` (what it keeps of each
+request), :mod:`~napixclient.testing.routes` (what a route answers),
+:mod:`~napixclient.testing.signatures` (the identity checks),
+:mod:`~napixclient.testing.logs` (its log, secrets hidden) and
+:mod:`~napixclient.testing.plugin` (the fixtures); the names a test uses are
 importable from :mod:`napixclient.testing` itself.
 """
 
 from typing import Any, List
 
+from napixclient.testing.logs import MAX_LOG_LINE
+from napixclient.testing.recording import MAX_BODY, RecordedRequest
 from napixclient.testing.server import (
     HANG_LIMIT,
-    MAX_BODY,
-    MAX_LOG_LINE,
     RAW_TARGET_KEY,
     RECORD_KEY,
     STOP_TIMEOUT,
     NapixTestServer,
-    RecordedRequest,
 )
 from napixclient.testing.signatures import hmac_token
 

@@ -1,18 +1,18 @@
 """The test server: :class:`NapixTestServer`, a gevent WSGI server on
-``127.0.0.1`` that answers the routes a test declares, checks identities as
-a Napix server does (:mod:`napixclient.testing.signatures`), records every
-request (:class:`RecordedRequest`) and counts requests and connections."""
+``127.0.0.1`` that records every request
+(:class:`~napixclient.testing.recording.RecordedRequest`), checks
+identities as a Napix server does (:mod:`napixclient.testing.signatures`),
+answers the routes a test declares (:mod:`napixclient.testing.routes`),
+counts requests and connections, and logs with secrets hidden
+(:mod:`napixclient.testing.logs`)."""
 
 from __future__ import annotations
 
-import http
 import io
-import json
 import logging
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -22,7 +22,6 @@ from typing import (
     Optional,
     Set,
     Tuple,
-    Union,
 )
 
 import gevent
@@ -31,8 +30,25 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from napixclient.redact import redact_parameters, redact_secrets, redact_signatures
-from napixclient.response import Headers, media_type
+from napixclient.testing.logs import LOG, RedactingLog, address_text
+from napixclient.testing.recording import (
+    MAX_BODY,
+    RecordedRequest,
+    decoded_path,
+    headers_of,
+    json_of,
+    read_body,
+)
+from napixclient.testing.routes import (
+    Body,
+    Handler,
+    Route,
+    RouteHeaders,
+    make_route,
+    respond,
+    respond_error,
+    unpack,
+)
 from napixclient.testing.signatures import (
     check_signature,
     check_token,
@@ -46,24 +62,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HANG_LIMIT",
-    "MAX_BODY",
-    "MAX_LOG_LINE",
     "RAW_TARGET_KEY",
     "RECORD_KEY",
     "STOP_TIMEOUT",
     "NapixTestServer",
-    "RecordedRequest",
 ]
-
-# The logger the server has always logged on, whatever module holds it.
-_LOG = logging.getLogger("napixclient.testing")
 
 #: Longest time, in seconds, a ``hang=True`` route holds a request. A test
 #: that forgets to stop its server must not leave a greenlet behind forever.
 HANG_LIMIT = 300.0
-
-#: Largest request body, in bytes, the server reads; larger ones get a 413.
-MAX_BODY = 64 * 1024 * 1024
 
 #: Seconds :meth:`NapixTestServer.stop` waits for handlers before killing them.
 STOP_TIMEOUT = 1.0
@@ -72,7 +79,7 @@ STOP_TIMEOUT = 1.0
 #: latin-1 decoded from the request line). ``RAW_URI`` holds the same value,
 #: as gunicorn does, for applications passed as ``app=``.
 RAW_TARGET_KEY = "napixclient.raw_target"
-#: WSGI environ key holding the :class:`RecordedRequest`, for ``app=``.
+#: WSGI environ key holding the :class:`~napixclient.testing.RecordedRequest`, for ``app=``.
 RECORD_KEY = "napixclient.request"
 
 #: Private environ key: the connection's socket.
@@ -80,134 +87,15 @@ _SOCKET_KEY = "napixclient.socket"
 #: Seconds between checks while a request is held by latency or hang.
 _POLL = 0.5
 
-#: The most characters of one line of the server's log (a request line
-#: can be 8 KiB of anything).
-MAX_LOG_LINE = 500
 #: The first byte of a TLS record carrying a handshake (RFC 8446, 5.1).
 _TLS_HANDSHAKE = b"\x16"
 _NOT_HTTP_ANSWER = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
-Body = Union[None, str, bytes, bytearray, Dict[str, Any], List[Any]]
-RouteHeaders = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
-HandlerResult = Any
-Handler = Callable[["RecordedRequest"], HandlerResult]
 WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-@dataclass
-class RecordedRequest:
-    """One request as the test server received it.
-
-    :param method: the HTTP method (``str``), as sent.
-    :param path: the raw request target (``str``): percent-encoded path plus
-        ``?query`` when there is one, exactly as on the request line.
-    :param headers: the request headers, a case-insensitive mapping
-        (:class:`napixclient.response.Headers`, like a response's):
-        ``headers["traceparent"]`` and ``headers.get("Traceparent")`` are
-        the same field. Names are spelled in ``Title-Case``
-        (``"Content-Type"``); repeated fields are joined with ``","``.
-    :param body: the request body (``bytes``), empty when there is none.
-    :param login: the login the request claims, from its ``Authorization``
-        message or a ``login:signature`` token, whether or not it was
-        accepted; ``None`` when it claims none (or sends an opaque token).
-    :param nonce: the nonce of the ``Authorization`` message, or ``None``.
-    :param json: the body decoded as JSON when its ``Content-Type`` is JSON
-        (``application/json`` or ``*+json``) and it parses; otherwise ``None``.
-    :param secret_parameters: query parameters whose values ``repr()`` hides.
-
-    ``repr()`` shows neither headers nor body, and hides the token in the
-    path, so a failing assertion never prints a secret.
-    """
-
-    method: str
-    path: str
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    login: Optional[str] = None
-    nonce: Optional[str] = None
-    json: Any = None
-    secret_parameters: Tuple[str, ...] = field(default=("token",), compare=False)
-
-    def __repr__(self) -> str:
-        target = redact_parameters(self.path, self.secret_parameters)
-        return (
-            f"RecordedRequest(method={self.method!r}, path={target!r}, "
-            f"login={self.login!r}, body=<{len(self.body)} bytes>)"
-        )
-
-
-@dataclass
-class _Route:
-    """What one route answers; see :meth:`NapixTestServer.route`."""
-
-    status: int
-    body: Body
-    headers: List[Tuple[str, str]]
-    latency: float
-    hang: bool
-    drop: bool
-    handler: Optional[Handler]
 
 
 class _DropConnection(Exception):
     """Raised inside the WSGI app to close the connection with no answer."""
-
-
-class _RedactingLog:
-    """A file-like sink for pywsgi's logs that writes to :mod:`logging` after
-    hiding token values and signatures.
-
-    pywsgi's access log line holds the request line, query string included,
-    and the query may carry a token.
-    """
-
-    def __init__(self, level: int, parameter: str, tokens: Iterable[str]) -> None:
-        self._level = level
-        self._parameter = parameter
-        # Longest first, so a token that contains another is hidden whole.
-        self._tokens = sorted((t for t in tokens if t), key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        """Return ``text`` with tokens (encoded forms too), the token
-        parameter's value and 64-hex-digit signatures hidden."""
-        return redact_signatures(redact_parameters(redact_secrets(text, self._tokens),
-                                                   [self._parameter]))
-
-    def write(self, data: str) -> None:
-        """Log one message (trailing newline removed) on one line of ASCII:
-        control characters, line breaks and non-ASCII characters escaped
-        (``\\x1b``, ``\\n``, ``\\xe9``), and cut to :data:`MAX_LOG_LINE`
-        characters. A request line can hold any byte a client sent."""
-        message = data.rstrip("\r\n")
-        if message and _LOG.isEnabledFor(self._level):
-            _LOG.log(self._level, "%s", _one_line(self.redact(message)))
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        """Log each line of ``lines``."""
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        """Nothing to flush: :mod:`logging` handlers flush themselves."""
-
-
-def _one_line(text: str) -> str:
-    """``text`` as one line of ASCII, at most :data:`MAX_LOG_LINE`
-    characters (plus a note of how many were left out)."""
-    rest = len(text) - MAX_LOG_LINE
-    if rest > 0:
-        text = text[:MAX_LOG_LINE]
-    line = text.encode("unicode_escape").decode("ascii")
-    return f"{line}... ({rest} more characters)" if rest > 0 else line
-
-
-def _address(address: Any) -> str:
-    """``"127.0.0.1:41234"`` (``"[::1]:41234"``) for a socket address."""
-    try:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    except (TypeError, IndexError):
-        return str(address)
 
 
 class _Handler(WSGIHandler):
@@ -227,7 +115,7 @@ class _Handler(WSGIHandler):
             first = b""
         if first == _TLS_HANDSHAKE:
             self.server.error_log.write(
-                f"not HTTP (TLS handshake?) from {_address(self.client_address)} "
+                f"not HTTP (TLS handshake?) from {address_text(self.client_address)} "
                 f"on {self.server.owner.host}; closing the connection\n")
             try:
                 # What any plain HTTP server answers: the client's TLS then
@@ -248,7 +136,7 @@ class _Handler(WSGIHandler):
         except Exception:
             message = f"{msg!r} {args!r}"
         self.server.error_log.write(
-            f"bad request from {_address(self.client_address)}: {message}\n")
+            f"bad request from {address_text(self.client_address)}: {message}\n")
 
     def get_environ(self) -> Dict[str, Any]:
         env: Dict[str, Any] = super().get_environ()
@@ -325,7 +213,7 @@ class NapixTestServer:
         authentication and match no route go to it; its environ has
         ``wsgi.input`` holding the whole body, ``REMOTE_USER`` set to the
         login, ``RAW_URI`` and ``napixclient.raw_target`` the raw target,
-        ``napixclient.request`` the :class:`RecordedRequest`.
+        ``napixclient.request`` the :class:`~napixclient.testing.RecordedRequest`.
     :param reject_replayed_nonces: ``bool``; refuse (403) a signed request
         whose nonce an accepted request already used, or that has no nonce.
     :param max_clock_skew: ``float`` seconds, or ``None`` for no check;
@@ -387,7 +275,7 @@ class NapixTestServer:
         #: Every request received, in arrival order (a plain ``list``: call
         #: ``requests.clear()`` to forget them).
         self.requests: List[RecordedRequest] = []
-        self._routes: Dict[Tuple[str, Optional[str]], _Route] = {}
+        self._routes: Dict[Tuple[str, Optional[str]], Route] = {}
         self._seen_nonces: Set[str] = set()
         self._stopping = Event()
         self._server: Optional[_Server] = None
@@ -414,8 +302,8 @@ class NapixTestServer:
         self._check_not_stopped()
         if self._server is not None:
             raise RuntimeError("NapixTestServer: already started")
-        log = _RedactingLog(logging.DEBUG, self.token_parameter, self._tokens)
-        error_log = _RedactingLog(logging.WARNING, self.token_parameter, self._tokens)
+        log = RedactingLog(logging.DEBUG, self.token_parameter, self._tokens)
+        error_log = RedactingLog(logging.WARNING, self.token_parameter, self._tokens)
         # A pool, unlike pywsgi's default bare spawn, lets stop() wait for
         # and then kill the connection handlers.
         pool = Pool()
@@ -626,27 +514,11 @@ class NapixTestServer:
         """
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError("route: path must be a str starting with '/'")
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise ValueError("route: status must be an int from 100 to 599")
-        if latency < 0:
-            raise ValueError("route: latency must be >= 0 seconds")
-        if hang and drop:
-            raise ValueError("route: hang and drop exclude each other")
-        if handler is not None and not callable(handler):
-            raise TypeError("route: handler must be callable")
-        _check_body(body)
-        self._routes[(path, method.upper() if method else None)] = _Route(
-            status=status,
-            body=body,
-            headers=_header_list(headers),
-            latency=float(latency),
-            hang=bool(hang),
-            drop=bool(drop),
-            handler=handler,
-        )
+        self._routes[(path, method.upper() if method else None)] = make_route(
+            status, body, headers, latency, hang, drop, handler)
         return self
 
-    def _find_route(self, paths: Tuple[str, ...], method: str) -> Tuple[Optional[_Route], bool]:
+    def _find_route(self, paths: Tuple[str, ...], method: str) -> Tuple[Optional[Route], bool]:
         """Return the route for one of ``paths`` and ``method``, and whether
         any route exists for one of ``paths`` (to tell 405 from 404)."""
         for candidate in paths:
@@ -665,11 +537,11 @@ class NapixTestServer:
             environ.get("PATH_INFO", "/") + (f"?{query}" if query else "")
         )
         raw_path = raw_target.partition("?")[0]
-        path = _decoded_path(environ)
+        path = decoded_path(environ)
 
-        body = _read_body(environ)
+        body = read_body(environ)
         if body is None:
-            return _respond_error(start_response, method, path, 413, "RequestEntityTooLarge",
+            return respond_error(start_response, method, path, 413, "RequestEntityTooLarge",
                                   f"request body larger than {MAX_BODY} bytes")
         authorization = environ.get("HTTP_AUTHORIZATION")
         fields = parse_authorization(authorization) if authorization else None
@@ -683,11 +555,11 @@ class NapixTestServer:
         record = RecordedRequest(
             method=method,
             path=raw_target,
-            headers=_headers_of(environ),
+            headers=headers_of(environ),
             body=body,
             login=login,
             nonce=nonce,
-            json=_json_of(environ, body),
+            json=json_of(environ, body),
             secret_parameters=(self.token_parameter,),
         )
         self.requests.append(record)
@@ -695,7 +567,7 @@ class NapixTestServer:
         refusal = self._authenticate(environ, method, raw_target, authorization, fields, token)
         if refusal is not None:
             code, text = refusal
-            return _respond_error(start_response, method, path, code,
+            return respond_error(start_response, method, path, code,
                                   "Unauthorized" if code == 401 else "Forbidden", text)
 
         route, known = self._find_route((path, raw_path), method)
@@ -712,11 +584,11 @@ class NapixTestServer:
             return self._app(environ, start_response)
         if known:
             allowed = sorted({m for p, m in self._routes if p in (path, raw_path) and m})
-            return _respond(
+            return respond(
                 start_response, method, 405, f"{method} not allowed on `{path}`",
                 [("Allow", ", ".join(allowed))],
             )
-        return _respond(start_response, method, 404, f"`{path}` not found")
+        return respond(start_response, method, 404, f"`{path}` not found")
 
     def _authenticate(
         self,
@@ -784,7 +656,7 @@ class NapixTestServer:
 
     def _answer(
         self,
-        route: _Route,
+        route: Route,
         record: RecordedRequest,
         environ: Dict[str, Any],
         start_response: Callable[..., Any],
@@ -794,7 +666,7 @@ class NapixTestServer:
         :raises _DropConnection: for ``hang`` and ``drop`` routes, and when
             :meth:`stop` or the client closing interrupts the latency.
         """
-        method, path = record.method, _decoded_path(environ)
+        method, path = record.method, decoded_path(environ)
         sock = environ.get(_SOCKET_KEY)
         if route.hang:
             self._hold(sock, HANG_LIMIT)
@@ -806,147 +678,10 @@ class NapixTestServer:
         status, body, headers = route.status, route.body, list(route.headers)
         if route.handler is not None:
             try:
-                status, body, extra = _unpack(route.handler(record), status)
+                status, body, extra = unpack(route.handler(record), status)
             except Exception as exc:
-                _LOG.error("route handler for %s %s raised", method, path, exc_info=True)
-                return _respond_error(start_response, method, path, 500,
+                LOG.error("route handler for %s %s raised", method, path, exc_info=True)
+                return respond_error(start_response, method, path, 500,
                                       type(exc).__name__, str(exc))
             headers += extra
-        return _respond(start_response, method, status, body, headers)
-
-
-# -- helpers ---------------------------------------------------------------
-
-
-def _check_body(body: Any) -> None:
-    """Raise :class:`TypeError` unless ``body`` is a supported body type."""
-    if body is not None and not isinstance(body, (str, bytes, bytearray, dict, list)):
-        raise TypeError(
-            "body must be a dict, list, str, bytes or None; "
-            f"got {type(body).__name__}"
-        )
-
-
-def _header_list(headers: Optional[RouteHeaders]) -> List[Tuple[str, str]]:
-    """Turn a mapping or pairs of headers into a list of ``str`` pairs."""
-    if headers is None:
-        return []
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(str(name), str(value)) for name, value in items]
-
-
-def _unpack(result: HandlerResult, status: int) -> Tuple[int, Body, List[Tuple[str, str]]]:
-    """Read a route handler's result: a body, ``(status, body)`` or
-    ``(status, body, headers)``.
-
-    :raises TypeError: for a tuple of another length or an unsupported body.
-    """
-    extra: List[Tuple[str, str]] = []
-    body = result
-    if isinstance(result, tuple):
-        if len(result) == 2:
-            status, body = result
-        elif len(result) == 3:
-            status, body, raw_headers = result
-            extra = _header_list(raw_headers)
-        else:
-            raise TypeError("handler must return body, (status, body) or (status, body, headers)")
-    _check_body(body)
-    return int(status), body, extra
-
-
-def _encode(body: Body) -> Tuple[bytes, Optional[str]]:
-    """Return the bytes of ``body`` and its default ``Content-Type``."""
-    if body is None:
-        return b"", None
-    if isinstance(body, (dict, list)):
-        return json.dumps(body).encode("utf-8"), "application/json"
-    if isinstance(body, str):
-        return body.encode("utf-8"), "text/plain; charset=utf-8"
-    return bytes(body), "application/octet-stream"
-
-
-def _respond(
-    start_response: Callable[..., Any],
-    method: str,
-    status: int,
-    body: Body,
-    headers: Optional[List[Tuple[str, str]]] = None,
-) -> List[bytes]:
-    """Start a response with ``status``, ``body`` and extra ``headers``."""
-    data, content_type = _encode(body)
-    headers = list(headers or [])
-    names = {name.lower() for name, _ in headers}
-    if content_type is not None and "content-type" not in names:
-        headers.append(("Content-Type", content_type))
-    try:
-        reason = http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    if method == "HEAD":
-        # pywsgi sends whatever the app returns, even to a HEAD; a body here
-        # would be read as the start of the next response on the connection.
-        if "content-length" not in names and status not in (204, 304):
-            headers.append(("Content-Length", str(len(data))))
-        data = b""
-    start_response(f"{status} {reason}", headers)
-    return [data] if data else []
-
-
-def _respond_error(
-    start_response: Callable[..., Any],
-    method: str,
-    path: str,
-    status: int,
-    error_class: str,
-    error_text: str,
-) -> List[bytes]:
-    """Answer ``status`` with a Napix JSON error document (PROTOCOL.md,
-    section 3) naming ``method`` and the decoded ``path``."""
-    return _respond(start_response, method, status, {
-        "error_class": error_class,
-        "error_text": error_text,
-        "request": {"method": method, "path": path},
-    })
-
-
-def _decoded_path(environ: Dict[str, Any]) -> str:
-    """The request's percent-decoded path, without query, as text."""
-    # PATH_INFO is the WSGI "bytes as latin-1" str; clients encode UTF-8.
-    return str(environ.get("PATH_INFO", "/")).encode("latin-1").decode("utf-8", "replace")
-
-
-def _read_body(environ: Dict[str, Any]) -> Optional[bytes]:
-    """Read the whole request body; ``None`` if larger than :data:`MAX_BODY`."""
-    stream = environ.get("wsgi.input")
-    if stream is None:
-        return b""
-    data = stream.read(MAX_BODY + 1)
-    if len(data) > MAX_BODY:
-        return None
-    return bytes(data)
-
-
-def _headers_of(environ: Dict[str, Any]) -> Headers:
-    """Rebuild the request headers from a WSGI environ, in Title-Case."""
-    fields: List[Tuple[str, str]] = []
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:]
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            name = key
-        else:
-            continue
-        fields.append(("-".join(part.capitalize() for part in name.split("_")), str(value)))
-    return Headers(fields)
-
-
-def _json_of(environ: Dict[str, Any], body: bytes) -> Any:
-    """Decode ``body`` when its Content-Type says JSON; ``None`` otherwise."""
-    media, _ = media_type(environ.get("CONTENT_TYPE"))
-    if not body or not (media == "application/json" or media.endswith("+json")):
-        return None
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
+        return respond(start_response, method, status, body, headers)
