@@ -33,13 +33,23 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, List, Optional
 
 import gevent
 import pytest
 
-__all__ = ["DRIVERS", "LIMIT", "Driver", "each_driver", "make_driver"]
+from napixclient.testing import HubThread
+from tests.faultserver import FaultServer
+
+__all__ = ["DRIVERS", "LIMIT", "Driver", "ManyHosts", "each_driver", "fault_server",
+           "make_driver", "many_hosts"]
+
+MANYHOSTS = Path(__file__).resolve().parent / "manyhosts.py"
 
 #: Seconds a behaviour test may run, under either driver.
 LIMIT = 120.0
@@ -379,3 +389,56 @@ def each_driver(test: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., 
     # pytest reads the signature through __wrapped__: the test's own,
     # ``driver`` included, which the parametrisation fills with a name.
     return pytest.mark.parametrize("driver", DRIVERS)(run)
+
+
+# -- servers that serve whichever driver waits ------------------------------------------
+
+
+@pytest.fixture
+def fault_server():
+    """tests/faultserver.py's FaultServer, in a thread with a hub of its own."""
+    fault = FaultServer()
+    serving = HubThread(fault.start, lambda timeout: fault.stop(), name="FaultServer")
+    serving.start()
+    yield fault
+    serving.stop()
+
+
+class ManyHosts:
+    """tests/manyhosts.py in a subprocess: COUNT hosts on 127.0.0.1."""
+
+    def __init__(self, count, delay=0.0):
+        self.process = subprocess.Popen(
+            [sys.executable, str(MANYHOSTS), str(count), "--delay", str(delay),
+             "--max-seconds", "200"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line, "manyhosts.py did not start"
+        self.hosts = [f"127.0.0.1:{port}" for port in json.loads(line)["ports"]]
+
+    def figures(self):
+        """Stop the servers; their figures (requests, max_open, open)."""
+        self.process.stdin.close()
+        line = self.process.stdout.readline()
+        self.process.wait(timeout=30)
+        return json.loads(line)
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def many_hosts():
+    started = []
+
+    def start(count, delay=0.0):
+        hosts = ManyHosts(count, delay)
+        started.append(hosts)
+        return hosts
+
+    yield start
+    for hosts in started:
+        hosts.kill()

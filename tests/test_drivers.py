@@ -14,6 +14,7 @@ loop that must not stand still) is tested in test_pool.py, test_faults.py
 and the like, and in test_aio.py.
 """
 
+import contextvars
 import gzip
 import json
 import os
@@ -33,17 +34,17 @@ from urllib3.util import Retry
 from napixclient import ConnectionError, HTTPError, ProxyError, Response, Timeout
 from napixclient.exceptions import BodyTooLarge
 from napixclient.testing import HubThread
-from tests import proxyserver
+from tests import drivers, proxyserver
 from tests.drivers import each_driver
-from tests.faultserver import FaultServer
 from tests.helpers import AUTH, closed_port
 from tests.nginxserver import NginxServer, NginxTLS, find_nginx
 
 ROOT = Path(__file__).resolve().parent.parent
-MANYHOSTS = ROOT / "tests" / "manyhosts.py"
 
 forward_proxy = proxyserver.forward_proxy
 authenticated_proxy = proxyserver.authenticated_proxy
+fault_server = drivers.fault_server
+many_hosts = drivers.many_hosts
 
 
 # -- servers, each serving from a thread or a process of its own ------------------------
@@ -66,16 +67,6 @@ def servers(threaded_napix_server_factory):
 def server(threaded_napix_server_factory):
     """One server, users ``{"root": "toor"}``."""
     return threaded_napix_server_factory(users={"root": "toor"})
-
-
-@pytest.fixture
-def fault_server():
-    """tests/faultserver.py's FaultServer, in a thread with a hub of its own."""
-    fault = FaultServer()
-    serving = HubThread(fault.start, lambda timeout: fault.stop(), name="FaultServer")
-    serving.start()
-    yield fault
-    serving.stop()
 
 
 def _wsgi_hello(environ, start_response):
@@ -437,46 +428,6 @@ def _open_sockets():
         except OSError:
             continue
     return count
-
-
-class ManyHosts:
-    """tests/manyhosts.py in a subprocess: COUNT hosts on 127.0.0.1."""
-
-    def __init__(self, count, delay=0.0):
-        self.process = subprocess.Popen(
-            [sys.executable, str(MANYHOSTS), str(count), "--delay", str(delay),
-             "--max-seconds", "200"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line, "manyhosts.py did not start"
-        self.hosts = [f"127.0.0.1:{port}" for port in json.loads(line)["ports"]]
-
-    def figures(self):
-        """Stop the servers; their figures (requests, max_open, open)."""
-        self.process.stdin.close()
-        line = self.process.stdout.readline()
-        self.process.wait(timeout=30)
-        return json.loads(line)
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process.stdout.close()
-
-
-@pytest.fixture
-def many_hosts():
-    started = []
-
-    def start(count, delay=0.0):
-        hosts = ManyHosts(count, delay)
-        started.append(hosts)
-        return hosts
-
-    yield start
-    for hosts in started:
-        hosts.kill()
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
@@ -874,6 +825,27 @@ async def test_trace_receives_each_event_of_a_request_in_order_with_a_retry_and_
         "connection.closed",
     ]
     assert events[7][2] == "failed" and events[-1][2] == "closed"
+
+
+REQUESTER = contextvars.ContextVar("requester", default=None)
+
+
+@each_driver
+async def test_the_caller_s_context_reaches_the_trace_events_of_its_requests(driver,
+                                                                            servers):
+    seen = []
+
+    def trace(event, info):
+        if event == "request.sent":
+            seen.append((info["request"].host, REQUESTER.get()))
+
+    async with driver.pool(AUTH, trace=trace, timeout=5) as pool:
+        for server in servers:
+            REQUESTER.set(f"asked for {server.host}")
+            pool.request(server.host, "GET", "/d/0.05")
+        REQUESTER.set(None)
+        await pool.wait(timeout=10)
+    assert sorted(seen) == sorted((s.host, f"asked for {s.host}") for s in servers)
 
 
 # -- proxies through tinyproxy ----------------------------------------------------------
