@@ -204,8 +204,18 @@ class _GeventPool:
         """Call ``wait_unordered(count)`` only to see it refuse bad arguments."""
         self.raw.wait_unordered(count=count)
 
+    async def iterate(self) -> AsyncIterator[Any]:
+        """``for result in pool``."""
+        for result in self.raw:
+            yield result
+
     async def cancel(self) -> None:
         self.raw.cancel()
+
+    @staticmethod
+    def cancel_one(handle: Any) -> None:
+        """Stop one request: kill its greenlet."""
+        handle.kill(block=False)
 
     async def close(self) -> None:
         self.raw.close()
@@ -290,8 +300,17 @@ class _AsyncioPool:
         """Call ``wait_unordered(count)`` only to see it refuse bad arguments."""
         self.raw.wait_unordered(count=count)
 
+    def iterate(self) -> Any:
+        """``async for result in pool``."""
+        return self.raw.__aiter__()
+
     async def cancel(self) -> None:
         await self.raw.cancel()
+
+    @staticmethod
+    def cancel_one(handle: Any) -> None:
+        """Stop one request: cancel its task."""
+        handle.cancel()
 
     async def close(self) -> None:
         await self.raw.aclose()

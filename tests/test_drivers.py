@@ -218,6 +218,15 @@ async def test_wait_with_a_timeout_raises_timeout_error_and_collects_nothing(dri
 
 
 @each_driver
+async def test_iterating_over_the_pool_is_wait_one_result_at_a_time(driver, servers):
+    async with driver.pool(AUTH) as pool:
+        pool.request(servers[0].host, "GET", "/d/0.1")
+        pool.request(servers[1].host, "GET", "/d/0")
+        assert [r.body["server"] async for r in pool.iterate()] == ["a", "b"]
+        assert pool.pending == 0
+
+
+@each_driver
 async def test_failures_come_back_as_results_while_other_hosts_succeed(driver, servers,
                                                                        server):
     server.route("/hang", hang=True)
@@ -358,6 +367,20 @@ async def test_requests_beyond_the_cap_wait_their_turn_in_submission_order(drive
     assert set(paths[:2]) == {"/slow?n=0", "/slow?n=1"}
     assert paths[2:] == [f"/slow?n={n}" for n in range(2, 6)]
     assert server.max_in_flight == 2
+
+
+@each_driver
+async def test_a_request_stopped_while_waiting_its_turn_never_runs_and_is_a_result(driver,
+                                                                                  server):
+    server.route("/slow", body={"ok": True}, latency=0.05)
+    async with driver.pool(AUTH, simultaneous=2) as pool:
+        handles = [pool.request(server.host, "GET", "/slow", params={"n": n})
+                   for n in range(6)]
+        pool.cancel_one(handles[4])  # still waiting for its turn
+        results = await pool.wait(timeout=10)
+    assert [type(r) for r in results] == [Response] * 4 + [ConnectionError, Response]
+    assert results[4].request.path == "/slow?n=4"
+    assert sorted(r.path for r in server.requests) == [f"/slow?n={n}" for n in (0, 1, 2, 3, 5)]
 
 
 @each_driver
