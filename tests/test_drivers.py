@@ -126,11 +126,17 @@ def tls_origin(ca):
     of its own: its URL."""
     context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    wsgi = WSGIServer(("127.0.0.1", 0), _wsgi_hello, ssl_context=context, log=None,
-                      error_log=None)
-    serving = HubThread(wsgi.start, lambda timeout: wsgi.stop(timeout=timeout),
+
+    def serve():
+        # Made in the server's thread: a gevent server takes its maker's hub.
+        wsgi = WSGIServer(("127.0.0.1", 0), _wsgi_hello, ssl_context=context, log=None,
+                          error_log=None)
+        wsgi.start()
+        return wsgi
+
+    serving = HubThread(serve, lambda timeout: serving.value.stop(timeout=timeout),
                         name="TLS origin")
-    serving.start()
+    wsgi = serving.start()
     yield f"https://127.0.0.1:{wsgi.server_port}"
     serving.stop()
 

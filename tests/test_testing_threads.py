@@ -9,6 +9,7 @@ AsyncClient against the same servers.
 import asyncio
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -17,8 +18,10 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.ssl
 import pytest
 import requests
+from gevent.pywsgi import WSGIServer
 
 from napixclient import Client
 from napixclient.authenticators import LoginAuthenticator
@@ -249,6 +252,37 @@ def test_a_gevent_server_of_any_kind_runs_in_a_hub_thread():
     finally:
         serving.stop()
     assert not serving.running
+
+
+async def test_a_tls_server_made_in_its_hub_thread_serves_an_asyncio_client(ca, tmp_path):
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello over tls"]
+
+    def serve():
+        server = WSGIServer(("127.0.0.1", 0), hello, ssl_context=context, log=None,
+                            error_log=None)
+        server.start()
+        return server
+
+    serving = HubThread(serve, lambda timeout: serving.value.stop(timeout=timeout))
+    server = serving.start()
+    assert server is serving.value
+    try:
+        bundle = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(bundle))
+        client_context = ssl.create_default_context(cafile=str(bundle))
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", server.server_port, ssl=client_context), 5)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    finally:
+        serving.stop()
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello over tls")
 
 
 def test_gevent_code_keeps_its_own_hub_beside_a_threaded_server():

@@ -11,14 +11,21 @@ own (gevent makes one per thread), and keeps that hub running until
 :meth:`NapixTestServer.start(thread=True)
 <napixclient.testing.NapixTestServer.start>` and ``async with
 NapixTestServer(...)`` use it; so can any other gevent server with a start
-and a stop function (the project's own tests run their raw fault server this
-way)::
+and a stop function (the project's own tests run their raw fault server and
+their TLS servers this way). Make the server *in* the start function: a
+gevent server takes the hub of the thread that makes it, and one made in the
+calling thread would accept connections only when that thread's hub runs::
 
+    from gevent.server import StreamServer
     from napixclient.testing.threads import HubThread
 
-    server = StreamServer(("127.0.0.1", 0), handle)
-    thread = HubThread(server.start, lambda timeout: server.stop(timeout=timeout))
-    thread.start()
+    def serve():
+        server = StreamServer(("127.0.0.1", 0), handle)    # in the new thread
+        server.start()
+        return server
+
+    thread = HubThread(serve, lambda timeout: thread.value.stop(timeout=timeout))
+    server = thread.start()             # what serve() returned, listening
     ...
     thread.stop()
 
@@ -57,9 +64,10 @@ _POLL = 1.0
 class HubThread:
     """One server served from a thread of its own, with its own gevent hub.
 
-    :param start: ``Callable[[], Any]`` called in the new thread to start
-        serving (bind, listen, spawn the acceptor); it must return once the
-        server is listening. What it raises, :meth:`start` raises.
+    :param start: ``Callable[[], Any]`` called in the new thread to make the
+        server and start serving (bind, listen, spawn the acceptor); it must
+        return once the server is listening. What it returns is
+        :attr:`value`; what it raises, :meth:`start` raises.
     :param stop: ``Callable[[float], Any]`` called in the thread with a
         timeout in seconds, to stop serving and end the connection handlers.
     :param name: the thread's name (``str``), as :mod:`threading` shows it.
@@ -84,6 +92,8 @@ class HubThread:
         self._stop_requested: Optional[Event] = None
         self._stop_timeout = 1.0
         self._stopped = False
+        #: What the start function returned (``None`` until it has).
+        self.value: Any = None
 
     def __repr__(self) -> str:
         state = ("new" if self._thread is None else
@@ -101,11 +111,12 @@ class HubThread:
         """Whether the thread was started and has not ended (``bool``)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, timeout: float = START_TIMEOUT) -> None:
+    def start(self, timeout: float = START_TIMEOUT) -> Any:
         """Start the thread, and return once the server is listening.
 
         :param timeout: seconds to wait for ``start`` to return in the
             thread.
+        :returns: what the start function returned (:attr:`value`).
         :raises RuntimeError: if called twice, or if the server was not
             listening after ``timeout`` seconds.
         :raises BaseException: whatever ``start`` raised in the thread (an
@@ -124,6 +135,7 @@ class HubThread:
         if self._error is not None:
             self._thread.join(JOIN_MARGIN)
             raise self._error
+        return self.value
 
     def stop(self, timeout: float = 1.0) -> None:
         """Ask the thread to call ``stop(timeout)`` in its hub, and wait for
@@ -178,7 +190,7 @@ class HubThread:
         self._stop_requested = stop_requested
         try:
             try:
-                self._start()
+                self.value = self._start()
             except BaseException as error:
                 self._error = error
                 return
