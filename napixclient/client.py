@@ -12,7 +12,7 @@ exchange.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 import gevent
 from urllib3.util import Retry
@@ -20,7 +20,6 @@ from urllib3.util import Retry
 from napixclient.connections import (
     DEFAULT_KEEPALIVE_EXPIRY,
     ConnectionManager,
-    Deadline,
     Lease,
     TraceHook,
 )
@@ -31,6 +30,7 @@ from napixclient.core.client import (
     PreparedCall,
     TimeoutSpec,
 )
+from napixclient.core.exchange import Deadline
 from napixclient.core.hosts import base_url, parse_host
 from napixclient.core.tls import Cert, Verify
 from napixclient.failures import Failure
@@ -162,6 +162,8 @@ class Client(BaseClient):
     ...     c.get("/").body
     """
 
+    manager_class = ConnectionManager
+
     def __init__(
         self,
         host: str,
@@ -190,41 +192,7 @@ class Client(BaseClient):
                                 retry_backoff=retry_backoff, parser=parser,
                                 transport=transport, proxies=proxies, trust_env=trust_env,
                                 cert=cert)
-        if connections is None:
-            self._manager = ConnectionManager(max_connections, keepalive_expiry, trace)
-            self._owns_manager = True
-        elif not isinstance(connections, ConnectionManager):
-            raise ValueError(f"connections must be a ConnectionManager, got {connections!r}")
-        elif (max_connections is not None or trace is not None
-              or keepalive_expiry != DEFAULT_KEEPALIVE_EXPIRY):
-            raise ValueError("max_connections, keepalive_expiry and trace belong to the "
-                             "shared ConnectionManager given as connections=")
-        else:
-            self._manager = connections
-            self._owns_manager = False
-        self._attach(parsed, options)
-
-    @classmethod
-    def for_pool(cls, host: Tuple[str, str, Optional[int], str], options: ClientOptions,
-                 connections: ConnectionManager) -> "Client":
-        """The client of one host of a pool: ``host`` as
-        :func:`~napixclient.core.hosts.parse_host` returned it, the pool's
-        checked options and its connection manager (nothing checked again).
-
-        :raises ValueError: for a malformed proxy URL in the environment.
-        """
-        client = cls.__new__(cls)
-        client._manager = connections
-        client._owns_manager = False
-        client._attach(host, options)
-        return client
-
-    def _attach(self, host: Tuple[str, str, Optional[int], str],
-                options: ClientOptions) -> None:
-        BaseClient.__init__(self, host, options)
-        # Built (and so checked) now, once per TLS configuration.
-        for verify, cert in self._tls_contexts_needed():
-            self._manager.dialer.contexts.get(verify, cert)
+        self._attach(parsed, options, connections, max_connections, keepalive_expiry, trace)
 
     # -- sending ----------------------------------------------------------
 

@@ -42,10 +42,8 @@ trace events are those of :mod:`napixclient.core.trace`.
 
 from __future__ import annotations
 
-import itertools
 import select
 import socket
-import ssl
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -53,14 +51,14 @@ import gevent
 import gevent.event
 import gevent.select
 
-from napixclient.core.leases import Grant, Lease, Leases, default_max_connections
+from napixclient.core.exchange import Deadline, Exchange, unsent
+from napixclient.core.leases import Grant, Lease, default_max_connections
+from napixclient.core.manager import DEFAULT_KEEPALIVE_EXPIRY, ManagerBase
 from napixclient.core.origin import Origin
-from napixclient.core.parser import BROKE, Answer, Reading
-from napixclient.core.request import absolute_form
-from napixclient.core.tls import tls_reason
-from napixclient.core.trace import TraceHook, Tracer
-from napixclient.dialing import Deadline, Dialer, receive
-from napixclient.failures import ConnectionBroken, ReadTimedOut, os_reason
+from napixclient.core.parser import Answer
+from napixclient.core.trace import TraceHook
+from napixclient.dialing import Dialer, receive
+from napixclient.failures import ConnectionBroken, Failure
 from napixclient.response import RequestRecord
 
 __all__ = [
@@ -73,10 +71,6 @@ __all__ = [
     "default_max_connections",
 ]
 
-#: Seconds an idle connection is kept: 5 s, as httpx does, and below the
-#: idle timeouts of the common servers but gunicorn's (2 s), whose early
-#: closes the single stale-connection retry covers.
-DEFAULT_KEEPALIVE_EXPIRY = 5.0
 
 # A body larger than this is sent a piece at a time, watching for an early
 # answer (a 413 from a server that stops reading); a smaller one at once.
@@ -127,12 +121,12 @@ class Connection:
         return f"<Connection #{self.number} {self.origin}>"
 
 
-class ConnectionManager:
+class ConnectionManager(ManagerBase):
     """Opens, keeps and closes the connections of a pool (see the module).
 
     :param max_connections: the most sockets open at once across all
         origins, idle ones included (``int`` >= 1), or ``None`` for
-        :func:`default_max_connections`.
+        :func:`~napixclient.core.leases.default_max_connections`.
     :param keepalive_expiry: seconds (``float`` > 0) an idle connection is
         kept before it is closed.
     :param trace: ``trace(event, info)``, called for each event (see
@@ -144,56 +138,14 @@ class ConnectionManager:
     def __init__(self, max_connections: Optional[int] = None,
                  keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
                  trace: Optional[TraceHook] = None) -> None:
-        self._leases = Leases(max_connections, keepalive_expiry)
-        self.max_connections = self._leases.max_connections
-        self.keepalive_expiry = self._leases.keepalive_expiry
-        self.tracer = Tracer(trace)
+        super().__init__(max_connections, keepalive_expiry, trace)
         self.dialer = Dialer()
-        self._numbers = itertools.count(1)
         self._reaper: Optional[gevent.Greenlet] = None
-        self._closed = False
-
-    # -- figures ------------------------------------------------------------
 
     @property
-    def trace(self) -> Optional[TraceHook]:
-        """The ``trace`` callable (settable)."""
-        return self.tracer.hook
-
-    @trace.setter
-    def trace(self, hook: Optional[TraceHook]) -> None:
-        self.tracer = Tracer(hook)
-
-    @property
-    def open_connections(self) -> int:
-        """Sockets open now, and places granted to open one (``int``)."""
-        return self._leases.open_connections
-
-    @property
-    def idle_connections(self) -> int:
-        """Idle kept-alive connections now (``int``)."""
-        return self._leases.idle_connections
-
-    def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return (f"<ConnectionManager open={self.open_connections} "
-                f"idle={self.idle_connections} "
-                f"max_connections={self.max_connections}{state}>")
-
-    def holds(self, origin: Origin) -> bool:
-        """Whether ``origin`` has a request running or waiting, or an idle
-        connection (``bool``)."""
-        return self._leases.holds(origin)
-
-    def tracing(self) -> bool:
-        """Whether events are wanted now (see :meth:`Tracer.tracing`)."""
-        return self.tracer.tracing()
-
-    def emit(self, event: str, origin: Origin, request: Optional[RequestRecord],
-             connection: Optional[Connection] = None, **info: Any) -> None:
-        """Send ``event`` (see :meth:`Tracer.emit`)."""
-        self.tracer.emit(event, origin, request,
-                         None if connection is None else connection.number, **info)
+    def contexts(self) -> Any:
+        """The dialer's :class:`~napixclient.core.tls.TLSContexts`."""
+        return self.dialer.contexts
 
     # -- leases -----------------------------------------------------------------
 
@@ -204,7 +156,7 @@ class ConnectionManager:
             if type(action) is Grant:
                 action.waiter(action.lease)
             else:
-                self._discard(action.connection, action.reason)
+                self.discard(action.connection, action.reason)
 
     def reserve(self, origin: Origin, limit: int, grant: Callable[[Lease], None],
                 request: Optional[RequestRecord] = None) -> Callable[[], None]:
@@ -259,10 +211,8 @@ class ConnectionManager:
         """Give a lease's place back. The connection the lease still holds
         (one whose last answer was read whole and may be kept alive) goes
         idle; a failed one was closed already. A second call does nothing."""
-        connection = lease.connection
-        if connection is not None:
-            connection.idle_since = time.monotonic()
-        self._run(self._leases.release(lease, time.monotonic()))
+        connection, actions = self.release_lease(lease, time.monotonic())
+        self._run(actions)
         if connection is not None and not self._closed:
             self._watch_expiry()
 
@@ -295,38 +245,19 @@ class ConnectionManager:
 
     # -- exchanges ------------------------------------------------------------------
 
-    def _discard(self, connection: Connection, reason: str,
-                 request: Optional[RequestRecord] = None) -> None:
-        """Close a connection and say so."""
-        connection.close()
-        if self.tracer.tracing():
-            self.emit("connection.closed", connection.origin, request, connection,
-                      reason=reason)
-
     def _connect(self, lease: Lease, record: RequestRecord, connect_timeout: float,
                  deadline: float, engine: str, tracing: bool) -> Tuple[Connection, bool]:
         """The lease's connection, and whether it already carried an answer:
         its idle one unless the server closed it meanwhile, else a new one."""
-        connection = lease.connection
+        connection = self.reuse(lease, record, tracing)
         if connection is not None:
-            if not connection.dropped():
-                if tracing:
-                    self.emit("connection.reused", connection.origin, record, connection,
-                              idle=time.monotonic() - connection.idle_since)
-                return connection, True
-            lease.connection = None
-            self._discard(connection, "dropped while idle", record)
+            return connection, True
         origin: Origin = lease.key  # type: ignore[assignment]
         started = time.monotonic()
         sock, address = self.dialer.dial(origin, connect_timeout, deadline, engine)
-        connection = lease.connection = Connection(sock, origin, next(self._numbers))
-        if tracing:
-            via = {} if origin.proxy is None else {"proxy": str(origin.proxy)}
-            self.emit("connection.opened", origin, record, connection, address=address,
-                      seconds=time.monotonic() - started, **via)
-            if origin.scheme == "https":
-                self.emit("connection.tls", origin, record, connection,
-                          version=sock.version())
+        connection = Connection(sock, origin, self.number())
+        self.opened(lease, connection, record, address, started,
+                    sock.version() if origin.scheme == "https" else None, tracing)
         return connection, False
 
     def exchange(self, lease: Lease, method: str, data: bytes, record: RequestRecord, *,
@@ -335,85 +266,54 @@ class ConnectionManager:
         """Send one request on ``lease`` and read its whole answer: one
         attempt, never retried here (the client's loop decides); the lease
         keeps its connection when it may carry another request
-        (:meth:`release` then keeps it idle).
+        (:meth:`release` then keeps it idle). What is sent, what a failure
+        is called and whether the connection serves again are the core's
+        (:class:`~napixclient.core.exchange.Exchange`).
 
         :param method: upper case (it tells the parser whether a body follows).
         :param data: the request as it goes to the origin: head and body,
-            the request target in origin form (``/path?query``). Through a
-            proxy that forwards it (an ``http`` origin with a proxy), the
-            request line is rewritten in absolute form and
-            ``Proxy-Authorization`` added
-            (:func:`~napixclient.core.request.absolute_form`).
+            the request target in origin form (``/path?query``).
         :param record: the secret-free record, for events.
         :param engine: the parser engine (``"llhttp"`` or ``"h11"``).
         :param timeouts: ``(connect, read)`` seconds; ``read`` bounds each
             wait for data.
         :param deadline: :func:`time.monotonic` seconds past which reading
-            stops (:class:`~napixclient.dialing.Deadline`).
+            stops (:class:`~napixclient.core.exchange.Deadline`).
         :param max_body_size: the most bytes of body read.
         :param attempt: the attempt's number, for events.
         :returns: the :class:`~napixclient.core.parser.Answer`.
-        :raises napixclient.failures.Failure: a subclass, for what
-            went wrong (``stale`` when a kept-alive connection was found
-            closed before the answer began).
-        :raises napixclient.dialing.Deadline: when the deadline passed.
+        :raises napixclient.failures.Failure: a subclass, for what went
+            wrong (``stale`` when a kept-alive connection was found closed
+            before the answer began).
+        :raises napixclient.core.exchange.Deadline: when the deadline passed.
         """
-        origin: Origin = lease.key  # type: ignore[assignment]
-        if origin.forwarded:
-            proxy = origin.proxy
-            assert proxy is not None
-            data = absolute_form(data, origin.scheme, origin.authority, proxy.authorization)
         tracing = self.tracer.tracing()
         connection, reused = self._connect(lease, record, timeouts[0], deadline, engine,
                                            tracing)
+        exchange = Exchange(self.tracer, connection.origin, record, connection.number,
+                            reused, method, max_body_size, engine, attempt)
+        data = exchange.data(data)
         sock = connection.sock
-        reading = Reading(method, max_body_size, engine)
+        reading = exchange.reading
         done = False
         try:
             sock.settimeout(timeouts[1])
             try:
-                unsent = self._send(sock, data, timeouts[1])
+                exchange.unsent = self._send(sock, data, timeouts[1])
+                exchange.sent(len(data))
+                receive(sock, reading, deadline, head_only=tracing)
                 if tracing:
-                    self.emit("request.sent", origin, record, connection, bytes=len(data),
-                              attempt=attempt)
-                try:
-                    receive(sock, reading, deadline, head_only=tracing)
-                    if tracing and reading.head is not None:
-                        self.emit("response.headers", origin, record, connection,
-                                  status=reading.head.status)
-                        if reading.end is None:
-                            receive(sock, reading, deadline)
-                except (ConnectionBroken, OSError):
-                    if unsent is not None and not reading.started:
-                        raise unsent from None
-                    raise
-            except socket.timeout as error:
-                raise ReadTimedOut("timed out while reading the answer") from error
-            except ConnectionBroken as error:
-                if reused and error.before_answer:
-                    raise _stale() from error
-                raise
-            except OSError as error:
-                if reused and not reading.started:
-                    raise _stale() from error
-                raise ConnectionBroken(BROKE + _reason(error),
-                                       before_answer=not reading.started) from error
-            connection.requests += 1
-            answer = reading.answer()
-            keep = reading.reusable and unsent is None
-            if tracing:
-                self.emit("response.done", origin, record, connection, status=answer.status,
-                          bytes=len(answer.content), reusable=keep)
+                    exchange.head_read()
+                    if reading.end is None:
+                        receive(sock, reading, deadline)
+            except (Failure, OSError) as error:
+                raise exchange.failed(error) from error
+            answer = self.finished(lease, connection, exchange)
             done = True
-            if not keep:
-                # The lease keeps its place, and may dial again.
-                lease.connection = None
-                self._discard(connection, "not reusable", record)
             return answer
         finally:
-            if not done and lease.connection is connection:
-                lease.connection = None
-                self._discard(connection, "failed", record)
+            if not done:
+                self.abandoned(lease, connection, record)
 
     @staticmethod
     def _send(sock: Any, data: bytes, timeout: float) -> Optional[ConnectionBroken]:
@@ -434,13 +334,12 @@ class ConnectionManager:
             while offset < len(view):
                 readable, writable, _ = gevent.select.select([sock], [sock], [], timeout)
                 if readable:
-                    return ConnectionBroken(BROKE + "the server answered before the whole "
-                                            "request was sent", before_answer=True)
+                    return unsent()
                 if not writable:
                     raise socket.timeout("timed out while sending the request")
                 offset += sock.send(view[offset:offset + _SEND_PIECE])
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as error:
-            return ConnectionBroken(BROKE + _reason(error), before_answer=True)
+            return unsent(error)
         return None
 
     # -- lifetime ---------------------------------------------------------------------
@@ -455,16 +354,3 @@ class ConnectionManager:
         if reaper is not None:
             reaper.kill(block=False)
 
-
-def _stale() -> ConnectionBroken:
-    """The failure of a kept-alive connection closed before the answer began."""
-    return ConnectionBroken(BROKE + "the server closed the kept-alive connection before "
-                            "answering", before_answer=True, stale=True)
-
-
-def _reason(error: OSError) -> str:
-    if isinstance(error, ssl.SSLError):
-        # A TLS alert after the handshake: in TLS 1.3, a server refuses the
-        # client's certificate (or its absence) when the answer is read.
-        return tls_reason(error)
-    return os_reason(error)

@@ -12,7 +12,7 @@ the core's (:mod:`napixclient.core`).
 
 * Names are resolved through gevent's resolver (by default a thread pool, so
   a slow DNS server never blocks the hub), once per :class:`Dialer` for
-  :data:`DNS_TTL` seconds; lookups of one name at the same time share one
+  :data:`~napixclient.core.dial.DNS_TTL` seconds; lookups of one name at the same time share one
   query, which runs in a greenlet of its own, so that a request killed
   while it waits fails no other. IP addresses are never sent to the resolver.
 * TLS: one :class:`gevent.ssl.SSLContext` per configuration
@@ -35,37 +35,41 @@ the core's (:mod:`napixclient.core`).
 from __future__ import annotations
 
 import socket
-import ssl
 import time
-from collections import OrderedDict
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import gevent
 import gevent.socket
 import gevent.ssl
 from urllib3.util.ssltransport import SSLTransport
 
+from napixclient.core.dial import (
+    Address,
+    Connect,
+    Handshake,
+    NameCache,
+    Tunnel,
+    connect_timed_out,
+    handshake_timed_out,
+    refused,
+    steps,
+    tls_failed,
+    tunnel_broken,
+    tunnel_result,
+    unresolved,
+)
+from napixclient.core.exchange import Deadline
 from napixclient.core.origin import Origin, ip_family
 from napixclient.core.parser import Reading
-from napixclient.core.proxies import Proxy, connect_request
-from napixclient.core.tls import TLSContexts, tls_reason
+from napixclient.core.tls import TLSContexts
 from napixclient.failures import (
-    ConnectFailed,
     ConnectionBroken,
-    ConnectTimedOut,
     MalformedAnswer,
     NameNotResolved,
-    ProxyFailed,
-    ProxyUnreachable,
-    TLSFailed,
     os_reason,
-    status_text,
 )
 
-__all__ = ["DNS_TTL", "RECV_SIZE", "YIELD_AFTER", "Deadline", "Dialer", "receive"]
-
-#: How long a resolved name is reused, in seconds.
-DNS_TTL = 10.0
+__all__ = ["RECV_SIZE", "YIELD_AFTER", "Deadline", "Dialer", "receive"]
 #: Bytes asked of a socket at once.
 RECV_SIZE = 64 * 1024
 #: Seconds of reading in a row after which :func:`receive` yields to the hub.
@@ -75,11 +79,6 @@ YIELD_AFTER = 0.005
 # a greenlet that sleeps(0) again and again keeps the hub from its timers).
 _PAUSE = 1e-6
 
-Address = Tuple[int, Any]  # (family, sockaddr)
-
-
-class Deadline(Exception):
-    """The deadline of an exchange passed while its answer was read."""
 
 
 def receive(sock: Any, reading: Reading, deadline: float, head_only: bool = False) -> None:
@@ -131,7 +130,8 @@ class _TunnelledTLS(SSLTransport):
 
 class Dialer:
     """Opens sockets to origins, directly or through proxies, sharing name
-    look-ups and TLS contexts.
+    look-ups and TLS contexts: carries out the steps of
+    :func:`napixclient.core.dial.steps` with gevent's sockets.
 
     Not thread-safe: one hub (one thread) uses it, as gevent programs do.
 
@@ -140,33 +140,23 @@ class Dialer:
     """
 
     def __init__(self) -> None:
-        # (host, port) -> (expiry, addresses), oldest first: expired entries
-        # are dropped from the front, so a pool that meets a million names a
-        # day keeps only those of the last DNS_TTL seconds.
-        self._names: "OrderedDict[Tuple[str, int], Tuple[float, List[Address]]]" = \
-            OrderedDict()
-        self._lookups: dict = {}
+        self._names = NameCache()
+        self._lookups: Dict[Tuple[str, int], gevent.Greenlet] = {}
         self.contexts = TLSContexts(gevent.ssl.SSLContext)
 
     def resolve(self, host: str, port: int) -> List[Address]:
-        """The addresses of ``host`` (kept for :data:`DNS_TTL` seconds).
+        """The addresses of ``host`` (kept for :data:`~napixclient.core.dial.DNS_TTL`
+        seconds).
 
         :raises NameNotResolved: when the name does not resolve.
         """
         family = ip_family(host)
         if family is not None:
             return [(family, (host, port))]
-        key = (host, port)
-        now = time.monotonic()
-        names = self._names
-        while names:
-            oldest = next(iter(names.values()))
-            if oldest[0] > now:
-                break
-            names.popitem(last=False)
-        cached = names.get(key)
+        cached = self._names.get(host, port, time.monotonic())
         if cached is not None:
-            return cached[1]
+            return cached
+        key = (host, port)
         lookup = self._lookups.get(key)
         if lookup is None:
             # In a greenlet of its own: killing one waiter (a cancelled
@@ -180,168 +170,98 @@ class Dialer:
                 infos = gevent.socket.getaddrinfo(key[0], key[1], 0, socket.SOCK_STREAM)
             except (socket.gaierror, UnicodeError) as error:
                 raise NameNotResolved("the host name did not resolve") from error
-            addresses = [(info[0], info[4]) for info in infos]
-            if not addresses:
-                raise NameNotResolved("the host name did not resolve")
-            self._names[key] = (time.monotonic() + DNS_TTL, addresses)
-            return addresses
+            return self._names.put(key[0], key[1], infos, time.monotonic())
         finally:
             del self._lookups[key]
 
     def dial(self, origin: Origin, timeout: float, deadline: float,
              engine: str) -> Tuple[Any, Any]:
-        """Open a socket to ``origin``: TCP, then TLS for https; through
-        ``origin.proxy`` when there is one (TLS to an https proxy, then for
-        an https origin a ``CONNECT`` tunnel and TLS with the origin inside
-        it, verifying the origin's certificate and name).
+        """Open a socket to ``origin``, carrying out
+        :func:`~napixclient.core.dial.steps`: TCP, then TLS for https;
+        through ``origin.proxy`` when there is one (TLS to an https proxy,
+        then for an https origin a ``CONNECT`` tunnel and TLS with the
+        origin inside it, verifying the origin's certificate and name).
 
         :param timeout: seconds for the TCP connect, and again for each TLS
             handshake and each wait for the proxy's answer to ``CONNECT``.
         :param deadline: :func:`time.monotonic` seconds past which reading
-            the proxy's answer stops (:class:`Deadline`).
+            the proxy's answer stops.
         :param engine: the parser engine that reads the proxy's answer.
         :returns: ``(socket, peer address)``; the socket is a gevent socket
             (or gevent SSL socket, or TLS inside TLS) with ``TCP_NODELAY``
             set; the peer is the proxy when there is one.
-        :raises NameNotResolved: the name did not resolve.
-        :raises ConnectFailed: every address refused or was unreachable.
-        :raises ConnectTimedOut: connecting, a TLS handshake or a wait for
-            the proxy's answer to ``CONNECT`` took longer than ``timeout``.
-        :raises TLSFailed: the handshake with the origin failed or its
-            certificate was refused.
-        :raises ProxyUnreachable: the proxy's name did not resolve, or it
-            refused the connection.
-        :raises ProxyFailed: TLS with an https proxy failed, or the proxy
-            answered ``CONNECT`` with anything but 2xx, not in HTTP, or
-            beyond the parser's limits.
+        :raises napixclient.failures.Failure: the kind each step's failure
+            is (see :mod:`napixclient.core.dial`): ``NameNotResolved``,
+            ``ConnectFailed``, ``ConnectTimedOut``, ``TLSFailed``,
+            ``ProxyUnreachable``, ``ProxyFailed``.
         """
-        proxy = origin.proxy
-        if proxy is None:
-            sock, address = self._connect(origin.host, origin.port, timeout)
-            if origin.scheme != "https":
-                return sock, address
-            context = self.contexts.get(origin.verify, origin.cert)
-            return self._tls(sock, context, origin.host, timeout), address
+        sock: Any = None
+        address: Any = None
         try:
-            sock, address = self._connect(proxy.host, proxy.port, timeout)
-        except (ConnectFailed, NameNotResolved) as failure:
-            raise ProxyUnreachable(f"could not connect to the proxy {proxy}: "
-                                   f"{failure.message.split(': ', 1)[-1]}", proxy) from failure
-        except ConnectTimedOut as failure:
-            raise ConnectTimedOut(f"timed out while connecting to the proxy {proxy}") \
-                from failure
-        try:
-            if proxy.scheme == "https":
-                sock = self._tls(sock, self.contexts.get(origin.verify), proxy.host, timeout,
-                                 proxy=proxy)
-            if origin.scheme == "https":
-                self._tunnel(sock, origin, proxy, timeout, deadline, engine)
-                context = self.contexts.get(origin.verify, origin.cert)
-                sock = self._tls(sock, context, origin.host, timeout,
-                                 nested=proxy.scheme == "https")
+            for step in steps(origin):
+                if type(step) is Connect:
+                    sock, address = self._connect(step, timeout)
+                elif type(step) is Handshake:
+                    sock = self._tls(sock, step, timeout)
+                else:
+                    self._tunnel(sock, step, timeout, deadline, engine)  # type: ignore[arg-type]
         except BaseException:
-            sock.close()
+            if sock is not None:
+                sock.close()
             raise
         return sock, address
 
-    def _tls(self, sock: Any, context: ssl.SSLContext, server_hostname: str, timeout: float,
-             *, proxy: Optional[Proxy] = None, nested: bool = False) -> Any:
-        """TLS over ``sock`` (closed on failure), verifying ``server_hostname``.
-
-        :param proxy: the proxy when the handshake is with it (failures are
-            then :class:`ProxyFailed`).
-        :param nested: ``sock`` is itself TLS (an https proxy's).
-        """
-        def failed(detail: str) -> Exception:
-            if proxy is not None:
-                return ProxyFailed(f"TLS with the proxy {proxy} failed: {detail}", proxy)
-            return TLSFailed(f"TLS failed: {detail}")
-
+    def _tls(self, sock: Any, step: Handshake, timeout: float) -> Any:
+        """TLS over ``sock``, verifying ``step.server_hostname``."""
+        context = self.contexts.get(step.verify, step.cert)
         try:
             sock.settimeout(timeout)
-            if nested:
-                return _TunnelledTLS(sock, context, server_hostname=server_hostname)
-            tls = context.wrap_socket(sock, server_hostname=server_hostname,
+            if step.nested:
+                return _TunnelledTLS(sock, context, server_hostname=step.server_hostname)
+            tls = context.wrap_socket(sock, server_hostname=step.server_hostname,
                                       do_handshake_on_connect=False)
             tls.settimeout(timeout)
             tls.do_handshake()
             return tls
-        except ssl.SSLCertVerificationError as error:
-            sock.close()
-            detail = ", ".join(str(part) for part in (error.reason, error.verify_message)
-                               if part)
-            raise failed(detail or "the certificate was refused") from error
-        except ssl.SSLError as error:
-            sock.close()
-            raise failed(tls_reason(error) if error.reason else "the handshake failed") \
-                from error
         except socket.timeout as error:
-            sock.close()
-            where = f" with the proxy {proxy}" if proxy is not None else ""
-            raise ConnectTimedOut(f"timed out while connecting (TLS handshake{where})") \
-                from error
-        except OSError as error:
-            sock.close()
-            raise failed(os_reason(error)) from error
-        except BaseException:
-            sock.close()
-            raise
+            raise handshake_timed_out(step) from error
+        except OSError as error:  # ssl.SSLError among them
+            raise tls_failed(step, error) from error
 
-    def _tunnel(self, sock: Any, origin: Origin, proxy: Proxy, timeout: float,
-                deadline: float, engine: str) -> None:
-        """Ask ``proxy`` for a tunnel to ``origin`` and read its answer's
-        head with the core's parser (its limits hold), and nothing more.
-
-        :raises ProxyFailed: for an answer other than 2xx, none in HTTP, or
-            one beyond the parser's limits.
-        :raises ConnectTimedOut: when a wait for the answer takes longer
-            than ``timeout``.
-        """
+    def _tunnel(self, sock: Any, step: Tunnel, timeout: float, deadline: float,
+                engine: str) -> None:
+        """Ask the proxy for a tunnel to the origin and read its answer's
+        head with the core's parser (its limits hold), and nothing more."""
         reading = Reading("CONNECT", 1 << 20, engine)
         try:
             sock.settimeout(timeout)
-            sock.sendall(connect_request(origin.host, origin.port, proxy))
+            sock.sendall(step.request)
             receive(sock, reading, deadline, head_only=True)
-        except socket.timeout as error:
-            raise ConnectTimedOut(f"timed out while waiting for the proxy {proxy} to answer "
-                                  "CONNECT") from error
-        except Deadline:
-            raise ConnectTimedOut(f"timed out while waiting for the proxy {proxy} to answer "
-                                  "CONNECT") from None
-        except ConnectionBroken as failure:
-            raise ProxyFailed(f"the proxy {proxy} closed the connection when asked to "
-                              "CONNECT", proxy) from failure
-        except MalformedAnswer as failure:
-            detail = failure.message.split(": ", 1)[-1]
-            raise ProxyFailed(f"the proxy {proxy} did not answer CONNECT in HTTP ({detail})",
-                              proxy) from failure
-        except OSError as error:
-            raise ProxyFailed(f"the proxy {proxy} closed the connection when asked to "
-                              "CONNECT", proxy) from error
-        assert reading.head is not None
-        status = reading.head.status
-        if not 200 <= status < 300:
-            raise ProxyFailed(f"the proxy {proxy} answered {status_text(status)} to CONNECT",
-                              proxy, status=status)
-        if reading.end is not None and reading.end.rest:
-            raise ProxyFailed(f"the proxy {proxy} sent bytes after its answer to CONNECT",
-                              proxy)
+        except (OSError, Deadline, ConnectionBroken, MalformedAnswer) as error:
+            raise tunnel_broken(step, TimeoutError() if isinstance(error, Deadline)
+                                else error) from error
+        failure = tunnel_result(step, reading)
+        if failure is not None:
+            raise failure
 
-    def _connect(self, host: str, port: int, timeout: float) -> Tuple[Any, Any]:
-        addresses = self.resolve(host, port)
+    def _connect(self, step: Connect, timeout: float) -> Tuple[Any, Any]:
+        try:
+            addresses = self.resolve(step.host, step.port)
+        except NameNotResolved as failure:
+            raise unresolved(step) from failure
         last: Optional[OSError] = None
         for family, address in addresses:
             try:
                 sock = gevent.socket.socket(family, socket.SOCK_STREAM)
             except OSError as error:  # no file descriptor left, for one
-                raise ConnectFailed(f"could not connect: {os_reason(error)}") from error
+                raise refused(step, os_reason(error)) from error
             try:
                 sock.settimeout(timeout)
                 sock.connect(address)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except socket.timeout as error:
                 sock.close()
-                raise ConnectTimedOut("timed out while connecting") from error
+                raise connect_timed_out(step) from error
             except OSError as error:
                 sock.close()
                 last = error
@@ -351,5 +271,4 @@ class Dialer:
                 raise
             return sock, address
         assert last is not None
-        raise ConnectFailed(f"could not connect: {os_reason(last)}") from last
-
+        raise refused(step, os_reason(last)) from last

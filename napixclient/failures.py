@@ -16,6 +16,7 @@ query string, no header value, none of the far side's bytes.
 from __future__ import annotations
 
 import http
+import os
 from typing import Optional, Type
 
 from napixclient.exceptions import BodyTooLarge, ConnectionError, HTTPError, ProxyError, Timeout
@@ -198,6 +199,10 @@ def status_text(status: int) -> str:
 
 
 def os_reason(error: OSError) -> str:
-    """What an :class:`OSError` says, for a person: its ``strerror`` in lower
-    case (``"connection refused"``), else its class's name."""
+    """What an :class:`OSError` says, for a person: the system's words for
+    its error number, in lower case (``"connection refused"``; the same
+    whatever wrapped the error: gevent says it so, asyncio adds the
+    address), else its ``strerror``, else its class's name."""
+    if error.errno:
+        return os.strerror(error.errno).lower()
     return error.strerror.lower() if error.strerror else type(error).__name__

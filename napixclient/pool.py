@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import gevent
 from gevent import Greenlet, GreenletExit
@@ -16,24 +15,24 @@ from napixclient.connections import (
     Lease,
     TraceHook,
 )
-from napixclient.core.client import ClientOptions, PreparedCall, TimeoutSpec
-from napixclient.core.hosts import host_header, parse_host
+from napixclient.core.client import PreparedCall, TimeoutSpec
+from napixclient.core.pool import (
+    PoolBase,
+    check_count,
+    check_wait_timeout,
+    timed_out_message,
+)
 from napixclient.core.tls import Verify
-from napixclient.exceptions import ConnectionError, HTTPError
-from napixclient.response import RequestRecord, Response
+from napixclient.exceptions import HTTPError
+from napixclient.response import Response
 
 __all__ = ["ClientPool", "Result"]
-
-#: The most clients a pool keeps for hosts it has no request for (each
-#: with an idle kept-alive connection); beyond, the least recently used is
-#: dropped (a later request to its host makes a new one).
-RESTING_CLIENTS = 256
 
 #: What a request yields: its answer, or the error that stands for it.
 Result = Union[Response, HTTPError]
 
 
-class ClientPool:
+class ClientPool(PoolBase):
     """Requests to many hosts at once, each started as a greenlet.
 
     One :class:`~napixclient.Client` per host is created on first use and
@@ -99,40 +98,14 @@ class ClientPool:
         trace: Optional[TraceHook] = None,
         **client_options: Any,
     ) -> None:
-        self._connections = ConnectionManager(max_connections, keepalive_expiry, trace)
-        for name in ("connections", "max_connections", "keepalive_expiry", "trace"):
-            if name in client_options:
-                raise ValueError(f"{name} is the pool's own: ClientPool({name}=...) sets it "
-                                 "for every host")
-        # Checked once, here, and shared by the client of every host.
-        self._options = ClientOptions(authenticator, simultaneous, timeout, verify,
-                                      **client_options)
-        # The client of each host, under each spelling of the host met and
-        # its base URL. A client no request of the pool uses is dropped, so
-        # that a pool that meets a million hosts a day stays flat; but while
-        # an idle connection to its host is kept alive it rests (the most
-        # recently used last, at most RESTING_CLIENTS of them), ready to
-        # serve the host again.
-        self._clients: Dict[str, Client] = {}
-        self._keys: Dict[Client, List[str]] = {}
-        self._running: Dict[Client, int] = {}
-        self._resting: "OrderedDict[Client, None]" = OrderedDict()
-        # Greenlets not yet collected, in submission order (dicts keep it),
-        # with their client and call: gevent forgets the arguments of a
-        # greenlet killed before it started.
-        self._pending: Dict[Greenlet, Tuple[Client, PreparedCall]] = {}
-        self._closed = False
-
-    def __repr__(self) -> str:
-        hosts = len(self._keys)
-        state = " closed" if self._closed else ""
-        return f"<ClientPool hosts={hosts} pending={self.pending}{state}>"
+        super().__init__(Client, ConnectionManager, authenticator, simultaneous, timeout,
+                         verify, max_connections, keepalive_expiry, trace, client_options)
 
     @property
     def connections(self) -> ConnectionManager:
         """The :class:`~napixclient.connections.ConnectionManager` every
         client of the pool shares."""
-        return self._connections
+        return self._connections  # type: ignore[no-any-return]
 
     def client(self, host: str) -> Client:
         """Return the :class:`~napixclient.Client` for ``host``, creating it on
@@ -142,48 +115,7 @@ class ClientPool:
         :raises ValueError: for a malformed host.
         :raises RuntimeError: if the pool is closed.
         """
-        if self._closed:
-            raise RuntimeError("ClientPool is closed")
-        client = self._clients.get(host)
-        if client is None:
-            # Keyed by the normalised base URL too, so that two spellings of
-            # one destination share one Client, and so one cap.
-            parsed = parse_host(host)
-            scheme, name, port, prefix = parsed
-            key = f"{scheme}://{host_header(scheme, name, port)}{prefix}"
-            client = self._clients.get(key)
-            if client is None:
-                client = Client.for_pool(parsed, self._options, self._connections)
-                self._clients[key] = client
-                self._keys[client] = [key]
-            if host != key:
-                self._clients[host] = client
-                self._keys[client].append(host)
-        return client
-
-    def _done_with(self, client: Client) -> None:
-        """A request of ``client`` ended: the client rests when it was the
-        last, and the oldest resting one is dropped past the bound."""
-        left = self._running.get(client, 0) - 1
-        if left > 0:
-            self._running[client] = left
-            return
-        self._running.pop(client, None)
-        if client not in self._keys:
-            return  # the pool was closed meanwhile
-        if not self._connections.holds(client.origin):
-            self._forget(client)  # no idle connection to reuse: nothing to keep
-            return
-        resting = self._resting
-        resting[client] = None
-        if len(resting) > RESTING_CLIENTS:
-            self._forget(resting.popitem(last=False)[0])
-
-    def _forget(self, client: Client) -> None:
-        self._resting.pop(client, None)
-        for key in self._keys.pop(client, ()):
-            if self._clients.get(key) is client:
-                del self._clients[key]
+        return super().client(host)  # type: ignore[no-any-return]
 
     def request(
         self,
@@ -213,27 +145,20 @@ class ClientPool:
         :raises ValueError: at once, for a malformed host or a bad argument.
         :raises RuntimeError: if the pool is closed.
         """
-        client = self.client(host)
-        call = client.prepare(method, url, body, headers, **kwargs)
+        client, call = self._prepare(host, method, url, body, headers, kwargs)
         # The caller's context (contextvars: OpenTelemetry's among them),
         # carried into the greenlet, which gevent starts with an empty one.
         job = _Job(self, client, call, contextvars.copy_context())
         greenlet = job.greenlet
         self._pending[greenlet] = (client, call)
-        self._running[client] = self._running.get(client, 0) + 1
-        self._resting.pop(client, None)
+        self._clients.started(client)
         try:
             job.withdraw = client.reserve(call, job.start)
         except BaseException:
             del self._pending[greenlet]
-            self._done_with(client)
+            self._clients.ended(client)
             raise
         return greenlet
-
-    @property
-    def pending(self) -> int:
-        """How many requests were started and not yet collected (``int``)."""
-        return len(self._pending)
 
     def _collect(self, greenlet: Greenlet) -> Result:
         client, call = self._pending.pop(greenlet)
@@ -241,8 +166,7 @@ class ClientPool:
             raise greenlet.exception
         value = greenlet.value
         if isinstance(value, GreenletExit):
-            return ConnectionError(_record_of(call, client.host), remote_error=(
-                "the request was killed before it completed"))
+            return self._cancelled(client, call, "killed")  # type: ignore[no-any-return]
         return value
 
     def wait(self, timeout: Optional[float] = None) -> List[Result]:
@@ -258,14 +182,14 @@ class ClientPool:
         :raises Exception: a bug in the library or in an authenticator, as it
             was raised; only that request is collected, the others stay pending.
         """
+        timeout = check_wait_timeout(timeout)
         greenlets = list(self._pending)
         if not greenlets:
             return []
         done = gevent.joinall(greenlets, timeout=timeout)
         if len(done) < len(greenlets):
-            raise TimeoutError(
-                f"ClientPool.wait: {len(greenlets) - len(done)} of {len(greenlets)} "
-                f"requests still running after {timeout} s; all stay pending")
+            raise TimeoutError(timed_out_message("ClientPool.wait", len(greenlets) - len(done),
+                                                 len(greenlets), timeout))
         for greenlet in greenlets:
             if greenlet.exception is not None:
                 return [self._collect(greenlet)]  # raises
@@ -286,9 +210,7 @@ class ClientPool:
             a later :meth:`wait` or :meth:`wait_unordered` returns them.
         :raises ValueError: at once, if ``count`` is not an ``int`` >= -1.
         """
-        if not isinstance(count, int) or isinstance(count, bool) or count < -1:
-            raise ValueError(f"count must be an int >= -1 (-1 for all), got {count!r}")
-        return self._iter_unordered(count, timeout)
+        return self._iter_unordered(check_count(count), check_wait_timeout(timeout))
 
     def _iter_unordered(self, count: int, timeout: Optional[float]) -> Iterator[Result]:
         greenlets = list(self._pending)
@@ -324,12 +246,8 @@ class ClientPool:
         raise :class:`RuntimeError`. Closing twice is harmless."""
         self.cancel()
         self._closed = True
-        for client in list(self._keys):
+        for client in self._clients.clear():
             client.close()
-        self._clients.clear()
-        self._keys.clear()
-        self._running.clear()
-        self._resting.clear()
         self._connections.close()
 
     def __enter__(self) -> "ClientPool":
@@ -372,7 +290,7 @@ class _Job:
             self.client.release(lease)
         elif self.withdraw is not None:
             self.withdraw()  # killed while it waited: its turn goes to the next
-        self.pool._done_with(self.client)
+        self.pool._clients.ended(self.client)
 
     def run(self) -> Result:
         return self.context.run(self._run)
@@ -387,6 +305,3 @@ class _Job:
             # At once, so that the next request's turn comes now.
             self.client.release(self.lease)
 
-
-def _record_of(call: PreparedCall, host: str) -> RequestRecord:
-    return RequestRecord(call.method, host, call.url, call.target)

@@ -15,7 +15,7 @@ LAYERS = {
     "core": ["core", "http11", "authenticators"],
     "connection": ["retry", "dialing", "connections", "transport", "adapter"],
     "client": ["client", "otel"],
-    "pool": ["pool"],
+    "pool": ["pool", "aio"],
     "server": ["catcher", "wsgi", "asgi", "testing"],
     "face": ["probing", "cli", "demo", "fleet", "__main__"],
 }

@@ -329,6 +329,51 @@ class BaseClient:
         state = " closed" if self._closed else ""
         return f"<{type(self).__name__} {self.base_url} simultaneous={self.simultaneous}{state}>"
 
+    #: The driver's connection manager class (set by each driver's client).
+    manager_class: Any = None
+
+    def _attach(self, host: Tuple[str, str, Optional[int], str], options: "ClientOptions",
+                connections: Any = None, max_connections: Any = None,
+                keepalive_expiry: Any = None, trace: Any = None) -> None:
+        """Set the client up for ``host`` with ``options``: on ``connections``
+        (a pool's manager, shared) or on a manager of its own made with
+        ``max_connections``, ``keepalive_expiry`` and ``trace``; the TLS
+        contexts it needs built, and so checked, now.
+
+        :raises ValueError: for ``connections`` of another class, or given
+            with the options of a manager of its own.
+        """
+        cls = self.manager_class
+        if connections is None:
+            self._manager = cls(max_connections, cls.DEFAULT_KEEPALIVE_EXPIRY
+                                if keepalive_expiry is None else keepalive_expiry, trace)
+            self._owns_manager = True
+        elif not isinstance(connections, cls):
+            raise ValueError(f"connections must be a {cls.__name__}, got {connections!r}")
+        elif (max_connections is not None or trace is not None
+              or keepalive_expiry not in (None, cls.DEFAULT_KEEPALIVE_EXPIRY)):
+            raise ValueError("max_connections, keepalive_expiry and trace belong to the "
+                             f"shared {cls.__name__} given as connections=")
+        else:
+            self._manager = connections
+            self._owns_manager = False
+        BaseClient.__init__(self, host, options)
+        for verify, cert in self._tls_contexts_needed():
+            self._manager.contexts.get(verify, cert)
+
+    @classmethod
+    def for_pool(cls, host: Tuple[str, str, Optional[int], str], options: "ClientOptions",
+                 connections: Any) -> Any:
+        """The client of one host of a pool: ``host`` as
+        :func:`~napixclient.core.hosts.parse_host` returned it, the pool's
+        checked options and its connection manager (nothing checked again).
+
+        :raises ValueError: for a malformed proxy URL in the environment.
+        """
+        client = cls.__new__(cls)
+        client._attach(host, options, connections)
+        return client
+
     def _tls_contexts_needed(self) -> List[Tuple[Any, Any]]:
         """The ``(verify, cert)`` configurations this client's connections
         need, built (and so checked) when the client is made: one for an

@@ -615,6 +615,9 @@ class _H11:
             text = str(error)
             if "_SWITCH_UPGRADE" in text:
                 raise MalformedAnswer(_SWITCHED) from None
+            if front._phase == _BODY and "buffer" in text.lower():
+                # h11's own bound on what it holds: trailers that never end.
+                raise MalformedAnswer(_TRAILERS_TOO_LONG) from None
             if "status_code" in text or "illegal status line" in text:
                 # A status h11 will not take (below 100): what the front says of it.
                 raise front._malformed("bad status line") from None
