@@ -26,6 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import gevent
 import gevent.ssl
 import pytest
 from gevent.pywsgi import WSGIServer
@@ -69,7 +70,18 @@ def server(threaded_napix_server_factory):
     return threaded_napix_server_factory(users={"root": "toor"})
 
 
+#: 320 KiB that no two offsets of less than 251 bytes confuse.
+PATTERN = bytes(range(251)) * 1306
+
+
 def _wsgi_hello(environ, start_response):
+    """``/pattern``: :data:`PATTERN` in five writes; anything else: a small
+    JSON document (head and body in two writes, as pywsgi sends them)."""
+    if environ["PATH_INFO"] == "/pattern":
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(PATTERN)))])
+        size = len(PATTERN) // 5 + 1
+        return [PATTERN[n:n + size] for n in range(0, len(PATTERN), size)]
     start_response("200 OK", [("Content-Type", "application/json")])
     return [b'{"hello": "tls"}']
 
@@ -128,6 +140,10 @@ def tls_origin(ca):
     ca.issue_cert("127.0.0.1").configure_cert(context)
 
     def serve():
+        # Clients refusing its certificate are what some tests are about:
+        # the server's hub need not print each refusal.
+        hub = gevent.get_hub()
+        hub.NOT_ERROR = (*hub.NOT_ERROR, ssl.SSLError)
         # Made in the server's thread: a gevent server takes its maker's hub.
         wsgi = WSGIServer(("127.0.0.1", 0), _wsgi_hello, ssl_context=context, log=None,
                           error_log=None)
@@ -657,6 +673,19 @@ async def test_a_stale_connection_is_retried_once_for_a_get_and_never_for_a_post
 
 
 @each_driver
+async def test_an_answer_arriving_in_pieces_is_read_whole_byte_for_byte(driver,
+                                                                        fault_server):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(PATTERN)
+    pieces = [PATTERN[n:n + 70_001] for n in range(0, len(PATTERN), 70_001)]
+    fault_server.canned["/pieces"] = [head[:10], 0.02, head[10:]] + [
+        part for piece in pieces for part in (0.02, piece)]
+    async with driver.client(fault_server.host, simultaneous=1, timeout=10) as client:
+        answers = [(await client.get("/pieces")).content for _ in range(2)]
+    assert answers == [PATTERN, PATTERN]
+    assert fault_server.connections == 1
+
+
+@each_driver
 async def test_a_body_larger_than_max_body_size_is_refused_clearly(driver, fault_server):
     async with driver.client(fault_server.host, simultaneous=1,
                              max_body_size=100_000, timeout=5) as client:
@@ -988,6 +1017,20 @@ async def test_tls_is_verified_by_default_and_a_ca_bundle_is_accepted(driver, ng
         (pooled,) = await pool.wait(timeout=10)
     assert "TLS failed: CERTIFICATE_VERIFY_FAILED" in str(unknown.value)
     assert answer.status == pooled.status == 200 and answer.body == "index\n"
+
+
+@each_driver
+async def test_answers_over_tls_are_read_whole_on_new_and_kept_alive_connections(
+        driver, tls_origin, ca_bundle):
+    async with driver.client(tls_origin, simultaneous=1, timeout=5,
+                             verify=ca_bundle) as client:
+        small = [(await client.get("/")).content for _ in range(3)]
+        big = [(await client.get("/pattern")).content for _ in range(2)]
+    async with driver.client(tls_origin, simultaneous=1, timeout=5,
+                             verify=ca_bundle) as client:
+        first_big = (await client.get("/pattern")).content
+    assert small == [b'{"hello": "tls"}'] * 3
+    assert big == [PATTERN, PATTERN] and first_big == PATTERN
 
 
 @each_driver
