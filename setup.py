@@ -62,6 +62,17 @@ setup(
             # app and a Starlette one.
             "uvicorn>=0.30",
             "starlette>=0.37",
+            # async def tests (tests/test_aio.py, tests/test_testing_threads.py)
+            # run under anyio's pytest plugin: it comes with anyio itself (no
+            # plugin package, no asyncio_mode setting), and runs a test on
+            # uvloop by a parameter of its anyio_backend fixture.
+            "anyio>=4.0",
+            # pytest-asyncio only to check that napixclient's fixtures also
+            # serve an async suite written for it, as many are.
+            "pytest-asyncio>=0.23",
+            # A few asyncio tests run again on uvloop: optional for
+            # napixclient.aio, never required.
+            "uvloop>=0.19; sys_platform != 'win32' and platform_python_implementation == 'CPython'",
         ],
         "docs": [
             "sphinx>=7.2",

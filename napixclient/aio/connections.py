@@ -49,7 +49,8 @@ from napixclient.core.trace import TraceHook
 from napixclient.failures import Failure, NameNotResolved, ProxyFailed, os_reason
 from napixclient.response import RequestRecord
 
-__all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "RECV_SIZE", "AsyncConnectionManager", "Connection", "Stream"]
+__all__ = ["DEFAULT_KEEPALIVE_EXPIRY", "RECV_SIZE", "AsyncConnectionManager", "Connection",
+           "Stream"]
 
 #: Bytes read from a connection at once.
 RECV_SIZE = 64 * 1024
@@ -75,7 +76,9 @@ class Stream(asyncio.BufferedProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.buffer = bytearray(RECV_SIZE)
+        # A view: the TLS transport reads into slices of it, which must be
+        # the buffer itself, not copies (a bytearray's slice is a copy).
+        self.buffer = memoryview(bytearray(RECV_SIZE))
         self.transport: Optional[asyncio.Transport] = None
         self.reading: Optional[Reading] = None
         self.head_only = False
@@ -90,14 +93,14 @@ class Stream(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def get_buffer(self, sizehint: int) -> bytearray:
+    def get_buffer(self, sizehint: int) -> memoryview:
         """The buffer the transport reads into (:data:`RECV_SIZE` bytes,
         whatever ``sizehint`` says)."""
         return self.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` bytes were read into the buffer."""
-        self.data_received(bytes(memoryview(self.buffer)[:nbytes]))
+        self.data_received(bytes(self.buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         """``data`` came (also what a TLS transport hands over)."""

@@ -24,13 +24,15 @@ connections, so a test can check what a client really did::
 With pytest, :mod:`napixclient.testing.plugin` is a plugin (registered
 through the ``pytest11`` entry point when napixclient is installed, or with
 ``pytest_plugins = ["napixclient.testing.plugin"]`` in a ``conftest.py``).
-It gives two fixtures:
+It gives four fixtures:
 
 * ``napix_server``: a started ``NapixTestServer(users={"root": "toor"})``,
   stopped after the test;
 * ``napix_server_factory``: a callable taking :class:`NapixTestServer`'s
   keyword arguments and returning a started server; every server it made is
-  stopped after the test.
+  stopped after the test;
+* ``threaded_napix_server`` and ``threaded_napix_server_factory``: the
+  same, each server in a thread of its own whatever the test is.
 
 ::
 
@@ -38,16 +40,23 @@ It gives two fixtures:
         napix_server.route("/capacity", body={"slots": 3})
         ...
 
-Do not call blocking, non-gevent code (for instance plain :mod:`requests`
-without napixclient's :class:`~napixclient.adapter.CooperativeAdapter`)
-against the server from the same process: it would block the hub the server
-runs in, and both would wait forever.
+From asyncio code, or from blocking code (plain :mod:`requests`), the
+calling thread's gevent hub does not run while it waits, so a server there
+would never answer: start the server in a thread of its own, with a hub of
+its own, with ``start(thread=True)`` or ``async with NapixTestServer() as
+server:``. The fixtures do it for ``async def`` tests by themselves::
+
+    async def test_capacity(napix_server):          # any async test plugin
+        napix_server.route("/capacity", body={"slots": 3})
+        async with AsyncClient(napix_server.host, auth) as client:
+            assert (await client.get("/capacity")).body == {"slots": 3}
 
 The package's modules, one job each: :mod:`~napixclient.testing.server`
 (the server), :mod:`~napixclient.testing.recording` (what it keeps of each
 request), :mod:`~napixclient.testing.routes` (what a route answers),
 :mod:`~napixclient.testing.signatures` (the identity checks),
-:mod:`~napixclient.testing.logs` (its log, secrets hidden) and
+:mod:`~napixclient.testing.logs` (its log, secrets hidden),
+:mod:`~napixclient.testing.threads` (a thread with a hub of its own) and
 :mod:`~napixclient.testing.plugin` (the fixtures); the names a test uses are
 importable from :mod:`napixclient.testing` itself.
 """
@@ -64,6 +73,7 @@ from napixclient.testing.server import (
     NapixTestServer,
 )
 from napixclient.testing.signatures import hmac_token
+from napixclient.testing.threads import HubThread
 
 __all__ = [
     "HANG_LIMIT",
@@ -72,18 +82,22 @@ __all__ = [
     "RAW_TARGET_KEY",
     "RECORD_KEY",
     "STOP_TIMEOUT",
+    "HubThread",
     "NapixTestServer",
     "RecordedRequest",
     "hmac_token",
     "napix_server",
     "napix_server_factory",
+    "threaded_napix_server",
+    "threaded_napix_server_factory",
 ]
 
 #: The fixtures, from :mod:`napixclient.testing.plugin`, imported when asked
 #: for: importing this package does not import pytest (``napix demo`` uses
 #: the server). An installation made before the plugin had its own module
 #: registers this package as the plugin: its fixtures are found here too.
-_FIXTURES = ("napix_server", "napix_server_factory")
+_FIXTURES = ("napix_server", "napix_server_factory", "threaded_napix_server",
+             "threaded_napix_server_factory")
 
 
 def __getattr__(name: str) -> Any:

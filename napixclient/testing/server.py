@@ -56,6 +56,7 @@ from napixclient.testing.signatures import (
     query_values,
     single_field,
 )
+from napixclient.testing.threads import HubThread
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -191,7 +192,8 @@ class _Server(WSGIServer):
 
 class NapixTestServer:
     """A Napix-like HTTP server on ``127.0.0.1`` for tests, served by the
-    gevent hub of the calling process.
+    gevent hub of the calling thread, or from a thread of its own for
+    asyncio and blocking code (``start(thread=True)``, ``async with``).
 
     Every request is recorded in :attr:`requests`, then authenticated as a
     Napix server does (PROTOCOL.md, sections 1 and 2), then answered by the
@@ -281,6 +283,7 @@ class NapixTestServer:
         self._server: Optional[_Server] = None
         self._pool: Optional[Pool] = None
         self._port: Optional[int] = None
+        self._thread: Optional[HubThread] = None
         self._sockets: Set[Any] = set()
         self._in_flight = 0
         self._max_in_flight = 0
@@ -289,19 +292,44 @@ class NapixTestServer:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> NapixTestServer:
-        """Bind ``127.0.0.1`` on an ephemeral port and start serving in the
-        gevent hub.
+    def start(self, thread: bool = False) -> NapixTestServer:
+        """Bind ``127.0.0.1`` on an ephemeral port and start serving.
 
-        :returns: ``self``.
+        :param thread: ``bool``. ``False`` (the default): serve from the
+            gevent hub of the calling thread, which runs while gevent code
+            there waits (a :class:`~napixclient.Client`, a
+            :class:`~napixclient.ClientPool`, ``gevent.sleep``). ``True``:
+            serve from a thread of its own with a gevent hub of its own
+            (:class:`~napixclient.testing.threads.HubThread`), for callers
+            whose thread does not run a gevent hub while it waits: an
+            asyncio event loop (:class:`~napixclient.aio.AsyncClient`),
+            plain blocking code such as :mod:`requests`. Nothing is
+            monkey-patched either way. With a thread, route handlers and
+            ``app`` run in the server's thread, and :meth:`stop` waits for
+            that thread to end.
+        :returns: ``self``, listening when this returns.
         :raises RuntimeError: if the server is running ("already started"),
             or was stopped: a stopped server cannot be restarted (its port
             may be taken by then); make a new one.
         :raises OSError: if the socket cannot be bound.
         """
         self._check_not_stopped()
-        if self._server is not None:
+        if self._server is not None or self._thread is not None:
             raise RuntimeError("NapixTestServer: already started")
+        if thread:
+            serving = HubThread(self._serve, self._stop_serving, name="NapixTestServer")
+            self._thread = serving
+            try:
+                serving.start()
+            except BaseException:
+                self._thread = None
+                raise
+            return self
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
+        """Bind and start serving in the current thread's gevent hub."""
         log = RedactingLog(logging.DEBUG, self.token_parameter, self._tokens)
         error_log = RedactingLog(logging.WARNING, self.token_parameter, self._tokens)
         # A pool, unlike pywsgi's default bare spawn, lets stop() wait for
@@ -322,7 +350,6 @@ class NapixTestServer:
         self._server = server
         self._pool = pool
         self._port = int(server.server_port)
-        return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop serving: close the listening socket and every open
@@ -334,9 +361,22 @@ class NapixTestServer:
         calling request, but that request's answer is lost with its
         connection.
 
+        A server started with ``thread=True`` is stopped in its own thread;
+        this waits for that thread to end (unless called from a route
+        handler, which runs in that thread).
+
         :param timeout: seconds to wait for connection handlers to finish
             before killing them.
+        :raises RuntimeError: if a server's thread did not end within
+            ``2 * timeout + 5`` seconds.
         """
+        if self._thread is not None:
+            self._thread.stop(timeout)
+            return
+        self._stop_serving(timeout)
+
+    def _stop_serving(self, timeout: float) -> None:
+        """:meth:`stop`, in the gevent hub the server serves from."""
         server, pool = self._server, self._pool
         if server is None or pool is None or self._stopping.is_set():
             return
@@ -381,11 +421,48 @@ class NapixTestServer:
         """Stop the server."""
         self.stop()
 
+    async def __aenter__(self) -> NapixTestServer:
+        """Start the server in a thread of its own (``start(thread=True)``)
+        unless it was started so; return it. For asyncio code::
+
+            async with NapixTestServer() as server:
+                server.route("/capacity", body={"slots": 3})
+                async with AsyncClient(server.host, auth) as client:
+                    ...
+
+        :raises RuntimeError: if the server was stopped, or was started in
+            the calling thread's gevent hub, which never runs while an event
+            loop waits (the test would wait for its timeouts).
+        """
+        self._check_not_stopped()
+        if self._thread is None and self._server is not None:
+            raise RuntimeError(
+                "NapixTestServer: started in this thread's gevent hub, which does not run "
+                "while an asyncio event loop waits; start it with start(thread=True), or let "
+                "'async with' start it")
+        if self._thread is None:
+            self.start(thread=True)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Stop the server, waiting for its thread in an executor thread so
+        that the event loop goes on meanwhile (asyncio only)."""
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"
         state = "stopped" if self._stopping.is_set() else (
             "running" if self._server is not None else "new"
         )
+        if self._thread is not None and state == "running":
+            state = "running in a thread"
         return f"NapixTestServer({where}, users={sorted(self._users)!r}, {state})"
 
     # -- addresses ---------------------------------------------------------
