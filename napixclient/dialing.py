@@ -167,22 +167,37 @@ class Dialer:
         cached = names.get(key)
         if cached is not None:
             return cached[1]
+        try:
+            # What getaddrinfo would refuse (a label over 63 characters):
+            # refused here, before gevent's resolver thread prints it.
+            host.encode("idna")
+        except UnicodeError as error:
+            raise NameNotResolved("the host name did not resolve") from error
         lookup = self._lookups.get(key)
         if lookup is None:
             # In a greenlet of its own: killing one waiter (a cancelled
             # request, a caller's gevent.Timeout) interrupts that waiter only.
             lookup = self._lookups[key] = gevent.spawn(self._lookup, key)
-        return lookup.get()  # type: ignore[no-any-return]
+        found = lookup.get()
+        if isinstance(found, NameNotResolved):
+            # The lookup's failure is its value: gevent prints a traceback
+            # for a greenlet that ends with an exception.
+            raise NameNotResolved(found.message) from found.__cause__
+        return found  # type: ignore[no-any-return]
 
-    def _lookup(self, key: Tuple[str, int]) -> List[Address]:
+    def _lookup(self, key: Tuple[str, int]) -> Any:
+        """The addresses of ``key`` (``List[Address]``), or the
+        :class:`NameNotResolved` to raise in each waiter."""
         try:
             try:
                 infos = gevent.socket.getaddrinfo(key[0], key[1], 0, socket.SOCK_STREAM)
             except (socket.gaierror, UnicodeError) as error:
-                raise NameNotResolved("the host name did not resolve") from error
+                failure = NameNotResolved("the host name did not resolve")
+                failure.__cause__ = error
+                return failure
             addresses = [(info[0], info[4]) for info in infos]
             if not addresses:
-                raise NameNotResolved("the host name did not resolve")
+                return NameNotResolved("the host name did not resolve")
             self._names[key] = (time.monotonic() + DNS_TTL, addresses)
             return addresses
         finally:

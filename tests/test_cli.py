@@ -284,6 +284,28 @@ def test_request_to_a_dead_host_exits_1_with_a_connection_error(server):
     assert "Traceback" not in done.stderr
 
 
+#: A name that cannot resolve, known without asking any name server: a label
+#: longer than 63 characters fails IDNA encoding before a lookup is sent.
+UNRESOLVABLE = "x" * 64 + ".test"
+
+
+def test_a_name_that_does_not_resolve_is_a_row_and_a_chain_never_a_traceback(server):
+    # gevent printed a traceback for the failed lookup's greenlet (and one
+    # for its resolver thread), though the command's answer was right.
+    done = napix("request", f"{UNRESOLVABLE}:8", "GET", "/", "--timeout", "5")
+    assert done.returncode == 1
+    assert done.stderr.endswith("root cause: the host name did not resolve\n"), done.stderr
+    assert "Traceback" not in done.stderr
+    done = napix("request", server.host, "GET", "/", "--proxy", f"http://{UNRESOLVABLE}:8")
+    assert done.returncode == 1 and "ProxyError" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    done = napix("probe", "--json", f"{UNRESOLVABLE}:8", f"{UNRESOLVABLE}:9", "/")
+    assert done.returncode == 1
+    assert [row["summary"] for row in json_lines(done.stdout)] == [
+        "the host name did not resolve"] * 2
+    assert done.stderr.startswith("2 hosts: 0 ok, 2 failed"), done.stderr
+
+
 def test_malformed_data_is_bad_usage_exit_2(server):
     done = napix("request", server.host, "POST", "/vm-ip/", "--data", "{size: 1}", env=SIGNED)
     assert done.returncode == 2
