@@ -817,6 +817,35 @@ def test_a_short_key_is_masked_in_the_far_side_s_words_never_in_the_row_s_own(
     assert row["body"] == {"***ind": "***vm"}
 
 
+def test_a_short_key_is_masked_in_log_lines_as_a_whole_word_only(napix_server_factory):
+    # With NAPIX_KEY=k, -v printed "napixcli***nt"-like lines: "login and
+    # ***ey from NAPIX_LOGIN", "o***" for ok.
+    server = napix_server_factory(users={LOGIN: "k"})
+    server.route("/capacity", body={"kind": "kvm"})
+    env = {"NAPIX_LOGIN": LOGIN, "NAPIX_KEY": "k"}
+    for args in (("probe", server.host, "/capacity", "-vv", "--json"),
+                 ("request", server.host, "GET", "/capacity", "-vv")):
+        done = napix(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        assert "napix: napixclient.cli: auth: login and key from NAPIX_LOGIN, NAPIX_KEY" in lines
+        assert any(line.startswith("napix: napixclient.connections: ") for line in lines)
+        assert "***" not in done.stderr, done.stderr  # no line holds the key as a word
+    # Where the key stands as a word of its own, it is masked.
+    import logging
+
+    from napixclient.cli import output
+
+    lines = []
+    output.setup_logging(1, ("k",), lines.append)
+    try:
+        logging.getLogger("napixclient.cli").debug("ok: kvm %s said key=%s", "k", "k")
+    finally:
+        logging.getLogger().removeHandler(output._handler)
+        logging.getLogger("napixclient.cli").setLevel(logging.NOTSET)
+    assert lines == ["napix: napixclient.cli: ok: kvm *** said key=***"]
+
+
 def test_probe_json_lines_escape_what_json_leaves_raw_and_read_back_the_same(server):
     note = "csi \x9b31m, line\u2028separator, esc \x1b[2J"
     server.route("/json", body={"note": note})

@@ -44,14 +44,25 @@ def redact_bytes(data: bytes, secrets: Sequence[str]) -> bytes:
 
 
 def redact_log(text: str, secrets: Iterable[str]) -> str:
-    """What the command logs: :func:`redact`, and every signature too
-    (:func:`~napixclient.redact.redact_signatures`)."""
-    return redact_signatures(redact_secrets(text, secrets))
+    """What the command logs: the credentials masked where they stand as
+    whole words (``whole_words=True`` of
+    :func:`~napixclient.redact.redact_secrets`: a short key ``k`` is masked
+    in ``key=k``, never inside ``ok`` or a field's name), in every encoding
+    a server may echo them in, and every signature
+    (:func:`~napixclient.redact.redact_signatures`).
+
+    :param text: a log message (``str``).
+    :param secrets: the credentials (``str`` values).
+    :returns: the masked text (``str``).
+    """
+    return redact_signatures(redact_secrets(text, secrets, whole_words=True))
 
 
 class _LogHandler(logging.Handler):
     """Writes each log record as one line, ``napix: LOGGER: MESSAGE``, with
-    the credentials and signatures masked.
+    the credentials and signatures masked in the message
+    (:func:`redact_log`); ``napix`` and the logger's name, never secret, are
+    never masked.
 
     An exception attached to a record is named on the same line (``(KeyError:
     'x')``), never printed as a traceback: a traceback is not for a user of
@@ -69,8 +80,8 @@ class _LogHandler(logging.Handler):
         error = record.exc_info[1] if record.exc_info else None
         if error is not None:
             message += f" ({type(error).__name__}: {error})"
-        line = " ".join(f"napix: {record.name}: {message}".splitlines())
-        return printable(redact_log(line, self._secrets))
+        message = redact_log(" ".join(message.splitlines()), self._secrets)
+        return printable(f"napix: {record.name}: {message}")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
