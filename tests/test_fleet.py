@@ -14,6 +14,7 @@ NapixTestServer that checks signatures (``napix``); the tests start it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import pytest
 from napixclient import Client, fleet
 from napixclient.cli import worker
 from napixclient.fleet import FleetError, WorkerInfo
+from napixclient.fleet.celeryapp import redis_transport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
@@ -40,6 +42,11 @@ CALLER_KEY = "fleet-caller-key-91be2d"
 CALLER_TOKEN = "fleet-caller-token-3a77e1"
 #: Seconds before a lost worker's shard goes to another: short, for the tests.
 VISIBILITY = 3.0
+
+# These tests run under gevent.monkey.patch_all() too (python tests/patched.py):
+# the caller's side of the fleet and run_shard, in a process that patched, as
+# a gevent program and Celery's gevent pool are. The workers patch always.
+pytestmark = pytest.mark.patched
 
 
 # -- the backends, run as child processes ---------------------------------
@@ -231,6 +238,25 @@ class Fleet:
             stop_process(process)
         stop_process(self.redis)
         self.client.close()
+
+
+@contextlib.contextmanager
+def workers_not_consuming(running: Fleet):
+    """Stop the workers taking shards, so that the shards sent meanwhile wait
+    in Redis, where a test can read or change them; then let them consume
+    again.
+
+    A worker's BRPOP sent before it stopped consuming is still pending in
+    Redis for up to the transport's ``brpop_timeout``: a shard pushed then
+    goes to that worker, which hands it back later (no consumer for it).
+    Waiting that long first leaves every shard in the queue."""
+    control = running.app.control
+    control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
+    try:
+        time.sleep(redis_transport().brpop_timeout + 0.5)
+        yield
+    finally:
+        control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
 
 
 @pytest.fixture(scope="module")
@@ -657,15 +683,11 @@ def test_no_credential_travels_in_task_messages(live_fleet, backend, monkeypatch
     monkeypatch.setenv("NAPIX_LOGIN", "root")
     monkeypatch.setenv("NAPIX_KEY", CALLER_KEY)
     monkeypatch.setenv("NAPIX_TOKEN", CALLER_TOKEN)
-    control = live_fleet.app.control
     hosts = hosts_of(backend)[:100]
-    # Stop the workers consuming, so the shards wait in Redis to be read.
-    control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
-    try:
+    # The shards wait in Redis to be read.
+    with workers_not_consuming(live_fleet):
         probe = fleet.probe(hosts, "/t/creds/0", broker=live_fleet.url, shard_size=10)
         queued = live_fleet.client.lrange(fleet.QUEUE, 0, -1)
-    finally:
-        control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
     assert len(queued) == 10
     bodies = [base64.b64decode(json.loads(raw)["body"]) for raw in queued]
     everything = b"".join(queued + bodies)
@@ -695,8 +717,7 @@ def test_a_shard_lost_or_revoked_is_sent_again_once_overdue(
         live_fleet, backend, no_caller_credentials, fate):
     hosts = hosts_of(backend)[:50]
     control = live_fleet.app.control
-    control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
-    try:
+    with workers_not_consuming(live_fleet):
         probe = fleet.probe(hosts, f"/t/{fate}/0", broker=live_fleet.url, shard_size=10,
                             timeout=1.0)
         redis = live_fleet.client
@@ -707,8 +728,6 @@ def test_a_shard_lost_or_revoked_is_sent_again_once_overdue(
         else:
             # Revoked by someone else: its only copy is discarded.
             control.revoke(json.loads(redis.lindex(fleet.QUEUE, 0))["headers"]["id"])
-    finally:
-        control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
     started = time.monotonic()
     rows = list(probe)
     assert sorted(row.index for row in rows) == list(range(50))
