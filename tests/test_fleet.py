@@ -698,6 +698,34 @@ def test_no_credential_travels_in_task_messages(live_fleet, backend, monkeypatch
     assert len(rows) == 100 and all(row.status == 200 for row in rows)
 
 
+def test_a_probe_interrupted_while_sending_revokes_the_shards_it_sent(
+        live_fleet, backend, no_caller_credentials, monkeypatch):
+    # Ctrl-C while napix probe --broker sent its shards left those sent to
+    # run on the workers, for nobody.
+    app = fleet.celeryapp.app_for(live_fleet.url)
+    send_task = app.send_task
+    sent = []
+
+    def interrupted_at_the_third(*args, **kwargs):
+        if len(sent) == 2:
+            raise KeyboardInterrupt
+        sent.append(send_task(*args, **kwargs))
+        return sent[-1]
+
+    monkeypatch.setattr(app, "send_task", interrupted_at_the_third)
+    with workers_not_consuming(live_fleet):
+        with pytest.raises(KeyboardInterrupt):
+            fleet.probe(hosts_of(backend)[:50], "/t/interrupted/0", broker=live_fleet.url,
+                        shard_size=10)
+        assert live_fleet.client.llen(fleet.QUEUE) == 2
+    # The workers take the two shards and drop them, revoked.
+    end = time.monotonic() + 10
+    while live_fleet.client.llen(fleet.QUEUE) and time.monotonic() < end:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    assert hits(backend, "interrupted") == 0
+
+
 def test_workers_sign_with_their_own_credentials_and_mask_them_in_rows(
         live_fleet, no_caller_credentials):
     napix = Child("napix")
