@@ -587,6 +587,26 @@ def test_napix_probe_with_broker_makes_no_local_client(live_fleet, backend, tmp_
     assert err.startswith("50 hosts: 50 ok, 0 failed, 0 timed out in ")
 
 
+def test_napix_probe_verbose_with_broker_says_the_workers_sign_and_where_shards_went(
+        live_fleet, backend, tmp_path):
+    # -v said "auth: none (no --login/--key, --token or NAPIX_* variables)"
+    # and named this process's proxies: neither is used with --broker.
+    hosts_file = tmp_path / "fleet.txt"
+    hosts_file.write_text("\n".join(hosts_of(backend)[:60]) + "\n")
+    done = napix("probe", "-v", "--json", "--broker", live_fleet.url, "--hosts-file",
+                 str(hosts_file), "/t/verbose/0", env={"NAPIX_TOKEN": CALLER_TOKEN})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[:2] == [
+        "napix: napixclient.cli: auth: each worker's own (NAPIX_LOGIN and NAPIX_KEY, or "
+        "NAPIX_TOKEN, of its environment)",
+        "napix: napixclient.cli: probing 60 hosts for GET /t/verbose/0 on the fleet's "
+        "workers (their proxies)"]
+    assert lines[2].startswith("napix: napixclient.cli: 3 shards of 25 sent to w1@"), lines
+    assert "(-c 2)" in lines[2] and "rows awaited for " in lines[2]
+    assert lines[3].startswith("60 hosts: 60 ok,")
+
+
 def test_napix_probe_with_broker_and_first_where_exits_0_at_the_match(
         live_fleet, backend, tmp_path):
     hosts = hosts_of(backend)[:300]

@@ -148,15 +148,29 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
                              "(one host per line; # starts a comment)")
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
     condition = None if args.first_where is None else compile_condition(args.first_where)
-    _LOG.debug("auth: %s", credentials.source)
-
+    noun = "host" if len(hosts) == 1 else "hosts"
     started = time.monotonic()
     connection: Connection = args.connection
-    _LOG.debug("probing %d %s for GET %s (%s)", len(hosts),
-               "host" if len(hosts) == 1 else "hosts", path, connection.source)
+    if args.broker:
+        # The workers sign and connect: nothing of this process's
+        # credentials or proxies is used.
+        _LOG.debug("auth: each worker's own (NAPIX_LOGIN and NAPIX_KEY, or NAPIX_TOKEN, "
+                   "of its environment)")
+        _LOG.debug("probing %d %s for GET %s on the fleet's workers (their proxies)",
+                   len(hosts), noun, path)
+    else:
+        _LOG.debug("auth: %s", credentials.source)
+        _LOG.debug("probing %d %s for GET %s (%s)", len(hosts), noun, path,
+                   connection.source)
     fleet_probe = _start_fleet(args, hosts, path, condition, output) if args.broker else None
     if args.broker and fleet_probe is None:
         return EXIT_FAILED
+    if fleet_probe is not None:
+        _LOG.debug("%d %s of %d sent to %s; rows awaited for %.0f s at most",
+                   fleet_probe.shards, "shard" if fleet_probe.shards == 1 else "shards",
+                   fleet_probe.shard_size,
+                   ", ".join(f"{w.name} (-c {w.concurrency})" for w in fleet_probe.workers),
+                   fleet_probe.deadline)
     pool: Optional[ClientPool] = None
     if fleet_probe is None:
         # With --broker the workers probe (fleet.probe checked each host):
