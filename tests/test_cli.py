@@ -171,6 +171,38 @@ def test_request_into_a_pipe_closed_early_ends_quietly(server):
     assert (code, stderr) == (cli.EXIT_BROKEN_PIPE, "")
 
 
+def napix_redirected(*args, redirect, env=None, timeout=30):
+    """Run ``napix ARGS`` under ``sh`` with ``redirect`` (such as ``>&-`` or
+    ``>/dev/full``) applied to it; return the CompletedProcess (text)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(env or {}, PYTHONPATH=str(ROOT))
+    return gevent.subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "napixclient",
+         *map(str, args)], capture_output=True, text=True, env=environ, timeout=timeout,
+        cwd=str(ROOT))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_standard_output_full_or_closed_is_one_line_and_exit_1(server):
+    # A traceback ended napix ... >/dev/full and napix ... >&-.
+    server.route("/capacity", body={"free_slots": 1})
+    for args in (("request", server.host, "GET", "/capacity"),
+                 ("probe", server.host, "/capacity"),
+                 ("probe", "--json", server.host, "/capacity")):
+        for redirect, reason in ((">/dev/full", "No space left on device"),
+                                 (">&-", "Bad file descriptor")):
+            done = napix_redirected(*args, redirect=redirect, env=SIGNED)
+            assert (done.returncode, done.stderr) == (
+                1, f"napix: cannot write to standard output: {reason}\n"), (args, redirect)
+    # What cannot be written to standard error is dropped: the exit status
+    # is the probe's own.
+    for redirect in ("2>/dev/full", "2>&-"):
+        done = napix_redirected("probe", "--json", "-v", server.host, "/capacity",
+                                redirect=redirect, env=SIGNED)
+        assert done.returncode == 0, (redirect, done.stderr)
+        assert json_lines(done.stdout)[0]["status"] == 200
+
+
 def test_request_escapes_a_body_s_control_characters_on_a_terminal_only(server):
     red = "hello \x1b[31mred\x1b[0m\ttext\nline 2\x07"
     server.route("/red", body=red)

@@ -41,7 +41,7 @@ from napixclient.cli.arguments import (
     seconds,
 )
 from napixclient.cli.expressions import compile_condition
-from napixclient.cli.output import Output, redact, redact_bytes, setup_logging
+from napixclient.cli.output import Output, WriteError, redact, redact_bytes, setup_logging
 from napixclient.cli.probe import Table
 from napixclient.client import Client
 from napixclient.exceptions import HTTPError
@@ -438,7 +438,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         # Whatever was running has been left (a probe's pool closed, its
         # progress bar erased) on the way here.
-        print("napix: interrupted", file=sys.stderr)
+        if sys.stderr is not None:  # print would write to standard output
+            with contextlib.suppress(OSError):
+                print("napix: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         hub.NOT_ERROR = not_error
@@ -512,7 +514,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         code: int = args.run(args, credentials, output)
         # Flushed here, so that a closed pipe is noticed here rather than
         # at the interpreter's exit.
-        sys.stdout.flush()
+        output.flush()
         return code
     except BrokenPipeError:
         # Standard output's reader went away (napix ... | head -1): the
@@ -521,6 +523,12 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         # Python docs' "Note on SIGPIPE").
         _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except WriteError as error:
+        # A full disk, standard output closed (napix ... >&-): one line,
+        # as cat says it; what a probe had pending was cancelled.
+        _discard_stdout()
+        output.message(f"napix: cannot write to standard output: {error.reason}")
+        return EXIT_FAILED
     except UsageError as error:
         _usage_error(sub, redact(str(error), credentials.secrets))
 
