@@ -156,21 +156,39 @@ class Dialer:
         cached = self._names.get(host, port, time.monotonic())
         if cached is not None:
             return cached
+        try:
+            # What getaddrinfo would refuse (a label over 63 characters):
+            # refused here, before gevent's resolver thread prints it.
+            host.encode("idna")
+        except UnicodeError as error:
+            raise NameNotResolved("the host name did not resolve") from error
         key = (host, port)
         lookup = self._lookups.get(key)
         if lookup is None:
             # In a greenlet of its own: killing one waiter (a cancelled
             # request, a caller's gevent.Timeout) interrupts that waiter only.
             lookup = self._lookups[key] = gevent.spawn(self._lookup, key)
-        return lookup.get()  # type: ignore[no-any-return]
+        found = lookup.get()
+        if isinstance(found, NameNotResolved):
+            # The lookup's failure is its value: gevent prints a traceback
+            # for a greenlet that ends with an exception.
+            raise NameNotResolved(found.message) from found.__cause__
+        return found  # type: ignore[no-any-return]
 
-    def _lookup(self, key: Tuple[str, int]) -> List[Address]:
+    def _lookup(self, key: Tuple[str, int]) -> Any:
+        """The addresses of ``key`` (``List[Address]``), or the
+        :class:`NameNotResolved` to raise in each waiter."""
         try:
             try:
                 infos = gevent.socket.getaddrinfo(key[0], key[1], 0, socket.SOCK_STREAM)
             except (socket.gaierror, UnicodeError) as error:
-                raise NameNotResolved("the host name did not resolve") from error
-            return self._names.put(key[0], key[1], infos, time.monotonic())
+                failure = NameNotResolved("the host name did not resolve")
+                failure.__cause__ = error
+                return failure
+            try:
+                return self._names.put(key[0], key[1], infos, time.monotonic())
+            except NameNotResolved as failure:
+                return failure
         finally:
             del self._lookups[key]
 

@@ -73,7 +73,7 @@ def _forms(secret: str) -> List[str]:
     return list(forms)
 
 
-def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+def redact_secrets(text: str, secrets: Iterable[str], *, whole_words: bool = False) -> str:
     """Return ``text`` with every occurrence of each secret value, and of its
     percent-encoded forms, replaced by :data:`MASK`.
 
@@ -86,6 +86,11 @@ def redact_secrets(text: str, secrets: Iterable[str]) -> str:
 
     :param text: the text to show (``str``).
     :param secrets: the secret values (an iterable of ``str``).
+    :param whole_words: mask a value only where it is not part of a longer
+        word: where it begins with a letter, digit or ``_``, not right after
+        another one, and where it ends with one, not right before another
+        (``bool``, keyword only). For text whose own words matter, such as
+        log lines: a key ``k`` is masked in ``key=k``, not in ``ok``.
     :returns: the masked text (``str``); ``text`` itself when no secret is
         in it.
     :raises TypeError: if ``text`` or a secret is not a ``str``.
@@ -93,6 +98,8 @@ def redact_secrets(text: str, secrets: Iterable[str]) -> str:
     >>> from napixclient.redact import redact_secrets
     >>> redact_secrets("GET /x?token=root%3A9664ab", ["root:9664ab"])
     'GET /x?token=***'
+    >>> redact_secrets("key=k: ok", ["k"], whole_words=True)
+    'key=***: ok'
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
@@ -106,8 +113,19 @@ def redact_secrets(text: str, secrets: Iterable[str]) -> str:
         return text
     # One pass over the text; at each position the longest form matches
     # first, since alternatives are tried in order.
-    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    ordered = sorted(forms, key=len, reverse=True)
+    if whole_words:
+        pattern = "|".join(_whole_word(form) for form in ordered)
+    else:
+        pattern = "|".join(re.escape(form) for form in ordered)
     return re.sub(pattern, MASK, text)
+
+
+def _whole_word(form: str) -> str:
+    """A pattern matching ``form`` where it is not part of a longer word."""
+    before = r"(?<!\w)" if re.match(r"\w", form[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
+    return f"{before}{re.escape(form)}{after}"
 
 
 def redact_signatures(text: str) -> str:

@@ -10,8 +10,10 @@ arguments to pytest, from the root of the checkout::
     python tests/patched.py -q            # the files marked for it (see below)
 
 Without a test path it runs the tests marked ``patched`` (a test file
-says ``pytestmark = pytest.mark.patched``, as test_pool.py and
-test_connections.py do). ``tests/conftest.py`` adds a line to pytest's header saying what is
+says ``pytestmark = pytest.mark.patched``, as test_pool.py,
+test_connections.py and test_fleet.py do): what ``.ci/run`` runs, so that
+marking a file is all it takes to have CI run it patched too.
+``tests/conftest.py`` adds a line to pytest's header saying what is
 patched, so a run's output shows which way it ran.
 """
 

@@ -171,6 +171,38 @@ def test_request_into_a_pipe_closed_early_ends_quietly(server):
     assert (code, stderr) == (cli.EXIT_BROKEN_PIPE, "")
 
 
+def napix_redirected(*args, redirect, env=None, timeout=30):
+    """Run ``napix ARGS`` under ``sh`` with ``redirect`` (such as ``>&-`` or
+    ``>/dev/full``) applied to it; return the CompletedProcess (text)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NAPIX_")}
+    environ.update(env or {}, PYTHONPATH=str(ROOT))
+    return gevent.subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "napixclient",
+         *map(str, args)], capture_output=True, text=True, env=environ, timeout=timeout,
+        cwd=str(ROOT))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_standard_output_full_or_closed_is_one_line_and_exit_1(server):
+    # A traceback ended napix ... >/dev/full and napix ... >&-.
+    server.route("/capacity", body={"free_slots": 1})
+    for args in (("request", server.host, "GET", "/capacity"),
+                 ("probe", server.host, "/capacity"),
+                 ("probe", "--json", server.host, "/capacity")):
+        for redirect, reason in ((">/dev/full", "No space left on device"),
+                                 (">&-", "Bad file descriptor")):
+            done = napix_redirected(*args, redirect=redirect, env=SIGNED)
+            assert (done.returncode, done.stderr) == (
+                1, f"napix: cannot write to standard output: {reason}\n"), (args, redirect)
+    # What cannot be written to standard error is dropped: the exit status
+    # is the probe's own.
+    for redirect in ("2>/dev/full", "2>&-"):
+        done = napix_redirected("probe", "--json", "-v", server.host, "/capacity",
+                                redirect=redirect, env=SIGNED)
+        assert done.returncode == 0, (redirect, done.stderr)
+        assert json_lines(done.stdout)[0]["status"] == 200
+
+
 def test_request_escapes_a_body_s_control_characters_on_a_terminal_only(server):
     red = "hello \x1b[31mred\x1b[0m\ttext\nline 2\x07"
     server.route("/red", body=red)
@@ -282,6 +314,28 @@ def test_request_to_a_dead_host_exits_1_with_a_connection_error(server):
     assert done.returncode == 1
     assert "ConnectionError" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+#: A name that cannot resolve, known without asking any name server: a label
+#: longer than 63 characters fails IDNA encoding before a lookup is sent.
+UNRESOLVABLE = "x" * 64 + ".test"
+
+
+def test_a_name_that_does_not_resolve_is_a_row_and_a_chain_never_a_traceback(server):
+    # gevent printed a traceback for the failed lookup's greenlet (and one
+    # for its resolver thread), though the command's answer was right.
+    done = napix("request", f"{UNRESOLVABLE}:8", "GET", "/", "--timeout", "5")
+    assert done.returncode == 1
+    assert done.stderr.endswith("root cause: the host name did not resolve\n"), done.stderr
+    assert "Traceback" not in done.stderr
+    done = napix("request", server.host, "GET", "/", "--proxy", f"http://{UNRESOLVABLE}:8")
+    assert done.returncode == 1 and "ProxyError" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    done = napix("probe", "--json", f"{UNRESOLVABLE}:8", f"{UNRESOLVABLE}:9", "/")
+    assert done.returncode == 1
+    assert [row["summary"] for row in json_lines(done.stdout)] == [
+        "the host name did not resolve"] * 2
+    assert done.stderr.startswith("2 hosts: 0 ok, 2 failed"), done.stderr
 
 
 def test_malformed_data_is_bad_usage_exit_2(server):
@@ -793,6 +847,35 @@ def test_a_short_key_is_masked_in_the_far_side_s_words_never_in_the_row_s_own(
                         "body", "summary", "chain", "match"}
     assert row["outcome"] == "ok" and row["status"] == 200
     assert row["body"] == {"***ind": "***vm"}
+
+
+def test_a_short_key_is_masked_in_log_lines_as_a_whole_word_only(napix_server_factory):
+    # With NAPIX_KEY=k, -v printed "napixcli***nt"-like lines: "login and
+    # ***ey from NAPIX_LOGIN", "o***" for ok.
+    server = napix_server_factory(users={LOGIN: "k"})
+    server.route("/capacity", body={"kind": "kvm"})
+    env = {"NAPIX_LOGIN": LOGIN, "NAPIX_KEY": "k"}
+    for args in (("probe", server.host, "/capacity", "-vv", "--json"),
+                 ("request", server.host, "GET", "/capacity", "-vv")):
+        done = napix(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        lines = done.stderr.splitlines()
+        assert "napix: napixclient.cli: auth: login and key from NAPIX_LOGIN, NAPIX_KEY" in lines
+        assert any(line.startswith("napix: napixclient.connections: ") for line in lines)
+        assert "***" not in done.stderr, done.stderr  # no line holds the key as a word
+    # Where the key stands as a word of its own, it is masked.
+    import logging
+
+    from napixclient.cli import output
+
+    lines = []
+    output.setup_logging(1, ("k",), lines.append)
+    try:
+        logging.getLogger("napixclient.cli").debug("ok: kvm %s said key=%s", "k", "k")
+    finally:
+        logging.getLogger().removeHandler(output._handler)
+        logging.getLogger("napixclient.cli").setLevel(logging.NOTSET)
+    assert lines == ["napix: napixclient.cli: ok: kvm *** said key=***"]
 
 
 def test_probe_json_lines_escape_what_json_leaves_raw_and_read_back_the_same(server):

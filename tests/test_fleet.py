@@ -14,6 +14,7 @@ NapixTestServer that checks signatures (``napix``); the tests start it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import pytest
 from napixclient import Client, fleet
 from napixclient.cli import worker
 from napixclient.fleet import FleetError, WorkerInfo
+from napixclient.fleet.celeryapp import redis_transport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
@@ -40,6 +42,11 @@ CALLER_KEY = "fleet-caller-key-91be2d"
 CALLER_TOKEN = "fleet-caller-token-3a77e1"
 #: Seconds before a lost worker's shard goes to another: short, for the tests.
 VISIBILITY = 3.0
+
+# These tests run under gevent.monkey.patch_all() too (python tests/patched.py):
+# the caller's side of the fleet and run_shard, in a process that patched, as
+# a gevent program and Celery's gevent pool are. The workers patch always.
+pytestmark = pytest.mark.patched
 
 
 # -- the backends, run as child processes ---------------------------------
@@ -231,6 +238,25 @@ class Fleet:
             stop_process(process)
         stop_process(self.redis)
         self.client.close()
+
+
+@contextlib.contextmanager
+def workers_not_consuming(running: Fleet):
+    """Stop the workers taking shards, so that the shards sent meanwhile wait
+    in Redis, where a test can read or change them; then let them consume
+    again.
+
+    A worker's BRPOP sent before it stopped consuming is still pending in
+    Redis for up to the transport's ``brpop_timeout``: a shard pushed then
+    goes to that worker, which hands it back later (no consumer for it).
+    Waiting that long first leaves every shard in the queue."""
+    control = running.app.control
+    control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
+    try:
+        time.sleep(redis_transport().brpop_timeout + 0.5)
+        yield
+    finally:
+        control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
 
 
 @pytest.fixture(scope="module")
@@ -561,6 +587,26 @@ def test_napix_probe_with_broker_makes_no_local_client(live_fleet, backend, tmp_
     assert err.startswith("50 hosts: 50 ok, 0 failed, 0 timed out in ")
 
 
+def test_napix_probe_verbose_with_broker_says_the_workers_sign_and_where_shards_went(
+        live_fleet, backend, tmp_path):
+    # -v said "auth: none (no --login/--key, --token or NAPIX_* variables)"
+    # and named this process's proxies: neither is used with --broker.
+    hosts_file = tmp_path / "fleet.txt"
+    hosts_file.write_text("\n".join(hosts_of(backend)[:60]) + "\n")
+    done = napix("probe", "-v", "--json", "--broker", live_fleet.url, "--hosts-file",
+                 str(hosts_file), "/t/verbose/0", env={"NAPIX_TOKEN": CALLER_TOKEN})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[:2] == [
+        "napix: napixclient.cli: auth: each worker's own (NAPIX_LOGIN and NAPIX_KEY, or "
+        "NAPIX_TOKEN, of its environment)",
+        "napix: napixclient.cli: probing 60 hosts for GET /t/verbose/0 on the fleet's "
+        "workers (their proxies)"]
+    assert lines[2].startswith("napix: napixclient.cli: 3 shards of 25 sent to w1@"), lines
+    assert "(-c 2)" in lines[2] and "rows awaited for " in lines[2]
+    assert lines[3].startswith("60 hosts: 60 ok,")
+
+
 def test_napix_probe_with_broker_and_first_where_exits_0_at_the_match(
         live_fleet, backend, tmp_path):
     hosts = hosts_of(backend)[:300]
@@ -657,15 +703,11 @@ def test_no_credential_travels_in_task_messages(live_fleet, backend, monkeypatch
     monkeypatch.setenv("NAPIX_LOGIN", "root")
     monkeypatch.setenv("NAPIX_KEY", CALLER_KEY)
     monkeypatch.setenv("NAPIX_TOKEN", CALLER_TOKEN)
-    control = live_fleet.app.control
     hosts = hosts_of(backend)[:100]
-    # Stop the workers consuming, so the shards wait in Redis to be read.
-    control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
-    try:
+    # The shards wait in Redis to be read.
+    with workers_not_consuming(live_fleet):
         probe = fleet.probe(hosts, "/t/creds/0", broker=live_fleet.url, shard_size=10)
         queued = live_fleet.client.lrange(fleet.QUEUE, 0, -1)
-    finally:
-        control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
     assert len(queued) == 10
     bodies = [base64.b64decode(json.loads(raw)["body"]) for raw in queued]
     everything = b"".join(queued + bodies)
@@ -674,6 +716,34 @@ def test_no_credential_travels_in_task_messages(live_fleet, backend, monkeypatch
         assert secret.encode() not in everything
     rows = list(probe)
     assert len(rows) == 100 and all(row.status == 200 for row in rows)
+
+
+def test_a_probe_interrupted_while_sending_revokes_the_shards_it_sent(
+        live_fleet, backend, no_caller_credentials, monkeypatch):
+    # Ctrl-C while napix probe --broker sent its shards left those sent to
+    # run on the workers, for nobody.
+    app = fleet.celeryapp.app_for(live_fleet.url)
+    send_task = app.send_task
+    sent = []
+
+    def interrupted_at_the_third(*args, **kwargs):
+        if len(sent) == 2:
+            raise KeyboardInterrupt
+        sent.append(send_task(*args, **kwargs))
+        return sent[-1]
+
+    monkeypatch.setattr(app, "send_task", interrupted_at_the_third)
+    with workers_not_consuming(live_fleet):
+        with pytest.raises(KeyboardInterrupt):
+            fleet.probe(hosts_of(backend)[:50], "/t/interrupted/0", broker=live_fleet.url,
+                        shard_size=10)
+        assert live_fleet.client.llen(fleet.QUEUE) == 2
+    # The workers take the two shards and drop them, revoked.
+    end = time.monotonic() + 10
+    while live_fleet.client.llen(fleet.QUEUE) and time.monotonic() < end:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    assert hits(backend, "interrupted") == 0
 
 
 def test_workers_sign_with_their_own_credentials_and_mask_them_in_rows(
@@ -695,8 +765,7 @@ def test_a_shard_lost_or_revoked_is_sent_again_once_overdue(
         live_fleet, backend, no_caller_credentials, fate):
     hosts = hosts_of(backend)[:50]
     control = live_fleet.app.control
-    control.cancel_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
-    try:
+    with workers_not_consuming(live_fleet):
         probe = fleet.probe(hosts, f"/t/{fate}/0", broker=live_fleet.url, shard_size=10,
                             timeout=1.0)
         redis = live_fleet.client
@@ -707,8 +776,6 @@ def test_a_shard_lost_or_revoked_is_sent_again_once_overdue(
         else:
             # Revoked by someone else: its only copy is discarded.
             control.revoke(json.loads(redis.lindex(fleet.QUEUE, 0))["headers"]["id"])
-    finally:
-        control.add_consumer(fleet.QUEUE, reply=True, timeout=2, limit=2)
     started = time.monotonic()
     rows = list(probe)
     assert sorted(row.index for row in rows) == list(range(50))

@@ -41,7 +41,7 @@ from napixclient.cli.arguments import (
     seconds,
 )
 from napixclient.cli.expressions import compile_condition
-from napixclient.cli.output import Output, redact, redact_bytes, setup_logging
+from napixclient.cli.output import Output, WriteError, redact, redact_bytes, setup_logging
 from napixclient.cli.probe import Table
 from napixclient.client import Client
 from napixclient.exceptions import HTTPError
@@ -148,15 +148,29 @@ def _cmd_probe(args: argparse.Namespace, credentials: Credentials, output: Outpu
                              "(one host per line; # starts a comment)")
         raise UsageError("no host to probe: give HOST... PATH or --hosts-file F PATH")
     condition = None if args.first_where is None else compile_condition(args.first_where)
-    _LOG.debug("auth: %s", credentials.source)
-
+    noun = "host" if len(hosts) == 1 else "hosts"
     started = time.monotonic()
     connection: Connection = args.connection
-    _LOG.debug("probing %d %s for GET %s (%s)", len(hosts),
-               "host" if len(hosts) == 1 else "hosts", path, connection.source)
+    if args.broker:
+        # The workers sign and connect: nothing of this process's
+        # credentials or proxies is used.
+        _LOG.debug("auth: each worker's own (NAPIX_LOGIN and NAPIX_KEY, or NAPIX_TOKEN, "
+                   "of its environment)")
+        _LOG.debug("probing %d %s for GET %s on the fleet's workers (their proxies)",
+                   len(hosts), noun, path)
+    else:
+        _LOG.debug("auth: %s", credentials.source)
+        _LOG.debug("probing %d %s for GET %s (%s)", len(hosts), noun, path,
+                   connection.source)
     fleet_probe = _start_fleet(args, hosts, path, condition, output) if args.broker else None
     if args.broker and fleet_probe is None:
         return EXIT_FAILED
+    if fleet_probe is not None:
+        _LOG.debug("%d %s of %d sent to %s; rows awaited for %.0f s at most",
+                   fleet_probe.shards, "shard" if fleet_probe.shards == 1 else "shards",
+                   fleet_probe.shard_size,
+                   ", ".join(f"{w.name} (-c {w.concurrency})" for w in fleet_probe.workers),
+                   fleet_probe.deadline)
     pool: Optional[ClientPool] = None
     if fleet_probe is None:
         # With --broker the workers probe (fleet.probe checked each host):
@@ -424,7 +438,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         # Whatever was running has been left (a probe's pool closed, its
         # progress bar erased) on the way here.
-        print("napix: interrupted", file=sys.stderr)
+        if sys.stderr is not None:  # print would write to standard output
+            with contextlib.suppress(OSError):
+                print("napix: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         hub.NOT_ERROR = not_error
@@ -498,7 +514,7 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         code: int = args.run(args, credentials, output)
         # Flushed here, so that a closed pipe is noticed here rather than
         # at the interpreter's exit.
-        sys.stdout.flush()
+        output.flush()
         return code
     except BrokenPipeError:
         # Standard output's reader went away (napix ... | head -1): the
@@ -507,6 +523,12 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         # Python docs' "Note on SIGPIPE").
         _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except WriteError as error:
+        # A full disk, standard output closed (napix ... >&-): one line,
+        # as cat says it; what a probe had pending was cancelled.
+        _discard_stdout()
+        output.message(f"napix: cannot write to standard output: {error.reason}")
+        return EXIT_FAILED
     except UsageError as error:
         _usage_error(sub, redact(str(error), credentials.secrets))
 

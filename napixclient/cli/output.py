@@ -6,15 +6,19 @@ over, log records on one line, and the credentials masked in all of it
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import os
 from typing import (
+    Any,
     Callable,
     Iterable,
     Iterator,
     Optional,
     Sequence,
     TextIO,
+    cast,
 )
 
 import gevent
@@ -44,14 +48,25 @@ def redact_bytes(data: bytes, secrets: Sequence[str]) -> bytes:
 
 
 def redact_log(text: str, secrets: Iterable[str]) -> str:
-    """What the command logs: :func:`redact`, and every signature too
-    (:func:`~napixclient.redact.redact_signatures`)."""
-    return redact_signatures(redact_secrets(text, secrets))
+    """What the command logs: the credentials masked where they stand as
+    whole words (``whole_words=True`` of
+    :func:`~napixclient.redact.redact_secrets`: a short key ``k`` is masked
+    in ``key=k``, never inside ``ok`` or a field's name), in every encoding
+    a server may echo them in, and every signature
+    (:func:`~napixclient.redact.redact_signatures`).
+
+    :param text: a log message (``str``).
+    :param secrets: the credentials (``str`` values).
+    :returns: the masked text (``str``).
+    """
+    return redact_signatures(redact_secrets(text, secrets, whole_words=True))
 
 
 class _LogHandler(logging.Handler):
     """Writes each log record as one line, ``napix: LOGGER: MESSAGE``, with
-    the credentials and signatures masked.
+    the credentials and signatures masked in the message
+    (:func:`redact_log`); ``napix`` and the logger's name, never secret, are
+    never masked.
 
     An exception attached to a record is named on the same line (``(KeyError:
     'x')``), never printed as a traceback: a traceback is not for a user of
@@ -69,8 +84,8 @@ class _LogHandler(logging.Handler):
         error = record.exc_info[1] if record.exc_info else None
         if error is not None:
             message += f" ({type(error).__name__}: {error})"
-        line = " ".join(f"napix: {record.name}: {message}".splitlines())
-        return printable(redact_log(line, self._secrets))
+        message = redact_log(" ".join(message.splitlines()), self._secrets)
+        return printable(f"napix: {record.name}: {message}")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -130,6 +145,71 @@ def _pipe_width() -> int:
     return int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
 
 
+class WriteError(Exception):
+    """Standard output could not be written: a full disk, a descriptor closed
+    before the command started (``napix ... >&-``), an I/O error. The
+    command says so on one line and exits 1, as ``cat`` does; a closed
+    pipe is :class:`BrokenPipeError`, not this.
+
+    :param error: the :class:`OSError` the write raised.
+    :ivar reason: its words, such as ``"No space left on device"`` (``str``).
+    """
+
+    def __init__(self, error: OSError) -> None:
+        self.reason = error.strerror or str(error)
+        super().__init__(self.reason)
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """Turn an :class:`OSError` of a write to standard output into
+    :class:`WriteError`; a :class:`BrokenPipeError` stays one."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise WriteError(error) from None
+
+
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """Drop what cannot be written to standard error (full, closed): the
+    command's work and its exit status do not depend on it."""
+    try:
+        yield
+    except OSError:
+        pass
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the command was started without one (Python
+    sets ``sys.stdout`` to ``None``): writing fails as on a closed
+    descriptor."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+class _StandardOutput:
+    """Standard output as :class:`Output` writes to it: a failed write or
+    flush raises :class:`WriteError`; everything else is the stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with _writing():
+            return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        with _writing():
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class Output:
     """Where the command writes, and how.
 
@@ -140,16 +220,27 @@ class Output:
     same terminal) rows are printed through the bar's console, which draws
     them whole above the bar (rich's live display), so nothing is written
     over.
+
+    A write to standard output that fails raises :class:`WriteError` (a
+    closed pipe, :class:`BrokenPipeError`). A standard stream the command
+    was started without (``None``): writing to standard output fails, and
+    what was for standard error is dropped, as is what fails to be written
+    there.
+
+    :param out: standard output (a text stream, or ``None``).
+    :param err: standard error (a text stream, or ``None``).
     """
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
-        self.out, self.err = out, err
-        self.out_is_terminal = _isatty(out)
-        self.err_console = Console(file=err, highlight=False, markup=False, emoji=False,
+    def __init__(self, out: Optional[TextIO], err: Optional[TextIO]) -> None:
+        # A TextIO to every reader: it has what a text stream has.
+        self.out = cast(TextIO, _StandardOutput(_ClosedOutput() if out is None else out))
+        self.err = open(os.devnull, "w") if err is None else err  # noqa: SIM115
+        self.out_is_terminal = _isatty(self.out)
+        self.err_console = Console(file=self.err, highlight=False, markup=False, emoji=False,
                                    soft_wrap=True)
-        self.out_console = Console(file=out, highlight=False, markup=False, emoji=False,
+        self.out_console = Console(file=self.out, highlight=False, markup=False, emoji=False,
                                    width=None if self.out_is_terminal else _pipe_width())
-        self._rows_above_bar = _same_terminal(out, err)
+        self._rows_above_bar = _same_terminal(self.out, self.err)
         self._bar: Optional[Progress] = None
 
     @property
@@ -184,17 +275,28 @@ class Output:
             self.body(data.decode("utf-8", "backslashreplace"))
             return
         self.out.flush()
-        buffer.write(data)
-        buffer.flush()
+        with _writing():
+            buffer.write(data)
+            buffer.flush()
+
+    def flush(self) -> None:
+        """Flush standard output.
+
+        :raises WriteError: when that fails (:class:`BrokenPipeError` for
+            a closed pipe).
+        """
+        self.out.flush()
 
     def message(self, text: str) -> None:
         """Write a message for people (an error chain, a hint) on standard
         error, its control characters escaped (line ends and tabs kept)."""
-        print(printable(text, keep="\n\t"), file=self.err, flush=True)
+        with _quietly():
+            print(printable(text, keep="\n\t"), file=self.err, flush=True)
 
     def log(self, line: str) -> None:
         """Write one log line on standard error (above the bar, if it runs)."""
-        self.err_console.print(Text(line))
+        with _quietly():
+            self.err_console.print(Text(line))
 
     @contextlib.contextmanager
     def progress(self, total: int) -> Iterator[Callable[[], None]]:

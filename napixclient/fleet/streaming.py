@@ -336,6 +336,11 @@ class Probe:
         except Exception as error:
             self._stop()
             raise unreachable(app.conf.broker_url, error) from None
+        except BaseException:
+            # Interrupted (Ctrl-C, a kill) while sending: the shards sent
+            # so far are revoked, not left to run for nobody.
+            self._stop()
+            raise
         self._rows = self._iterate()
 
     def __repr__(self) -> str:
