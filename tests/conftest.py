@@ -114,3 +114,21 @@ def ca_bundle(ca, tmp_path):
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
+
+
+@pytest.fixture
+def many_hosts():
+    """``start(count, delay=0.0)``: a :class:`tests.helpers.ManyHosts` of
+    ``count`` hosts, killed at the end of the test."""
+    from tests.helpers import ManyHosts
+
+    started = []
+
+    def start(count, delay=0.0):
+        hosts = ManyHosts(count, delay)
+        started.append(hosts)
+        return hosts
+
+    yield start
+    for hosts in started:
+        hosts.kill()

@@ -33,11 +33,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, List, Optional
 
 import gevent
@@ -46,10 +42,9 @@ import pytest
 from napixclient.testing import HubThread
 from tests.faultserver import FaultServer
 
-__all__ = ["DRIVERS", "LIMIT", "Driver", "ManyHosts", "each_driver", "fault_server",
-           "make_driver", "many_hosts"]
+__all__ = ["DRIVERS", "LIMIT", "Driver", "each_driver", "fault_server",
+           "make_driver"]
 
-MANYHOSTS = Path(__file__).resolve().parent / "manyhosts.py"
 
 #: Seconds a behaviour test may run, under either driver.
 LIMIT = 120.0
@@ -423,41 +418,3 @@ def fault_server():
     serving.stop()
 
 
-class ManyHosts:
-    """tests/manyhosts.py in a subprocess: COUNT hosts on 127.0.0.1."""
-
-    def __init__(self, count, delay=0.0):
-        self.process = subprocess.Popen(
-            [sys.executable, str(MANYHOSTS), str(count), "--delay", str(delay),
-             "--max-seconds", "200"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line, "manyhosts.py did not start"
-        self.hosts = [f"127.0.0.1:{port}" for port in json.loads(line)["ports"]]
-
-    def figures(self):
-        """Stop the servers; their figures (requests, max_open, open)."""
-        self.process.stdin.close()
-        line = self.process.stdout.readline()
-        self.process.wait(timeout=30)
-        return json.loads(line)
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process.stdout.close()
-
-
-@pytest.fixture
-def many_hosts():
-    started = []
-
-    def start(count, delay=0.0):
-        hosts = ManyHosts(count, delay)
-        started.append(hosts)
-        return hosts
-
-    yield start
-    for hosts in started:
-        hosts.kill()

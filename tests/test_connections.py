@@ -26,49 +26,11 @@ from tests.faultserver import FaultServer
 from tests.helpers import AUTH
 
 ROOT = Path(__file__).resolve().parent.parent
-MANYHOSTS = ROOT / "tests" / "manyhosts.py"
 
 # These tests run under gevent.monkey.patch_all() too: python tests/patched.py
 pytestmark = pytest.mark.patched
 
 
-class ManyHosts:
-    """tests/manyhosts.py in a subprocess: COUNT hosts on 127.0.0.1."""
-
-    def __init__(self, count, delay=0.0):
-        self.process = subprocess.Popen(
-            [sys.executable, str(MANYHOSTS), str(count), "--delay", str(delay),
-             "--max-seconds", "120"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line, "manyhosts.py did not start"
-        self.hosts = [f"127.0.0.1:{port}" for port in json.loads(line)["ports"]]
-
-    def figures(self):
-        """Stop the servers; their figures (requests, max_open, open)."""
-        self.process.stdin.close()
-        line = self.process.stdout.readline()
-        self.process.wait(timeout=30)
-        return json.loads(line)
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def many_hosts():
-    started = []
-
-    def start(count, delay=0.0):
-        hosts = ManyHosts(count, delay)
-        started.append(hosts)
-        return hosts
-
-    yield start
-    for hosts in started:
-        hosts.kill()
 
 
 PROBE = textwrap.dedent("""

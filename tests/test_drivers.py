@@ -45,7 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 forward_proxy = proxyserver.forward_proxy
 authenticated_proxy = proxyserver.authenticated_proxy
 fault_server = drivers.fault_server
-many_hosts = drivers.many_hosts
 
 
 # -- servers, each serving from a thread or a process of its own ------------------------
