@@ -9,11 +9,20 @@ from pathlib import Path
 AUTH = {"login": "root", "key": "toor"}
 
 
+# Sockets bound and never listening, kept for the life of the test process:
+# a port released at once could be taken by any server started meanwhile (of
+# this process or of another on the machine), and then answer.
+_HELD = []
+
+
 def closed_port():
-    """A TCP port on 127.0.0.1 with nothing listening: bound, then released."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 where a connection is refused: a socket is
+    bound to it and never listens, for as long as the tests run, so that no
+    other server can take it meanwhile."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return sock.getsockname()[1]
 
 
 MANYHOSTS = Path(__file__).resolve().parent / "manyhosts.py"

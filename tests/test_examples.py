@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests import drivers
-
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 #: The uses the demo shows, each an example for each driver.
 USES = ("orchestrate", "capacity_probe", "chained_errors")
 
-many_hosts = drivers.many_hosts
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[path.name for path in EXAMPLES])
