@@ -11,8 +11,10 @@ hand, never in CI (each client takes about a minute under callgrind):
     python benchmarks/cpu_per_request.py --clients napixclient napixclient_signed
     python benchmarks/cpu_per_request.py --before /work/napix-before   # and an older checkout
 
-nginx answers a small JSON document (``/json``) on 127.0.0.1 in its own
-process; each client runs in a child process under ``valgrind
+nginx answers a small JSON document on 127.0.0.1 in its own process
+(``--path``: ``/json``, from memory with a bare head, the default; or
+``/file.json``, a static file, whose head carries what a real server sends:
+Last-Modified, ETag, Accept-Ranges); each client runs in a child process under ``valgrind
 --tool=callgrind``, so only the client's own instructions are counted (its
 system calls are not: a ``sendall`` costs the same to every client). A
 child makes ``--warmup`` requests, then ``count`` more, one after the other
@@ -54,7 +56,9 @@ ROOT = os.path.dirname(HERE)
 
 CLIENTS = ["napixclient", "napixclient_signed", "napixclient_token", "napixclient_callable",
            "geventhttpclient", "floor"]
+#: The path asked for (``--path``; the child's own is set from it).
 PATH = "/json"
+PATHS = ["/json", "/file.json"]
 _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
 
 
@@ -160,12 +164,13 @@ def commit_of(path: str) -> str:
 
 
 def count_instructions(client: str, port: int, count: int, warmup: int,
-                       parser: Optional[str], checkout: str) -> int:
+                       parser: Optional[str], checkout: str, path: str = "/json") -> int:
     """Instructions the child executed (all of them, start-up included)."""
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=checkout)
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                sys.executable, os.path.abspath(__file__), "--child", client,
-               "--port", str(port), "--count", str(count), "--warmup", str(warmup)]
+               "--port", str(port), "--count", str(count), "--warmup", str(warmup),
+               "--path", path]
     if parser:
         command += ["--parser", parser]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout,
@@ -192,6 +197,9 @@ def main() -> int:
     parser.add_argument("--clients", nargs="+", default=CLIENTS, choices=CLIENTS)
     parser.add_argument("--parser", default=None,
                         help="napixclient's parser (default: napixclient's default)")
+    parser.add_argument("--path", choices=PATHS, default="/json",
+                        help="what nginx answers: /json (a bare head) or /file.json "
+                             "(a static file: Last-Modified, ETag, Accept-Ranges too)")
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=1200)
     parser.add_argument("--warmup", type=int, default=50)
@@ -203,6 +211,8 @@ def main() -> int:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        global PATH
+        PATH = args.path
         child(args.child, args.port, args.count, args.warmup, args.parser)
         return 0
     if args.large <= args.small:
@@ -222,15 +232,16 @@ def main() -> int:
         port = nginx.ports[0]
         for label, name, checkout in runs:
             small = count_instructions(name, port, args.small, args.warmup, args.parser,
-                                       checkout)
+                                       checkout, args.path)
             large = count_instructions(name, port, args.large, args.warmup, args.parser,
-                                       checkout)
+                                       checkout, args.path)
             figures[label] = (large - small) / (args.large - args.small)
             print(f"{label}: {figures[label]:,.0f} instructions per request", file=sys.stderr)
     finally:
         nginx.stop()
     print(f"\nInstructions per request (valgrind --tool=callgrind), "
-          f"{args.large} - {args.small} requests, parser {args.parser or 'default'}:\n")
+          f"{args.large} - {args.small} requests of {args.path}, "
+          f"parser {args.parser or 'default'}:\n")
     print_table(figures, "instructions / request", "{:,.0f}")
     if args.json:
         with open(args.json, "w") as handle:
