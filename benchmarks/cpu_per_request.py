@@ -49,6 +49,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,6 +60,9 @@ CLIENTS = ["napixclient", "napixclient_signed", "napixclient_token", "napixclien
 #: The path asked for (``--path``; the child's own is set from it).
 PATH = "/json"
 PATHS = ["/json", "/file.json"]
+#: ``--fanout``: the hosts (nginx ports) and the cap per host, as in W1.
+FANOUT_HOSTS = 20
+FANOUT_CAP = 4
 _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
 
 
@@ -153,6 +157,73 @@ def child(client: str, port: int, count: int, warmup: int, parser: Optional[str]
             raise SystemExit(f"{client}: unexpected answer {status} {body!r}")
 
 
+def fanout(client: str, ports: List[int], parser: Optional[str]
+           ) -> Callable[[int], List[Tuple[int, Any]]]:
+    """``run(per_host)`` for ``client``: ``per_host`` GETs to each port,
+    all submitted at once, at most :data:`FANOUT_CAP` at a time per port,
+    as W1 makes them (keep-alive connections kept between two runs);
+    returns each ``(status, body)``.
+
+    :raises SystemExit: for a client without a fan-out here.
+    """
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    if client.startswith("napixclient"):
+        from napixclient import ClientPool, Response
+
+        auth = {"napixclient": None, "napixclient_signed": "login",
+                "napixclient_token": "token"}.get(client, "?")
+        if auth == "?":
+            raise SystemExit(f"{client} has no fan-out here")
+        options: Dict[str, Any] = {} if parser is None else {"parser": parser}
+        if auth == "login":
+            from napixclient.authenticators import LoginAuthenticator
+            options["authenticator"] = LoginAuthenticator("root", "toor")
+        elif auth == "token":
+            from napixclient.authenticators import TokenIdentifier
+            options["authenticator"] = TokenIdentifier("root:0123456789abcdef")
+        pool = ClientPool(simultaneous=FANOUT_CAP, timeout=30.0, **options)
+
+        def run_napix(per_host: int) -> List[Tuple[int, Any]]:
+            for _ in range(per_host):
+                for base in bases:
+                    pool.request(base, "GET", PATH)
+            return [(r.status, r.body) if isinstance(r, Response) else (0, r)
+                    for r in pool.wait(timeout=120)]
+        return run_napix
+    if client == "geventhttpclient":
+        import gevent
+        from geventhttpclient import HTTPClient
+
+        clients = {base: HTTPClient.from_url(base, concurrency=FANOUT_CAP,
+                                             connection_timeout=30.0, network_timeout=30.0)
+                   for base in bases}
+
+        def one(base: str) -> Tuple[int, Any]:
+            response = clients[base].get(PATH)
+            try:
+                return response.status_code, json.loads(response.read())
+            finally:
+                response.release()
+
+        def run_gevent(per_host: int) -> List[Tuple[int, Any]]:
+            greenlets = [gevent.spawn(one, base) for _ in range(per_host) for base in bases]
+            gevent.joinall(greenlets, timeout=120)
+            return [g.value for g in greenlets]
+        return run_gevent
+    raise SystemExit(f"{client} has no fan-out here")
+
+
+def fanout_child(client: str, ports: List[int], count: int, warmup: int,
+                 parser: Optional[str]) -> None:
+    """Fan out ``warmup`` then ``count`` requests over ``ports`` (rounded
+    down to whole rounds of one request per port); exit 1 on a bad answer."""
+    run = fanout(client, ports, parser)
+    for total in (warmup, count):
+        for status, body in run(max(1, total // len(ports))):
+            if status != 200 or body.get("status") != "ok":
+                raise SystemExit(f"{client}: unexpected answer {status} {body!r}")
+
+
 # -- in the parent ------------------------------------------------------------------
 
 def commit_of(path: str) -> str:
@@ -163,22 +234,57 @@ def commit_of(path: str) -> str:
     return done.stdout.strip() or os.path.basename(os.path.abspath(path))
 
 
-def count_instructions(client: str, port: int, count: int, warmup: int,
-                       parser: Optional[str], checkout: str, path: str = "/json") -> int:
+def _child_command(client: str, ports: List[int], count: int, warmup: int,
+                   parser: Optional[str], path: str, fan: bool) -> List[str]:
+    command = [sys.executable, os.path.abspath(__file__), "--child", client,
+               "--port", ",".join(map(str, ports)), "--count", str(count),
+               "--warmup", str(warmup), "--path", path]
+    if fan:
+        command.append("--fanout")
+    if parser:
+        command += ["--parser", parser]
+    return command
+
+
+def count_instructions(client: str, ports: List[int], count: int, warmup: int,
+                       parser: Optional[str], checkout: str, path: str = "/json",
+                       fan: bool = False) -> int:
     """Instructions the child executed (all of them, start-up included)."""
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=checkout)
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-               sys.executable, os.path.abspath(__file__), "--child", client,
-               "--port", str(port), "--count", str(count), "--warmup", str(warmup),
-               "--path", path]
-    if parser:
-        command += ["--parser", parser]
+               *_child_command(client, ports, count, warmup, parser, path, fan)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout,
                           timeout=1800)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"{client} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return int(found.group(1))
+
+
+# A line of `strace -c`'s table: % time, seconds, usecs/call, calls, [errors], syscall.
+_STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
+
+
+def count_syscalls(client: str, ports: List[int], count: int, warmup: int,
+                   parser: Optional[str], checkout: str, path: str = "/json",
+                   fan: bool = False) -> Dict[str, int]:
+    """System calls the child made, by name (``strace -f -c``: every thread;
+    start-up included)."""
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=checkout)
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        command = ["strace", "-f", "-c", "-o", out.name,
+                   *_child_command(client, ports, count, warmup, parser, path, fan)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout,
+                              timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"{client} failed (exit {done.returncode}):\n"
+                               f"{done.stderr[-3000:]}")
+        calls: Dict[str, int] = {}
+        for line in out.read().splitlines():
+            row = _STRACE_ROW.match(line)
+            if row and row.group(2) != "total":
+                calls[row.group(2)] = int(row.group(1))
+    return calls
 
 
 def print_table(figures: Dict[str, float], column: str, number: str) -> None:
@@ -200,6 +306,13 @@ def main() -> int:
     parser.add_argument("--path", choices=PATHS, default="/json",
                         help="what nginx answers: /json (a bare head) or /file.json "
                              "(a static file: Last-Modified, ETag, Accept-Ranges too)")
+    parser.add_argument("--fanout", action="store_true",
+                        help=f"W1's fan-out instead of one connection: {FANOUT_HOSTS} hosts "
+                             f"(nginx ports), at most {FANOUT_CAP} at a time per host, every "
+                             "request submitted at once (napixclient: a ClientPool)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="count system calls per request (strace -f -c), by name, "
+                             "instead of instructions")
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=1200)
     parser.add_argument("--warmup", type=int, default=50)
@@ -207,13 +320,17 @@ def main() -> int:
                         help="also run the napixclient clients from this checkout")
     parser.add_argument("--json", metavar="FILE", help="write the figures there too")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         global PATH
         PATH = args.path
-        child(args.child, args.port, args.count, args.warmup, args.parser)
+        ports = [int(port) for port in args.port.split(",")]
+        if args.fanout:
+            fanout_child(args.child, ports, args.count, args.warmup, args.parser)
+        else:
+            child(args.child, ports[0], args.count, args.warmup, args.parser)
         return 0
     if args.large <= args.small:
         parser.error("--large must be more than --small")
@@ -226,23 +343,52 @@ def main() -> int:
         label = commit_of(args.before)
         runs += [(f"{name}@{label}", name, os.path.abspath(args.before))
                  for name in args.clients if name.startswith("napixclient")]
-    nginx = Nginx(1).start()
+    if args.fanout:
+        names = [label for label, _, _ in runs]
+        if "floor" in names or "napixclient_callable" in names:
+            parser.error("--fanout: floor and napixclient_callable have no fan-out")
+        if args.small % FANOUT_HOSTS or args.large % FANOUT_HOSTS:
+            parser.error(f"--fanout: --small and --large must be multiples of {FANOUT_HOSTS}")
+    nginx = Nginx(FANOUT_HOSTS if args.fanout else 1).start()
     figures: Dict[str, float] = {}
+    syscalls: Dict[str, Dict[str, float]] = {}
     try:
-        port = nginx.ports[0]
+        ports = nginx.ports if args.fanout else nginx.ports[:1]
         for label, name, checkout in runs:
-            small = count_instructions(name, port, args.small, args.warmup, args.parser,
-                                       checkout, args.path)
-            large = count_instructions(name, port, args.large, args.warmup, args.parser,
-                                       checkout, args.path)
+            if args.syscalls:
+                few = count_syscalls(name, ports, args.small, args.warmup, args.parser,
+                                     checkout, args.path, args.fanout)
+                many = count_syscalls(name, ports, args.large, args.warmup, args.parser,
+                                      checkout, args.path, args.fanout)
+                spread = args.large - args.small
+                syscalls[label] = {call: (many.get(call, 0) - few.get(call, 0)) / spread
+                                   for call in many}
+                figures[label] = sum(syscalls[label].values())
+                print(f"{label}: {figures[label]:.2f} system calls per request",
+                      file=sys.stderr)
+                continue
+            small = count_instructions(name, ports, args.small, args.warmup, args.parser,
+                                       checkout, args.path, args.fanout)
+            large = count_instructions(name, ports, args.large, args.warmup, args.parser,
+                                       checkout, args.path, args.fanout)
             figures[label] = (large - small) / (args.large - args.small)
             print(f"{label}: {figures[label]:,.0f} instructions per request", file=sys.stderr)
     finally:
         nginx.stop()
-    print(f"\nInstructions per request (valgrind --tool=callgrind), "
-          f"{args.large} - {args.small} requests of {args.path}, "
-          f"parser {args.parser or 'default'}:\n")
-    print_table(figures, "instructions / request", "{:,.0f}")
+    what = (f"{args.large} - {args.small} requests of {args.path}"
+            f"{' in a fan-out' if args.fanout else ''}, parser {args.parser or 'default'}")
+    if args.syscalls:
+        print(f"\nSystem calls per request (strace -f -c), {what}:\n")
+        names = sorted({call for calls in syscalls.values() for call in calls
+                        if any(abs(c.get(call, 0)) >= 0.01 for c in syscalls.values())})
+        print("| client | all | " + " | ".join(names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for label, calls in syscalls.items():
+            print(f"| {label} | {figures[label]:.2f} | "
+                  + " | ".join(f"{calls.get(call, 0):.2f}" for call in names) + " |")
+    else:
+        print(f"\nInstructions per request (valgrind --tool=callgrind), {what}:\n")
+        print_table(figures, "instructions / request", "{:,.0f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=1)
