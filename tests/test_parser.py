@@ -279,3 +279,21 @@ def test_the_fast_and_the_line_by_line_reading_agree_on_where_a_head_breaks():
 
 def test_max_line_and_fields_are_the_limits_named():
     assert (MAX_LINE, MAX_HEADER_FIELDS) == (65536, 99)
+
+
+@pytest.mark.parametrize("name", PARSERS)
+@pytest.mark.parametrize("case", ["length", "chunked", "head", "asks-to-close"])
+def test_an_answer_read_leaves_no_garbage_cycle(name, case):
+    # The engine and the parser point at each other while an answer is read;
+    # left so, every answer is freed only by the cyclic garbage collector.
+    import gc
+
+    raw, method, _, _ = ANSWERS[case]
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            read_answer(name, raw, method)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -279,11 +279,15 @@ class ResponseParser:
                         if self._phase != _HEAD:
                             self._head_bytes = end
                             self._after_head(data, end)
+                            if self._phase == _DONE:
+                                self._drop_engine()
                             return events
                     self._restart()
             self._read_head(data)
         else:
             self._read_body(data)
+        if self._phase == _DONE:
+            self._drop_engine()
         return events
 
     def feed_eof(self) -> List[Event]:
@@ -306,7 +310,19 @@ class ResponseParser:
                 expected = self._length
                 raise _cut_short(self._body_size, None if expected is None
                                  else max(0, expected - self._body_size))
+        if self._phase == _DONE:
+            self._drop_engine()
         return events
+
+    def _drop_engine(self) -> None:
+        """The answer is whole: the engine is let go, and its references to
+        this parser with it, so that an answer read leaves no reference
+        cycle for the garbage collector (the engine and the parser point at
+        each other; llhttp's binding holds the engine's callbacks)."""
+        engine = self._engine
+        if engine is not None:
+            self._engine = None
+            engine.close()
 
     # -- the head, line by line -------------------------------------------------
 
@@ -550,6 +566,11 @@ class _LLHTTP:
     def keep_alive(self) -> bool:
         return bool(self.parser.should_keep_alive())
 
+    def close(self) -> None:
+        """Let go of the binding's parser, which holds this engine's
+        callbacks (a reference cycle otherwise)."""
+        self.parser = None
+
 
 class _H11:
     """The pure-Python h11, told the request's method so that it frames the
@@ -625,6 +646,10 @@ class _H11:
         h11 = self.h11
         return (self.connection.their_state is h11.DONE
                 and self.connection.our_state is h11.DONE)
+
+    def close(self) -> None:
+        """Nothing to let go: h11's connection holds no reference to the
+        front."""
 
 
 _httptools_module: Any = None
