@@ -93,7 +93,7 @@ class Connection:
     :ivar idle_since: :func:`time.monotonic` when it last went idle.
     """
 
-    __slots__ = ("sock", "origin", "number", "requests", "idle_since")
+    __slots__ = ("sock", "origin", "number", "requests", "idle_since", "_pending")
 
     def __init__(self, sock: Any, origin: Origin, number: int) -> None:
         self.sock = sock
@@ -101,6 +101,10 @@ class Connection:
         self.number = number
         self.requests = 0
         self.idle_since = 0.0
+        # A TLS socket's count of bytes read and not yet taken, looked up
+        # once: on a plain gevent socket the look-up fails, and a failed
+        # attribute look-up costs two exceptions.
+        self._pending: Optional[Callable[[], int]] = getattr(sock, "pending", None)
 
     def dropped(self) -> bool:
         """Whether this idle connection is readable: the server closed it,
@@ -108,8 +112,9 @@ class Connection:
         (Under monkey-patching, ``select`` yields to the hub: it is called by
         the request's greenlet, outside every bookkeeping.)"""
         sock = self.sock
+        pending = self._pending
         try:
-            if getattr(sock, "pending", None) is not None and sock.pending():
+            if pending is not None and pending():
                 return True
             readable, _, _ = select.select([sock.fileno()], [], [], 0)
         except (OSError, ValueError):
@@ -427,7 +432,12 @@ class ConnectionManager:
         """
         try:
             if len(data) <= _WHOLE_SEND:
-                sock.sendall(data)
+                # One send takes a request this size whole but when the
+                # socket's buffer is full; sendall alone asks the buffer's
+                # size of the kernel first, a system call per request.
+                sent = sock.send(data)
+                if sent < len(data):
+                    sock.sendall(memoryview(data)[sent:])
                 return None
             view = memoryview(data)
             offset = 0
