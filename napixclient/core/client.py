@@ -149,7 +149,8 @@ class PreparedCall:
         self.extra_headers = extra_headers
         self.body = body
         self.timeout = timeout
-        self.record = RequestRecord(method, url.split("/", 3)[2], url, target)
+        # RequestRecord(...) without the frame of the __new__ NamedTuple writes.
+        self.record = tuple.__new__(RequestRecord, (method, url.split("/", 3)[2], url, target))
 
     @property
     def headers(self) -> CaseInsensitiveDict[str]:
