@@ -148,6 +148,58 @@ def one_request(client: str, port: int, parser: Optional[str] = None
     raise SystemExit(f"unknown client {client!r}")
 
 
+_CANNED_BODY = b'{"status": "ok", "hosts": 20, "free": [1, 2, 3]}'
+#: nginx's answers (backends.Nginx), as it sends them, by path: /json, a bare
+#: head; /file.json, a static file's.
+CANNED = {
+    "/json": (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n"
+              b"Date: Sun, 06 Dec 2026 07:46:05 GMT\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 48\r\nConnection: keep-alive\r\n\r\n" + _CANNED_BODY),
+    "/file.json": (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n"
+                   b"Date: Sun, 06 Dec 2026 07:46:05 GMT\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 48\r\n"
+                   b"Last-Modified: Sun, 06 Dec 2026 07:46:05 GMT\r\n"
+                   b"Connection: keep-alive\r\nETag: \"6b1512bd-30\"\r\n"
+                   b"Accept-Ranges: bytes\r\n\r\n" + _CANNED_BODY),
+}
+
+
+def canned_servers(count: int, answer: bytes) -> List[int]:
+    """``count`` servers in greenlets of this process, on 127.0.0.1, each
+    answering every request it reads (up to its blank line) with
+    ``answer``; their ports. They end with the process."""
+    import gevent
+    import gevent.socket
+
+    def serve(sock: Any) -> None:
+        buffer = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                sock.close()
+                return
+            buffer += data
+            end = buffer.find(b"\r\n\r\n")
+            while end >= 0:
+                buffer = buffer[end + 4:]
+                sock.sendall(answer)
+                end = buffer.find(b"\r\n\r\n")
+
+    def accept(listener: Any) -> None:
+        while True:
+            sock, _ = listener.accept()
+            gevent.spawn(serve, sock)
+
+    ports = []
+    for _ in range(count):
+        listener = gevent.socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        ports.append(listener.getsockname()[1])
+        gevent.spawn(accept, listener)
+    return ports
+
+
 def child(client: str, port: int, count: int, warmup: int, parser: Optional[str]) -> None:
     """Make ``warmup`` + ``count`` requests with ``client``; exit 1 on a bad answer."""
     one = one_request(client, port, parser)
@@ -235,12 +287,15 @@ def commit_of(path: str) -> str:
 
 
 def _child_command(client: str, ports: List[int], count: int, warmup: int,
-                   parser: Optional[str], path: str, fan: bool) -> List[str]:
+                   parser: Optional[str], path: str, fan: bool,
+                   inprocess: bool = False) -> List[str]:
     command = [sys.executable, os.path.abspath(__file__), "--child", client,
                "--port", ",".join(map(str, ports)), "--count", str(count),
                "--warmup", str(warmup), "--path", path]
     if fan:
         command.append("--fanout")
+    if inprocess:
+        command.append("--inprocess")
     if parser:
         command += ["--parser", parser]
     return command
@@ -248,11 +303,11 @@ def _child_command(client: str, ports: List[int], count: int, warmup: int,
 
 def count_instructions(client: str, ports: List[int], count: int, warmup: int,
                        parser: Optional[str], checkout: str, path: str = "/json",
-                       fan: bool = False) -> int:
+                       fan: bool = False, inprocess: bool = False) -> int:
     """Instructions the child executed (all of them, start-up included)."""
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=checkout)
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-               *_child_command(client, ports, count, warmup, parser, path, fan)]
+               *_child_command(client, ports, count, warmup, parser, path, fan, inprocess)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout,
                           timeout=1800)
     found = _COLLECTED.search(done.stderr)
@@ -267,13 +322,14 @@ _STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\
 
 def count_syscalls(client: str, ports: List[int], count: int, warmup: int,
                    parser: Optional[str], checkout: str, path: str = "/json",
-                   fan: bool = False) -> Dict[str, int]:
+                   fan: bool = False, inprocess: bool = False) -> Dict[str, int]:
     """System calls the child made, by name (``strace -f -c``: every thread;
     start-up included)."""
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=checkout)
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
         command = ["strace", "-f", "-c", "-o", out.name,
-                   *_child_command(client, ports, count, warmup, parser, path, fan)]
+                   *_child_command(client, ports, count, warmup, parser, path, fan,
+                                   inprocess)]
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=checkout,
                               timeout=1800)
         if done.returncode != 0:
@@ -313,6 +369,11 @@ def main() -> int:
     parser.add_argument("--syscalls", action="store_true",
                         help="count system calls per request (strace -f -c), by name, "
                              "instead of instructions")
+    parser.add_argument("--inprocess", action="store_true",
+                        help="answer from greenlets in the client's own process (nginx's "
+                             "answers, canned) instead of nginx: every run does the same, "
+                             "instruction for instruction, whatever else the machine runs; "
+                             "the server's instructions are counted too")
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=1200)
     parser.add_argument("--warmup", type=int, default=50)
@@ -327,6 +388,8 @@ def main() -> int:
         global PATH
         PATH = args.path
         ports = [int(port) for port in args.port.split(",")]
+        if args.inprocess:
+            ports = canned_servers(len(ports), CANNED[args.path])
         if args.fanout:
             fanout_child(args.child, ports, args.count, args.warmup, args.parser)
         else:
@@ -349,17 +412,18 @@ def main() -> int:
             parser.error("--fanout: floor and napixclient_callable have no fan-out")
         if args.small % FANOUT_HOSTS or args.large % FANOUT_HOSTS:
             parser.error(f"--fanout: --small and --large must be multiples of {FANOUT_HOSTS}")
-    nginx = Nginx(FANOUT_HOSTS if args.fanout else 1).start()
+    hosts = FANOUT_HOSTS if args.fanout else 1
+    nginx = None if args.inprocess else Nginx(hosts).start()
     figures: Dict[str, float] = {}
     syscalls: Dict[str, Dict[str, float]] = {}
     try:
-        ports = nginx.ports if args.fanout else nginx.ports[:1]
+        ports = [0] * hosts if nginx is None else nginx.ports
         for label, name, checkout in runs:
             if args.syscalls:
                 few = count_syscalls(name, ports, args.small, args.warmup, args.parser,
-                                     checkout, args.path, args.fanout)
+                                     checkout, args.path, args.fanout, args.inprocess)
                 many = count_syscalls(name, ports, args.large, args.warmup, args.parser,
-                                      checkout, args.path, args.fanout)
+                                      checkout, args.path, args.fanout, args.inprocess)
                 spread = args.large - args.small
                 syscalls[label] = {call: (many.get(call, 0) - few.get(call, 0)) / spread
                                    for call in many}
@@ -368,15 +432,18 @@ def main() -> int:
                       file=sys.stderr)
                 continue
             small = count_instructions(name, ports, args.small, args.warmup, args.parser,
-                                       checkout, args.path, args.fanout)
+                                       checkout, args.path, args.fanout, args.inprocess)
             large = count_instructions(name, ports, args.large, args.warmup, args.parser,
-                                       checkout, args.path, args.fanout)
+                                       checkout, args.path, args.fanout, args.inprocess)
             figures[label] = (large - small) / (args.large - args.small)
             print(f"{label}: {figures[label]:,.0f} instructions per request", file=sys.stderr)
     finally:
-        nginx.stop()
+        if nginx is not None:
+            nginx.stop()
     what = (f"{args.large} - {args.small} requests of {args.path}"
-            f"{' in a fan-out' if args.fanout else ''}, parser {args.parser or 'default'}")
+            f"{' in a fan-out' if args.fanout else ''}"
+            f"{' answered in-process' if args.inprocess else ''}, "
+            f"parser {args.parser or 'default'}")
     if args.syscalls:
         print(f"\nSystem calls per request (strace -f -c), {what}:\n")
         names = sorted({call for calls in syscalls.values() for call in calls
