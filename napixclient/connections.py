@@ -93,7 +93,8 @@ class Connection:
     :ivar idle_since: :func:`time.monotonic` when it last went idle.
     """
 
-    __slots__ = ("sock", "origin", "number", "requests", "idle_since", "_pending")
+    __slots__ = ("sock", "origin", "number", "requests", "idle_since", "read_timeout",
+                 "_pending", "_fileno")
 
     def __init__(self, sock: Any, origin: Origin, number: int) -> None:
         self.sock = sock
@@ -105,18 +106,20 @@ class Connection:
         # once: on a plain gevent socket the look-up fails, and a failed
         # attribute look-up costs two exceptions.
         self._pending: Optional[Callable[[], int]] = getattr(sock, "pending", None)
+        self._fileno = sock.fileno()
+        #: The read timeout last set on the socket (seconds), or ``None``.
+        self.read_timeout: Optional[float] = None
 
     def dropped(self) -> bool:
         """Whether this idle connection is readable: the server closed it,
         or sent bytes nobody asked for; either way it cannot carry a request.
         (Under monkey-patching, ``select`` yields to the hub: it is called by
         the request's greenlet, outside every bookkeeping.)"""
-        sock = self.sock
         pending = self._pending
         try:
             if pending is not None and pending():
                 return True
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            readable, _, _ = select.select([self._fileno], [], [], 0)
         except (OSError, ValueError):
             return True
         return bool(readable)
@@ -264,11 +267,14 @@ class ConnectionManager:
         """Give a lease's place back. The connection the lease still holds
         (one whose last answer was read whole and may be kept alive) goes
         idle; a failed one was closed already. A second call does nothing."""
+        if type(lease) is Lease and lease.released:
+            return  # the pool releases each lease twice: as it ends, and once it ended
         connection = lease.connection
+        now = time.monotonic()
         if connection is not None:
-            connection.idle_since = time.monotonic()
-        self._run(self._leases.release(lease, time.monotonic()))
-        if connection is not None and not self._closed:
+            connection.idle_since = now
+        self._run(self._leases.release(lease, now))
+        if connection is not None and self._reaper is None and not self._closed:
             self._watch_expiry()
 
     # -- expiry -------------------------------------------------------------------
@@ -375,7 +381,9 @@ class ConnectionManager:
         reading = Reading(method, max_body_size, engine)
         done = False
         try:
-            sock.settimeout(timeouts[1])
+            if connection.read_timeout != timeouts[1]:
+                sock.settimeout(timeouts[1])
+                connection.read_timeout = timeouts[1]
             try:
                 unsent = self._send(sock, data, timeouts[1])
                 if tracing:
