@@ -2,7 +2,11 @@
 
 * :class:`Nginx`: nginx from the system's packages with its own config in a
   temporary directory, one ``server`` block (one port) per "host", answering
-  a small JSON document from memory. Used by W1 and the CPU-per-request run.
+  a small JSON document: from memory on ``/json`` (a bare head: Server,
+  Date, Content-Type, Content-Length, Connection), and as a static file on
+  ``/file.json`` (:data:`FILE_PATH`: the head a real server sends, with
+  Last-Modified, ETag and Accept-Ranges too). Used by W1, W1F and the
+  CPU-per-request run.
 * :class:`DelayServer`: a child process running :func:`serve_delay`, an
   asyncio server (protocol callbacks, no streams, ``TCP_NODELAY``) that
   answers ``GET /delay/<ms>`` after ``<ms>`` milliseconds, on many ports at
@@ -28,6 +32,9 @@ from typing import List, Optional
 LOOPBACK = "127.0.0.1"
 #: The body nginx answers on ``/json`` (small, like a Napix status document).
 JSON_BODY = '{"status": "ok", "hosts": 20, "free": [1, 2, 3]}'
+#: The same document served by nginx as a static file: its answer carries
+#: the fields nginx sends for a file (Last-Modified, ETag, Accept-Ranges).
+FILE_PATH = "/file.json"
 
 
 def raise_fd_limit() -> int:
@@ -90,6 +97,7 @@ class Nginx:
             f"""    server {{
         listen {LOOPBACK}:{port} backlog=4096;
         location /json {{ default_type application/json; return 200 '{body}'; }}
+        location = {FILE_PATH} {{ root {self.dir}/www; }}
         location / {{ return 404; }}
     }}""" for port in self.ports)
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -102,6 +110,10 @@ http {{
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
+    types {{ application/json json; }}
+    default_type application/octet-stream;
+    open_file_cache max=64 inactive=60s;
+    open_file_cache_valid 60s;
     client_body_temp_path {self.dir}/body;
     proxy_temp_path {self.dir}/proxy;
     fastcgi_temp_path {self.dir}/fastcgi;
@@ -113,6 +125,9 @@ http {{
 
     def start(self) -> "Nginx":
         path = os.path.join(self.dir, "nginx.conf")
+        os.makedirs(os.path.join(self.dir, "www"), exist_ok=True)
+        with open(os.path.join(self.dir, "www", FILE_PATH.lstrip("/")), "w") as handle:
+            handle.write(JSON_BODY)
         with open(path, "w") as handle:
             handle.write(self.config())
         self.process = subprocess.Popen(

@@ -114,14 +114,14 @@ def napixclient_signed_sequential(base, path, count, warmup, timeout):
     return _napixclient_sequential(base, path, count, warmup, timeout, authenticator=_login())
 
 
-def napixclient_httpclient_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
-    """napixclient on its fallback parser, http.client (where llhttp does
-    not load)."""
-    return _napixclient_fanout(bases, path, per_host, cap, timeout, parser="http.client")
+def napixclient_h11_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient on its fallback parser, the pure-Python h11 (where
+    httptools, and so llhttp, does not load)."""
+    return _napixclient_fanout(bases, path, per_host, cap, timeout, parser="h11")
 
 
-def napixclient_httpclient_sequential(base, path, count, warmup, timeout):
-    return _napixclient_sequential(base, path, count, warmup, timeout, parser="http.client")
+def napixclient_h11_sequential(base, path, count, warmup, timeout):
+    return _napixclient_sequential(base, path, count, warmup, timeout, parser="h11")
 
 
 async def _timed_sequence(one, count, warmup):
@@ -375,7 +375,7 @@ def requests_threads_sequential(base, path, count, warmup, timeout):
     return _sync_sequential(one, count, warmup)
 
 
-CLIENTS = ["napixclient", "napixclient_signed", "napixclient_httpclient", "aiohttp",
+CLIENTS = ["napixclient", "napixclient_signed", "napixclient_h11", "aiohttp",
            "geventhttpclient", "grequests", "gevent_requests", "requests_threads", "httpx"]
 
 

@@ -32,8 +32,9 @@ from typing import Any, Callable, Dict, List, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
+import cpu_per_request  # noqa: E402
 from backends import Nginx  # noqa: E402
-from cpu_per_request import CLIENTS, one_request, print_table  # noqa: E402
+from cpu_per_request import CLIENTS, PATHS, one_request, print_table  # noqa: E402
 
 OneRequest = Callable[[], Tuple[int, Any]]
 
@@ -67,7 +68,10 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch", type=int, default=300, help="requests per batch")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--path", choices=PATHS, default="/json",
+                        help="/json (a bare head) or /file.json (nginx's static file)")
     args = parser.parse_args()
+    cpu_per_request.PATH = args.path
     if args.batches < 1 or args.batch < 1 or args.warmup < 0:
         parser.error("--batches and --batch must be >= 1, --warmup >= 0")
     nginx = Nginx(1).start()
@@ -80,7 +84,7 @@ def main() -> int:
     finally:
         nginx.stop()
     print(f"CPU per request (user + system), one keep-alive connection each to one "
-          f"nginx, medians of {args.batches} interleaved batches of {args.batch}:\n")
+          f"nginx ({args.path}), medians of {args.batches} interleaved batches of {args.batch}:\n")
     print_table(per_request, "CPU us/req", "{:.1f}")
     return 0
 

@@ -40,23 +40,25 @@ def _authenticator(name: str) -> Any:
             "token": TokenIdentifier("root:0123456789abcdef"), "callable": plain}[name]
 
 
-def _fanout(bases: List[str], per_host: int, options: Dict[str, Any]) -> List[Any]:
+def _fanout(bases: List[str], per_host: int, options: Dict[str, Any],
+            path: str = "/json") -> List[Any]:
     from napixclient import ClientPool
 
     with ClientPool(simultaneous=4, timeout=30.0, **options) as pool:
         for _ in range(per_host):
             for base in bases:
-                pool.request(base, "GET", "/json")
+                pool.request(base, "GET", path)
         return [(r.status, r.body) for r in pool.wait(timeout=120)]
 
 
-def _sequential(base: str, count: int, options: Dict[str, Any]) -> List[Any]:
+def _sequential(base: str, count: int, options: Dict[str, Any],
+                path: str = "/json") -> List[Any]:
     from napixclient import Client
 
     with Client(base, simultaneous=1, timeout=30.0, **options) as client:
         outcomes = []
         for _ in range(count):
-            response = client.get("/json")
+            response = client.get(path)
             outcomes.append((response.status, response.body))
         return outcomes
 
@@ -69,6 +71,9 @@ def main() -> None:
     parser.add_argument("--auth", choices=["none", "login", "token", "callable"],
                         default="none")
     parser.add_argument("--parser", default=None, help="napixclient's parser")
+    parser.add_argument("--path", choices=["/json", "/file.json"], default="/json",
+                        help="/json (a bare head) or /file.json (nginx's static file: "
+                             "Last-Modified, ETag, Accept-Ranges too)")
     parser.add_argument("--profiler", choices=["cprofile", "pyinstrument"], default="cprofile")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--lines", type=int, default=35)
@@ -83,10 +88,10 @@ def main() -> None:
         run: Callable[[int], List[Any]]
         if args.sequential:
             def run(count: int) -> List[Any]:
-                return _sequential(bases[0], count, options)
+                return _sequential(bases[0], count, options, args.path)
         else:
             def run(count: int) -> List[Any]:
-                return _fanout(bases, max(1, count // len(bases)), options)
+                return _fanout(bases, max(1, count // len(bases)), options, args.path)
         run(200)  # imports, first connections
         if args.profiler == "pyinstrument":
             from pyinstrument import Profiler

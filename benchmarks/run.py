@@ -7,7 +7,11 @@
 Workloads (see BENCHMARKS.md):
 
 * W1 throughput: 10,000 GETs of a small JSON over 20 nginx "hosts" (one port
-  each), at most 4 at a time per host; requests per second.
+  each), at most 4 at a time per host; requests per second. nginx answers
+  from memory (``return 200``), with a bare head.
+* W1F: W1 with nginx serving the document as a static file, so that each
+  answer carries the head a real server sends (Server, Date, Content-Type,
+  Content-Length, Last-Modified, Connection, ETag, Accept-Ranges).
 * W2 latency fan-out: 20 hosts x 10 GETs answered after 100 ms, at most 2 at
   a time per host (so 5 rounds); the makespan, and the latency of a single
   request measured in the same process just before.
@@ -49,12 +53,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from backends import DelayServer, Nginx, raise_fd_limit  # noqa: E402
+from backends import FILE_PATH, DelayServer, Nginx, raise_fd_limit  # noqa: E402
 from clients import CLIENTS  # noqa: E402
 
-WORKLOADS = ["W1", "W2", "W3", "CPU", "W4"]
+WORKLOADS = ["W1", "W1F", "W2", "W3", "CPU", "W4"]
 #: The longest one child may run before it is killed (seconds), by workload.
-CHILD_DEADLINE_S = {"W1": 180.0, "W2": 60.0, "W3": 120.0, "CPU": 120.0, "W4": 120.0}
+CHILD_DEADLINE_S = {"W1": 180.0, "W1F": 180.0, "W2": 60.0, "W3": 120.0, "CPU": 120.0, "W4": 120.0}
 #: W4's soft limit of open files in the client's process: the common default.
 W4_NOFILE_SOFT = 1024
 BASELINE = "aiohttp"
@@ -138,10 +142,11 @@ def run_child(spec: Dict[str, Any], deadline_s: float, checkout: str = ROOT) -> 
 def specs(workload: str, client: str, impl: str, nginx: Optional[Nginx],
           delay: Optional[DelayServer], args: argparse.Namespace) -> Dict[str, Any]:
     base = {"client": client, "impl": impl, "timeout": 60.0}
-    if workload == "W1":
+    if workload in ("W1", "W1F"):
         assert nginx is not None
         bases = [f"http://127.0.0.1:{p}" for p in nginx.ports]
-        return dict(base, mode="fanout", bases=bases, fan_path="/json",
+        return dict(base, mode="fanout", bases=bases,
+                    fan_path="/json" if workload == "W1" else FILE_PATH,
                     per_host=args.w1_requests // len(bases), cap=4)
     if workload == "W2":
         assert delay is not None
@@ -167,6 +172,7 @@ def specs(workload: str, client: str, impl: str, nginx: Optional[Nginx],
 METRICS = {
     # key: (workload, label, how to get it from one result, format, higher is better)
     "w1_rps": ("W1", "W1 req/s", lambda r: r["requests"] / r["makespan_s"], "{:,.0f}", True),
+    "w1f_rps": ("W1F", "W1F req/s", lambda r: r["requests"] / r["makespan_s"], "{:,.0f}", True),
     "w2_makespan": ("W2", "W2 makespan ms", lambda r: r["makespan_s"] * 1e3, "{:.1f}", False),
     "w2_single": ("W2", "W2 single ms", lambda r: r["median_latency_s"] * 1e3, "{:.1f}", False),
     "w2_ratio": ("W2", "W2 makespan / 5 x single",
@@ -236,7 +242,7 @@ def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
     """napixclient against each peer, and each napixclient variant against
     itself in the "before" checkout (``napixclient_signed@...`` against
     ``napixclient_signed``): > 1 means napixclient (now) is better."""
-    keys = ["w1_rps", "w2_makespan", "w3_makespan", "w3_rss", "cpu_us"]
+    keys = ["w1_rps", "w1f_rps", "w2_makespan", "w3_makespan", "w3_rss", "cpu_us"]
     keys = [k for k in keys if k in table.get("napixclient", {})]
     if not keys:
         return ""
@@ -256,6 +262,25 @@ def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
                 continue
             cells.append(f"{(mine / theirs if METRICS[key][4] else theirs / mine):.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_signing(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
+    """What signing costs in throughput: each signed napixclient's W1 and
+    W1F requests per second over its unsigned self's (``< 1``: signing
+    costs), one line per checkout; empty when no pair was measured."""
+    lines = []
+    for client in clients:
+        if not client.startswith("napixclient_signed"):
+            continue
+        unsigned = client.replace("napixclient_signed", "napixclient", 1)
+        cells = []
+        for key in ("w1_rps", "w1f_rps"):
+            mine, theirs = table[client].get(key), table.get(unsigned, {}).get(key)
+            if isinstance(mine, float) and isinstance(theirs, float):
+                cells.append(f"{METRICS[key][1]} {mine / theirs:.2f}x")
+        if cells:
+            lines.append(f"- {client} / {unsigned}: " + ", ".join(cells))
     return "\n".join(lines)
 
 
@@ -327,7 +352,7 @@ def main() -> int:
     parser.add_argument("--cpu-requests", type=int, default=3000)
     parser.add_argument("--before", metavar="PATH",
                         help="also run napixclient from this checkout (e.g. git worktree "
-                             "add --detach PATH 88df591), named napixclient@COMMIT")
+                             "add --detach PATH f951176), named napixclient@COMMIT")
     parser.add_argument("--nginx-workers", type=int, default=1,
                         help="nginx worker processes (1 leaves a core to the client)")
     parser.add_argument("--json", metavar="PATH", help="also save every raw result there")
@@ -362,7 +387,7 @@ def main() -> int:
     hard = raise_fd_limit()
     if "W4" in args.workloads and args.w4_nofile > hard:
         parser.error(f"--w4-nofile {args.w4_nofile} is above the hard limit {hard}")
-    needs_nginx = {"W1", "CPU"} & set(args.workloads)
+    needs_nginx = {"W1", "W1F", "CPU"} & set(args.workloads)
     hosts = {"W2": 20, "W3": args.w3_hosts, "W4": args.w4_hosts}
     needs_delay = max((hosts[w] for w in args.workloads if w in hosts), default=0)
     nginx = delay = None
@@ -403,6 +428,10 @@ def main() -> int:
     ratios = render_ratios(table, clients) if "napixclient" in clients else ""
     if ratios and len(clients) > 1:
         parts += ["napixclient against each peer (> 1.00x: napixclient is better):", ratios]
+    signing = render_signing(table, clients)
+    if signing:
+        parts += ["Signed over unsigned, in requests per second (1.00x: signing is free):",
+                  signing]
     if "W4" in args.workloads:
         parts += [f"W4: {args.w4_hosts:,} hosts x 1 GET answered after 20 ms, client's soft "
                   f"RLIMIT_NOFILE {args.w4_nofile:,}, each library's default limits "

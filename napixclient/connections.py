@@ -86,7 +86,8 @@ class Connection:
     :ivar idle_since: :func:`time.monotonic` when it last went idle.
     """
 
-    __slots__ = ("sock", "origin", "number", "requests", "idle_since")
+    __slots__ = ("sock", "origin", "number", "requests", "idle_since", "read_timeout",
+                 "_pending", "_fileno")
 
     def __init__(self, sock: Any, origin: Origin, number: int) -> None:
         self.sock = sock
@@ -94,17 +95,24 @@ class Connection:
         self.number = number
         self.requests = 0
         self.idle_since = 0.0
+        # A TLS socket's count of bytes read and not yet taken, looked up
+        # once: on a plain gevent socket the look-up fails, and a failed
+        # attribute look-up costs two exceptions.
+        self._pending: Optional[Callable[[], int]] = getattr(sock, "pending", None)
+        self._fileno = sock.fileno()
+        #: The read timeout last set on the socket (seconds), or ``None``.
+        self.read_timeout: Optional[float] = None
 
     def dropped(self) -> bool:
         """Whether this idle connection is readable: the server closed it,
         or sent bytes nobody asked for; either way it cannot carry a request.
         (Under monkey-patching, ``select`` yields to the hub: it is called by
         the request's greenlet, outside every bookkeeping.)"""
-        sock = self.sock
+        pending = self._pending
         try:
-            if getattr(sock, "pending", None) is not None and sock.pending():
+            if pending is not None and pending():
                 return True
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            readable, _, _ = select.select([self._fileno], [], [], 0)
         except (OSError, ValueError):
             return True
         return bool(readable)
@@ -174,21 +182,11 @@ class ConnectionManager(ManagerBase):
         """
         if self._closed:
             raise RuntimeError("the connection manager is closed")
-        granted = False
-
-        def waiter(lease: Lease) -> None:
-            nonlocal granted
-            granted = True
-            grant(lease)
-
+        waiter = _Waiter(self, grant)
         self._run(self._leases.request(origin, limit, waiter, time.monotonic()))
-        if not granted and self.tracer.tracing():
+        if waiter.grant is not None and self.tracer.tracing():
             self.emit("request.queued", origin, request)
-
-        def withdraw() -> None:
-            self._run(self._leases.withdraw(waiter))
-
-        return withdraw
+        return waiter.withdraw
 
     def acquire(self, origin: Origin, limit: int,
                 request: Optional[RequestRecord] = None) -> Lease:
@@ -212,7 +210,7 @@ class ConnectionManager(ManagerBase):
         idle; a failed one was closed already. A second call does nothing."""
         connection, actions = self.release_lease(lease, time.monotonic())
         self._run(actions)
-        if connection is not None and not self._closed:
+        if connection is not None and self._reaper is None and not self._closed:
             self._watch_expiry()
 
     # -- expiry -------------------------------------------------------------------
@@ -296,7 +294,9 @@ class ConnectionManager(ManagerBase):
         reading = exchange.reading
         done = False
         try:
-            sock.settimeout(timeouts[1])
+            if connection.read_timeout != timeouts[1]:
+                sock.settimeout(timeouts[1])
+                connection.read_timeout = timeouts[1]
             try:
                 exchange.unsent = self._send(sock, data, timeouts[1])
                 exchange.sent(len(data))
@@ -326,7 +326,12 @@ class ConnectionManager(ManagerBase):
         """
         try:
             if len(data) <= _WHOLE_SEND:
-                sock.sendall(data)
+                # One send takes a request this size whole but when the
+                # socket's buffer is full; sendall alone asks the buffer's
+                # size of the kernel first, a system call per request.
+                sent = sock.send(data)
+                if sent < len(data):
+                    sock.sendall(memoryview(data)[sent:])
                 return None
             view = memoryview(data)
             offset = 0
@@ -352,4 +357,30 @@ class ConnectionManager(ManagerBase):
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
             reaper.kill(block=False)
+
+
+class _Waiter:
+    """A request waiting for its lease (:meth:`ConnectionManager.reserve`):
+    the lease machine calls it with the lease. It lets go of ``grant`` once
+    granted or withdrawn: a caller that keeps :meth:`withdraw` (which holds
+    the waiter) where ``grant`` can reach it would otherwise make a
+    reference cycle per request, left to the garbage collector."""
+
+    __slots__ = ("manager", "grant")
+
+    def __init__(self, manager: ConnectionManager, grant: Callable[[Lease], None]) -> None:
+        self.manager: Optional[ConnectionManager] = manager
+        #: ``None`` once granted or withdrawn.
+        self.grant: Optional[Callable[[Lease], None]] = grant
+
+    def __call__(self, lease: Lease) -> None:
+        grant, self.grant, self.manager = self.grant, None, None
+        assert grant is not None
+        grant(lease)
+
+    def withdraw(self) -> None:
+        """Withdraw the request if it still waits (nothing once granted)."""
+        manager, self.manager, self.grant = self.manager, None, None
+        if manager is not None:
+            manager._run(manager._leases.withdraw(self))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 __all__ = ["Headers", "RequestRecord", "Response", "decode_body"]
 
@@ -108,6 +108,9 @@ SAFE_RECURSION_LIMIT = 5000
 
 
 _JSON = json.JSONDecoder()
+# The decoder's scanner (C where the _json module is): what raw_decode calls,
+# without raw_decode's own frame. It clears its memo after each value.
+_SCAN: Callable[[str, int], Tuple[Any, int]] = _JSON.scan_once  # type: ignore[attr-defined]
 _JSON_SPACE = " \t\n\r"  # what JSON allows around a value (RFC 8259, section 2)
 
 
@@ -116,7 +119,7 @@ def _loads(text: str) -> Any:
     :data:`SAFE_RECURSION_LIMIT`.
 
     The usual document (a value with nothing around it) is read by the
-    decoder's ``raw_decode`` alone, skipping the two regular expressions
+    decoder's scanner alone, skipping the two regular expressions
     :func:`json.loads` runs for white space around it (a third of what it
     costs on a small document); any other goes through :func:`json.loads`.
 
@@ -137,7 +140,10 @@ def _loads(text: str) -> Any:
 def _decode(text: str) -> Any:
     if text[:1] in _JSON_SPACE or text[-1:] in _JSON_SPACE:
         return json.loads(text)  # white space around the value, or empty text
-    value, end = _JSON.raw_decode(text)
+    try:
+        value, end = _SCAN(text, 0)  # as _JSON.raw_decode(text), a frame less
+    except StopIteration as stop:
+        raise json.JSONDecodeError("Expecting value", text, stop.value) from None
     if end != len(text):
         raise ValueError(f"extra data after the JSON value, at character {end}")
     return value
@@ -168,7 +174,9 @@ def decode_body(content: bytes, content_type: Optional[str]) -> Any:
     try:
         kind, charset = media_type(content_type if isinstance(content_type, str) else None)
         if kind == "application/json" or kind.endswith(_JSON_SUFFIX):
-            text = _text(content, charset)
+            # _text(content, charset), without its frame when no charset is declared
+            text = (_text(content, charset) if charset
+                    else content.decode("utf-8", "replace"))
             # RFC 8259 section 8.1 lets a parser ignore a byte order mark.
             unmarked = text[1:] if text.startswith("\ufeff") else text
             try:

@@ -78,6 +78,37 @@ def test_login_authenticator_uses_a_fresh_nonce_for_every_request():
     assert len(nonces) == 200
 
 
+def _nonce(header):
+    return dict(pair.split("=", 1) for pair in header.split("&"))["nonce"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_never_signs_with_a_nonce_its_parent_will_use():
+    # Nonces are drawn from the CSPRNG many at a time: a child made by fork
+    # must not take the ones its parent has left.
+    import os
+
+    auth = LoginAuthenticator("root", "toor")
+    _nonce(auth.authorization("GET", "h", "/"))  # the parent has nonces in hand
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first 10 nonces, then out at once
+        try:
+            os.write(writer, " ".join(_nonce(auth.authorization("GET", "h", "/"))
+                                      for _ in range(10)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    try:
+        child = set()
+        with os.fdopen(reader, "rb") as pipe:
+            child = set(pipe.read().decode().split())
+    finally:
+        os.waitpid(pid, 0)
+    parent = {_nonce(auth.authorization("GET", "h", "/")) for _ in range(300)}
+    assert len(child) == 10 and not child & parent
+
+
 def test_token_identifier_appends_its_parameter_to_the_query():
     request = _prepared("http://h/x?a=1")
     TokenIdentifier("root:abcdef")(request)

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+import os
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
@@ -56,6 +57,27 @@ Authenticator = Callable[[requests.PreparedRequest], requests.PreparedRequest]
 #: Bytes of CSPRNG output per nonce; 16 bytes give 32 hex characters, twice
 #: the 16 the protocol asks for.
 NONCE_BYTES = 16
+
+# Nonces drawn from the CSPRNG (os.urandom) 256 at a time, so that a
+# signature costs no system call of its own; each is taken out once
+# (deque.popleft: atomic, so two threads never get the same one), and a
+# child process forgets its parent's (os.fork would copy them).
+_NONCES: "deque[str]" = deque()
+_NONCES_AT_ONCE = 256
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_NONCES.clear)
+
+
+def _fresh_nonce() -> str:
+    """A nonce never given before: :data:`NONCE_BYTES` bytes of the
+    operating system's CSPRNG (:func:`os.urandom`), as lower-case hex."""
+    while True:
+        try:
+            return _NONCES.popleft()
+        except IndexError:  # (again if other threads took them all meanwhile)
+            size = 2 * NONCE_BYTES
+            drawn = os.urandom(NONCE_BYTES * _NONCES_AT_ONCE).hex()
+            _NONCES.extend([drawn[start:start + size] for start in range(0, len(drawn), size)])
 
 # quote_plus of the values met again and again (a client's Host, the paths
 # it polls, the methods, the login), so that most signatures quote nothing:
@@ -262,15 +284,15 @@ class LoginAuthenticator(NativeAuthenticator):
         :param host: the ``Host`` header exactly as sent.
         :param path: the request target exactly as sent (path and ``?query``).
         :param nonce: the nonce; by default 32 fresh hex characters from
-            :func:`secrets.token_hex` (a CSPRNG). Pass one only to
-            reproduce a test vector.
+            the operating system's CSPRNG (:func:`os.urandom`). Pass one
+            only to reproduce a test vector.
         :param timestamp: Unix time in whole seconds; by default now.
         :returns: ``"<message>:<signature>"``.
         """
         # signed_message's message, written here with the login quoted once
         # (the test vectors hold the two equal).
         if nonce is None:
-            nonce = secrets.token_hex(NONCE_BYTES)  # hex: nothing to quote
+            nonce = _fresh_nonce()  # hex: nothing to quote
         elif not (nonce.isascii() and nonce.isalnum()):
             nonce = quote_plus(nonce)
         message = (f"{self._login_field}&nonce={nonce}&host={_form(host)}&path={_form(path)}"

@@ -149,7 +149,8 @@ class PreparedCall:
         self.extra_headers = extra_headers
         self.body = body
         self.timeout = timeout
-        self.record = RequestRecord(method, url.split("/", 3)[2], url, target)
+        # RequestRecord(...) without the frame of the __new__ NamedTuple writes.
+        self.record = tuple.__new__(RequestRecord, (method, url.split("/", 3)[2], url, target))
 
     @property
     def headers(self) -> CaseInsensitiveDict[str]:
@@ -308,6 +309,8 @@ class BaseClient:
         # Prepared once per host: the fields every request sends, the
         # percent-encoded prefix.
         self._fields = field_block(self._headers)
+        # The Host field those headers send (a caller's may replace ours).
+        self._sent_host: str = self._headers.get("Host", self.host)
         self._header_names: FrozenSet[str] = frozenset(name.lower() for name in self._headers)
         self._quoted_prefix = quote_target(prefix)
         # The route is chosen once, here: the proxy (or none) is part of the
@@ -526,6 +529,9 @@ class BaseClient:
         if extra:
             headers = call.headers
             host = headers["Host"]
+        elif call.base_headers is self._headers:
+            headers = call.base_headers
+            host = self._sent_host
         else:
             headers = call.base_headers
             host = self.host if "Host" not in headers else headers["Host"]

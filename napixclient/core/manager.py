@@ -165,7 +165,10 @@ class ManagerBase:
 
     def release_lease(self, lease: Lease, now: float) -> Tuple[Any, list]:
         """The connection the lease holds (going idle), and the lease
-        machine's actions for its release."""
+        machine's actions for its release (none for a lease released
+        already: a pool releases each lease as it ends and once it ended)."""
+        if lease.released:
+            return None, []
         connection = lease.connection
         if connection is not None:
             connection.idle_since = time.monotonic()

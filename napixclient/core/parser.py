@@ -162,6 +162,11 @@ class End(NamedTuple):
 #: What :meth:`ResponseParser.feed` returns a list of.
 Event = Union[Head, Body, End]
 
+# The events (and the Answer) of every answer are made with tuple.__new__,
+# as their classes' own __new__ does it, without the frame of that __new__
+# (a Python function NamedTuple writes).
+_new = tuple.__new__
+
 
 def _no_answer() -> ConnectionBroken:
     return ConnectionBroken(BROKE + "the server closed the connection without answering",
@@ -205,7 +210,7 @@ class ResponseParser:
     again (the connection is not trusted again either).
     """
 
-    __slots__ = ("method", "max_body_size", "_engine", "_events", "_phase", "_seen",
+    __slots__ = ("method", "max_body_size", "_name", "_engine", "_events", "_phase", "_seen",
                  "_line", "_blank", "_fields", "_head_bytes", "_interim", "_status",
                  "_status_line",
                  "_body_size", "_length", "_until_close", "_framing", "_trailers",
@@ -232,7 +237,10 @@ class ResponseParser:
         self._extra = False                  # bytes came after the end of the answer
         self._no_body_rest = b""
         self._chunked_no_body = False
-        self._engine = _ENGINES[check_parser(engine)](self, method)
+        self._name = (engine if type(engine) is str and _loadable.get(engine)
+                      else check_parser(engine))
+        # Made by the first feed: one that fits the first bytes.
+        self._engine: Any = None
 
     @property
     def started(self) -> bool:
@@ -271,19 +279,14 @@ class ResponseParser:
                 end = data.find(b"\r\n\r\n") + 4
                 if (4 <= end <= MAX_LINE
                         and data.count(b"\n", 0, end) <= _FAST_LINES):
-                    try:
-                        self._engine.feed(data[:end] if end < len(data) else data)
-                    except MalformedAnswer:
-                        pass  # read again line by line, to say where it breaks
-                    else:
-                        if self._phase != _HEAD:
-                            self._head_bytes = end
-                            self._after_head(data, end)
-                            return events
-                    self._restart()
+                    if self._read_first(data, end):
+                        return events
+                    self._restart()  # read again line by line, to say where it breaks
             self._read_head(data)
         else:
             self._read_body(data)
+        if self._phase == _DONE:
+            self._drop_engine()
         return events
 
     def feed_eof(self) -> List[Event]:
@@ -306,22 +309,77 @@ class ResponseParser:
                 expected = self._length
                 raise _cut_short(self._body_size, None if expected is None
                                  else max(0, expected - self._body_size))
+        if self._phase == _DONE:
+            self._drop_engine()
         return events
+
+    def _drop_engine(self) -> None:
+        """The answer is whole: the engine is let go, and its references to
+        this parser with it, so that an answer read leaves no reference
+        cycle for the garbage collector (the engine and the parser point at
+        each other; llhttp's binding holds the engine's callbacks)."""
+        engine = self._engine
+        if engine is not None:
+            self._engine = None
+            engine.close()
 
     # -- the head, line by line -------------------------------------------------
 
+    def _read_first(self, data: bytes, end: int) -> bool:
+        """Read the first bytes received, ``data``, whose final head ends at
+        ``data[end]`` and is within the limits, the head in one call of the
+        engine; whether it was read (``False``: the engine refused it, and
+        it is to be read again line by line).
+
+        On llhttp, the body that came with the head goes in the same call,
+        but for an answer without a body, whose end the front decides (h11
+        is given the head alone: it counts ``Content-Length`` fields in
+        what it is fed).
+        """
+        size = len(data)
+        head = data[:end] if end < size else data
+        name = self._name
+        whole = False
+        if name == "llhttp":
+            whole = (end < size and self.method != "HEAD" and self.method != "CONNECT"
+                     and data[9:12] != b"204" and data[9:12] != b"304")
+        engine = self._engine = _ENGINES[name](self, self.method)
+        try:
+            engine.feed(data if whole else head)
+        except MalformedAnswer:
+            return False
+        if self._phase == _HEAD:
+            return False
+        self._head_bytes = end
+        if not whole:
+            self._after_head(data, end)
+        elif self._phase == _BODY and self._body_size == 0:
+            # As _read_body counts bytes that carried no body.
+            self._framing = size - end
+            if self._framing > MAX_TRAILER_SIZE:
+                raise MalformedAnswer(_TRAILERS_TOO_LONG)
+        if self._phase == _DONE:
+            self._drop_engine()
+        return True
+
     def _restart(self) -> None:
         """Forget what a fast read of the first bytes found: they are read
-        again, line by line."""
+        again, line by line, by an engine made afresh."""
         del self._events[:]
         self._phase = _HEAD
         self._interim = 0
-        self._engine = _ENGINES[type(self._engine).name](self, self.method)
+        self._body_size = self._framing = self._trailers = 0
+        self._length = None
+        self._until_close = self._extra = self._chunked_no_body = False
+        self._no_body_rest = b""
+        self._engine = None
 
     def _read_head(self, data: bytes) -> None:
         """Hand ``data`` to the engine a line at a time while heads are read,
         counting the limits on the bytes as they came; what follows the final
         head goes to the body."""
+        if self._engine is None:
+            self._engine = _ENGINES[self._name](self, self.method)
         start, size = 0, len(data)
         while start < size:
             end = data.find(b"\n", start) + 1
@@ -405,15 +463,16 @@ class ResponseParser:
 
     def _head(self, status: int, reason: str, fields: List[Field]) -> None:
         """A head was read (an interim one, or the final one)."""
-        if 100 <= status < 200 and status != 101:
-            self._interim += 1
-            if self._interim > MAX_INTERIM_ANSWERS:
-                raise MalformedAnswer(_TOO_MANY_INTERIM)
-            self._fields = -1
-            return
-        self._check_status(status)
+        if status < 200:
+            if status >= 100 and status != 101:
+                self._interim += 1
+                if self._interim > MAX_INTERIM_ANSWERS:
+                    raise MalformedAnswer(_TOO_MANY_INTERIM)
+                self._fields = -1
+                return
+            self._check_status(status)  # raises
         self._status = status
-        self._events.append(Head(status, reason, fields))
+        self._events.append(_new(Head, (status, reason, fields)))
         no_body = (self.method == "HEAD" or status in _NO_BODY
                    or (self.method == "CONNECT" and 200 <= status < 300))
         lengths: List[str] = []
@@ -447,7 +506,7 @@ class ResponseParser:
             self._body_size += len(data)
             if self._body_size > self.max_body_size:
                 raise BodyLimitExceeded(None, self._status, self.max_body_size)
-            self._events.append(Body(bytes(data)))
+            self._events.append(_new(Body, (bytes(data),)))
 
     def _trailer(self) -> None:
         """A trailer field came."""
@@ -463,7 +522,7 @@ class ResponseParser:
     def _end(self, keep_alive: bool) -> None:
         self._phase = _DONE
         reusable = keep_alive and not self._extra and not self._chunked_no_body
-        self._events.append(End(reusable, self._no_body_rest))
+        self._events.append(_new(End, (reusable, self._no_body_rest)))
 
     def _beyond(self) -> None:
         """Bytes of a new answer came after the end of this one."""
@@ -488,10 +547,15 @@ class _LLHTTP:
 
     name = "llhttp"
     __slots__ = ("front", "parser", "reason", "fields")
+    # Callbacks not wanted: None rather than absent, since httptools looks
+    # each up with getattr(), and a failed look-up raises and catches an
+    # AttributeError, each time a parser is made.
+    on_chunk_header = None
+    on_chunk_complete = None
 
     def __init__(self, front: ResponseParser, method: str) -> None:
         self.front = front
-        self.parser = _httptools().HttpResponseParser(self)
+        self.parser = (_httptools_module or _httptools()).HttpResponseParser(self)
         self.reason = b""
         self.fields: List[Field] = []
 
@@ -521,13 +585,14 @@ class _LLHTTP:
 
     def on_message_complete(self) -> None:
         # An answer without a body is ended by the front, after its head.
-        if self.front._phase == _BODY:
-            self.front._complete(self.parser.should_keep_alive())
+        front = self.front
+        if front._phase == _BODY:  # as front._complete(), a frame less
+            front._end(self.parser.should_keep_alive() and not front._until_close)
 
     # -- ----------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        errors = _httptools_errors()
+        errors = _errors  # set: the engine's parser came from _httptools()
         try:
             self.parser.feed_data(data)
         except errors.HttpParserCallbackError as error:
@@ -549,6 +614,11 @@ class _LLHTTP:
 
     def keep_alive(self) -> bool:
         return bool(self.parser.should_keep_alive())
+
+    def close(self) -> None:
+        """Let go of the binding's parser, which holds this engine's
+        callbacks (a reference cycle otherwise)."""
+        self.parser = None
 
 
 class _H11:
@@ -629,21 +699,25 @@ class _H11:
         return (self.connection.their_state is h11.DONE
                 and self.connection.our_state is h11.DONE)
 
+    def close(self) -> None:
+        """Nothing to let go: h11's connection holds no reference to the
+        front."""
+
 
 _httptools_module: Any = None
+# httptools.parser.errors, once httptools is imported.
+_errors: Any = None
 
 
 def _httptools() -> Any:
     """httptools, imported on first use (:class:`ImportError` where it is
     not installed)."""
-    global _httptools_module
+    global _httptools_module, _errors
     if _httptools_module is None:
-        _httptools_module = importlib.import_module("httptools")
+        module = importlib.import_module("httptools")
+        _errors = module.parser.errors
+        _httptools_module = module
     return _httptools_module
-
-
-def _httptools_errors() -> Any:
-    return _httptools().parser.errors
 
 
 _ENGINES: Dict[str, Callable[[ResponseParser, str], Any]] = {"llhttp": _LLHTTP, "h11": _H11}
@@ -753,7 +827,15 @@ class Reading:
 
         :raises: as :meth:`ResponseParser.feed`.
         """
-        return self._take(self.parser.feed(data))
+        for event in self.parser.feed(data):  # as _take(), a frame less
+            kind = type(event)
+            if kind is Body:
+                self._parts.append(event.data)  # type: ignore[union-attr]
+            elif kind is Head:
+                self.head = event  # type: ignore[assignment]
+            else:
+                self.end = event  # type: ignore[assignment]
+        return self.end is not None
 
     def feed_eof(self) -> bool:
         """The connection closed; ``True`` (the answer is whole) or a failure.
@@ -784,7 +866,7 @@ class Reading:
         assert head is not None and self.end is not None
         parts = self._parts
         content = parts[0] if len(parts) == 1 else b"".join(parts)
-        return Answer(head.status, head.reason, Headers(head.fields), content)
+        return _new(Answer, (head.status, head.reason, Headers(head.fields), content))
 
 
 def parse_answer(raw: bytes, method: str = "GET", *, max_body_size: int = 64 << 20,

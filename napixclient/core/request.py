@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from requests.utils import requote_uri
 
@@ -50,6 +50,8 @@ _PLAIN_TARGET = re.compile(r"[A-Za-z0-9_.\-~!$&'()*+,/:;=?@\[\]]*")
 # cut the request line; "#" starts a fragment, which is never sent (RFC 9112,
 # section 3.2), so the caller meant something else.
 _FORBIDDEN_IN_TARGET = re.compile(r"[\r\n\x00#]")
+# Targets found plain lately (no query, at most 256 of at most 256 characters).
+_PLAIN_PATHS: Set[str] = set()
 # A "%" that does not start a %XX escape (RFC 3986, section 2.1).
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Methods whose requests carry "Content-Length: 0" when they have no body
@@ -67,12 +69,21 @@ def _latin_1(value: str) -> bool:
     return True
 
 
+# The methods most requests use, checked already (their upper case).
+_COMMON_METHODS = {name: name for name in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                           "OPTIONS")}
+
+
 def check_method(method: Any) -> str:
     """Return ``method`` upper case.
 
     :param method: an HTTP method (``str``), an RFC 9110 token.
     :raises ValueError: when it is not such a token.
     """
+    if type(method) is str:
+        common = _COMMON_METHODS.get(method)
+        if common is not None:
+            return common
     if not isinstance(method, str) or not _TOKEN.fullmatch(method):
         raise ValueError(f"method must be an HTTP token such as 'GET', got {method!r}")
     return method.upper()
@@ -170,7 +181,15 @@ def quote_target(path: str) -> str:
         ``#``: a fragment is never sent (RFC 9112, section 3.2); write
         ``%23`` when it belongs to the path or the query.
     """
+    if path in _PLAIN_PATHS:
+        return path
     if _PLAIN_TARGET.fullmatch(path):
+        if len(path) <= 256 and "?" not in path:
+            # A path without a query holds no credential; the same few are
+            # asked for again and again.
+            if len(_PLAIN_PATHS) >= 256:
+                _PLAIN_PATHS.clear()
+            _PLAIN_PATHS.add(path)
         return path
     bad = _FORBIDDEN_IN_TARGET.search(path)
     if bad is not None:
