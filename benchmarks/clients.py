@@ -140,9 +140,76 @@ async def _timed_sequence(one, count, warmup):
     return durations, time.process_time() - cpu
 
 
+# -- napixclient.aio ---------------------------------------------------------
+
+def _run_async(main, uvloop=False):
+    """Run the coroutine ``main`` in a new event loop: asyncio's own, or
+    uvloop's (the optional extra) when ``uvloop``."""
+    if uvloop:
+        import uvloop as _uvloop
+
+        return _uvloop.run(main)
+    import asyncio
+
+    return asyncio.run(main)
+
+
+def _aio_fanout(bases, path, per_host, cap, timeout, uvloop=False, **options):
+    # Always the defaults: max_connections follows the soft RLIMIT_NOFILE.
+    from napixclient.aio import AsyncClientPool
+
+    async def main():
+        async with AsyncClientPool(simultaneous=cap, timeout=timeout, **options) as pool:
+            for base in _order(bases, per_host):
+                pool.request(base, "GET", path)
+            results = await pool.wait(timeout=timeout * 4)
+        return [(r.status, r.body) if r.status == 200 else r for r in results]
+    return _run_async(main(), uvloop)
+
+
+def _aio_sequential(base, path, count, warmup, timeout, uvloop=False, **options):
+    from napixclient.aio import AsyncClient
+
+    async def main():
+        async with AsyncClient(base, timeout=timeout, **options) as client:
+            async def one():
+                response = await client.get(path)
+                return response.status, response.body
+            return await _timed_sequence(one, count, warmup)
+    return _run_async(main(), uvloop)
+
+
+def napixclient_aio_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient.aio's AsyncClientPool on asyncio's own event loop."""
+    return _aio_fanout(bases, path, per_host, cap, timeout)
+
+
+def napixclient_aio_sequential(base, path, count, warmup, timeout):
+    return _aio_sequential(base, path, count, warmup, timeout)
+
+
+def napixclient_aio_signed_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient.aio signing every request with a LoginAuthenticator."""
+    return _aio_fanout(bases, path, per_host, cap, timeout, authenticator=_login())
+
+
+def napixclient_aio_signed_sequential(base, path, count, warmup, timeout):
+    return _aio_sequential(base, path, count, warmup, timeout, authenticator=_login())
+
+
+def napixclient_aio_uvloop_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """napixclient.aio, unsigned, on uvloop's event loop."""
+    return _aio_fanout(bases, path, per_host, cap, timeout, uvloop=True)
+
+
+def napixclient_aio_uvloop_sequential(base, path, count, warmup, timeout):
+    return _aio_sequential(base, path, count, warmup, timeout, uvloop=True)
+
+
 # -- aiohttp -----------------------------------------------------------------
 
-def aiohttp_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+def aiohttp_fanout(bases, path, per_host, cap, timeout, library_defaults=False,
+                   uvloop=False):
     import asyncio
 
     import aiohttp
@@ -160,12 +227,10 @@ def aiohttp_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
                     return response.status, await response.json()
             return await asyncio.gather(*(one(base + path) for base in _order(bases, per_host)),
                                         return_exceptions=True)
-    return asyncio.run(main())
+    return _run_async(main(), uvloop)
 
 
-def aiohttp_sequential(base, path, count, warmup, timeout):
-    import asyncio
-
+def aiohttp_sequential(base, path, count, warmup, timeout, uvloop=False):
     import aiohttp
 
     async def main():
@@ -176,7 +241,16 @@ def aiohttp_sequential(base, path, count, warmup, timeout):
                 async with session.get(base + path) as response:
                     return response.status, await response.json()
             return await _timed_sequence(one, count, warmup)
-    return asyncio.run(main())
+    return _run_async(main(), uvloop)
+
+
+def aiohttp_uvloop_fanout(bases, path, per_host, cap, timeout, library_defaults=False):
+    """aiohttp on uvloop's event loop."""
+    return aiohttp_fanout(bases, path, per_host, cap, timeout, library_defaults, uvloop=True)
+
+
+def aiohttp_uvloop_sequential(base, path, count, warmup, timeout):
+    return aiohttp_sequential(base, path, count, warmup, timeout, uvloop=True)
 
 
 # -- httpx -------------------------------------------------------------------
@@ -375,7 +449,8 @@ def requests_threads_sequential(base, path, count, warmup, timeout):
     return _sync_sequential(one, count, warmup)
 
 
-CLIENTS = ["napixclient", "napixclient_signed", "napixclient_h11", "aiohttp",
+CLIENTS = ["napixclient", "napixclient_signed", "napixclient_h11", "napixclient_aio",
+           "napixclient_aio_signed", "napixclient_aio_uvloop", "aiohttp", "aiohttp_uvloop",
            "geventhttpclient", "grequests", "gevent_requests", "requests_threads", "httpx"]
 
 

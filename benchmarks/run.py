@@ -238,25 +238,32 @@ def render(table: Dict[str, Dict[str, Cell]], clients: List[str], keys: List[str
     return "\n".join(lines)
 
 
-def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
-    """napixclient against each peer, and each napixclient variant against
-    itself in the "before" checkout (``napixclient_signed@...`` against
-    ``napixclient_signed``): > 1 means napixclient (now) is better."""
+def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str],
+                  ours: str = "napixclient") -> str:
+    """The client ``ours`` (``napixclient``, the gevent driver, or
+    ``napixclient_aio``, the asyncio one) against each other client, and,
+    for the gevent driver, each napixclient variant against itself in the
+    "before" checkout (``napixclient_signed@...`` against
+    ``napixclient_signed``): > 1 means ``ours`` (now) is better."""
     keys = ["w1_rps", "w1f_rps", "w2_makespan", "w3_makespan", "w3_rss", "cpu_us"]
-    keys = [k for k in keys if k in table.get("napixclient", {})]
+    keys = [k for k in keys if k in table.get(ours, {})]
     if not keys:
         return ""
-    header = ["napixclient vs"] + [METRICS[k][1] for k in keys]
+    header = [f"{ours} vs"] + [METRICS[k][1] for k in keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for client in clients:
-        if client.startswith("napixclient") and "@" not in client:
+        if client == ours or (client.startswith(ours) and "@" not in client):
+            continue
+        if ours == "napixclient" and client.startswith("napixclient") and "@" not in client:
+            continue
+        if ours != "napixclient" and "@" in client:
             continue
         # A "before" row is compared with the same variant now.
-        mine_name = client.split("@", 1)[0] if "@" in client else "napixclient"
-        ours = table.get(mine_name, {})
-        cells = [client if mine_name == "napixclient" else f"{client} (vs {mine_name})"]
+        mine_name = client.split("@", 1)[0] if "@" in client and ours == "napixclient" else ours
+        mine_row = table.get(mine_name, {})
+        cells = [client if mine_name == ours else f"{client} (vs {mine_name})"]
         for key in keys:
-            mine, theirs = ours.get(key), table[client].get(key)
+            mine, theirs = mine_row.get(key), table[client].get(key)
             if not isinstance(mine, float) or not isinstance(theirs, float):
                 cells.append("n/a")
                 continue
@@ -268,19 +275,23 @@ def render_ratios(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
 def render_signing(table: Dict[str, Dict[str, Cell]], clients: List[str]) -> str:
     """What signing costs in throughput: each signed napixclient's W1 and
     W1F requests per second over its unsigned self's (``< 1``: signing
-    costs), one line per checkout; empty when no pair was measured."""
+    costs), one line per checkout and driver, and the signed asyncio driver
+    over aiohttp (unsigned); empty when no pair was measured."""
     lines = []
     for client in clients:
-        if not client.startswith("napixclient_signed"):
+        if not client.startswith("napixclient") or "_signed" not in client:
             continue
-        unsigned = client.replace("napixclient_signed", "napixclient", 1)
-        cells = []
-        for key in ("w1_rps", "w1f_rps"):
-            mine, theirs = table[client].get(key), table.get(unsigned, {}).get(key)
-            if isinstance(mine, float) and isinstance(theirs, float):
-                cells.append(f"{METRICS[key][1]} {mine / theirs:.2f}x")
-        if cells:
-            lines.append(f"- {client} / {unsigned}: " + ", ".join(cells))
+        others = [client.replace("_signed", "", 1)]
+        if client.startswith("napixclient_aio"):
+            others.append(BASELINE)
+        for other in others:
+            cells = []
+            for key in ("w1_rps", "w1f_rps"):
+                mine, theirs = table[client].get(key), table.get(other, {}).get(key)
+                if isinstance(mine, float) and isinstance(theirs, float):
+                    cells.append(f"{METRICS[key][1]} {mine / theirs:.2f}x")
+            if cells:
+                lines.append(f"- {client} / {other}: " + ", ".join(cells))
     return "\n".join(lines)
 
 
@@ -304,7 +315,8 @@ def machine() -> str:
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     return (f"nproc {os.cpu_count()}, CPU {model}, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, "
-            f"gevent {v('gevent')}, requests {v('requests')}, urllib3 {v('urllib3')}, "
+            f"gevent {v('gevent')}, httptools {v('httptools')}, uvloop {v('uvloop')}, "
+            f"requests {v('requests')}, urllib3 {v('urllib3')}, "
             f"aiohttp {v('aiohttp')}, httpx {v('httpx')}, geventhttpclient "
             f"{v('geventhttpclient')}, grequests {v('grequests')}, "
             f"{nginx.replace('nginx version: ', '')}")
@@ -425,9 +437,12 @@ def main() -> int:
         f"Command: `{command.strip()}`  \nMachine: {machine()}",
         render(table, clients, [k for k in METRICS if k not in w4]),
     ]
-    ratios = render_ratios(table, clients) if "napixclient" in clients else ""
-    if ratios and len(clients) > 1:
-        parts += ["napixclient against each peer (> 1.00x: napixclient is better):", ratios]
+    for ours, driver in (("napixclient", "the gevent driver"),
+                         ("napixclient_aio", "the asyncio driver")):
+        ratios = render_ratios(table, clients, ours) if ours in clients else ""
+        if ratios and len(clients) > 1:
+            parts += [f"{ours} ({driver}) against each other client (> 1.00x: {ours} "
+                      "is better):", ratios]
     signing = render_signing(table, clients)
     if signing:
         parts += ["Signed over unsigned, in requests per second (1.00x: signing is free):",
