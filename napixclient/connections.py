@@ -42,7 +42,6 @@ trace events are those of :mod:`napixclient.core.trace`.
 
 from __future__ import annotations
 
-import select
 import socket
 import time
 from typing import Any, Callable, List, Optional, Tuple
@@ -50,6 +49,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import gevent
 import gevent.event
 import gevent.select
+import gevent.socket
 
 from napixclient.core.exchange import Exchange, unsent
 from napixclient.core.leases import Grant, Lease, default_max_connections
@@ -75,6 +75,10 @@ __all__ = [
 # answer (a 413 from a server that stops reading); a smaller one at once.
 _WHOLE_SEND = 64 * 1024
 _SEND_PIECE = 256 * 1024
+#: What a large body's send waits for, and what of it means the server
+#: answered (or closed) before taking the whole body.
+_READ_OR_WRITE = gevent.select.POLLIN | gevent.select.POLLOUT
+_ANSWERED = gevent.select.POLLIN | gevent.select.POLLHUP | gevent.select.POLLERR
 
 
 class Connection:
@@ -87,7 +91,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "origin", "number", "requests", "idle_since", "read_timeout",
-                 "_pending", "_fileno")
+                 "_pending", "_tcp")
 
     def __init__(self, sock: Any, origin: Origin, number: int) -> None:
         self.sock = sock
@@ -99,23 +103,40 @@ class Connection:
         # once: on a plain gevent socket the look-up fails, and a failed
         # attribute look-up costs two exceptions.
         self._pending: Optional[Callable[[], int]] = getattr(sock, "pending", None)
-        self._fileno = sock.fileno()
+        # The gevent socket at the bottom: under TLS inside an https proxy's
+        # TLS, the proxy's socket (urllib3's SSLTransport holds it).
+        tcp = sock
+        while not isinstance(tcp, gevent.socket.socket) and hasattr(tcp, "socket"):
+            tcp = tcp.socket
+        self._tcp = tcp
         #: The read timeout last set on the socket (seconds), or ``None``.
         self.read_timeout: Optional[float] = None
 
     def dropped(self) -> bool:
         """Whether this idle connection is readable: the server closed it,
         or sent bytes nobody asked for; either way it cannot carry a request.
-        (Under monkey-patching, ``select`` yields to the hub: it is called by
-        the request's greenlet, outside every bookkeeping.)"""
+
+        It peeks at the socket without waiting (``recv(1, MSG_PEEK)`` with a
+        timeout of 0, on the TCP socket under a TLS one), which never yields
+        to the hub, monkey-patched or not, and works on any descriptor
+        (``select()`` refuses those from 1,024 on: every connection there
+        passed for dropped, and was dialled again for each request)."""
         pending = self._pending
+        sock = self._tcp
         try:
             if pending is not None and pending():
                 return True
-            readable, _, _ = select.select([self._fileno], [], [], 0)
+            timeout = sock.gettimeout()
+            sock.settimeout(0.0)
+            try:
+                _peek(sock, 1, socket.MSG_PEEK)
+            finally:
+                sock.settimeout(timeout)
+        except BlockingIOError:
+            return False  # nothing to read: the connection is as it was left
         except (OSError, ValueError):
             return True
-        return bool(readable)
+        return True  # b"" (closed by the server) or bytes nobody asked for
 
     def close(self) -> None:
         """Close the socket (harmless twice)."""
@@ -126,6 +147,11 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection #{self.number} {self.origin}>"
+
+
+#: A gevent socket's own ``recv``, which a TLS socket overrides: called on
+#: a TLS socket, it peeks at the TCP bytes under it.
+_peek = gevent.socket.socket.recv
 
 
 class ConnectionManager(ManagerBase):
@@ -335,11 +361,17 @@ class ConnectionManager(ManagerBase):
                 return None
             view = memoryview(data)
             offset = 0
+            # gevent's poll waits on the hub's watchers, for any descriptor
+            # (select() refuses those from 1,024 on).
+            poller = gevent.select.poll()
+            poller.register(sock, _READ_OR_WRITE)
             while offset < len(view):
-                readable, writable, _ = gevent.select.select([sock], [sock], [], timeout)
-                if readable:
+                events = 0
+                for _, happened in poller.poll(timeout * 1000.0):
+                    events |= happened
+                if events & _ANSWERED:
                     return unsent()
-                if not writable:
+                if not events & gevent.select.POLLOUT:
                     raise socket.timeout("timed out while sending the request")
                 offset += sock.send(view[offset:offset + _SEND_PIECE])
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as error:
