@@ -1,10 +1,14 @@
 """Small helpers shared by the tests."""
 
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 AUTH = {"login": "root", "key": "toor"}
 
@@ -53,3 +57,24 @@ class ManyHosts:
             self.process.kill()
             self.process.wait(timeout=10)
         self.process.stdout.close()
+
+
+@contextlib.contextmanager
+def descriptors_above_1023():
+    """Open files until the next socket's descriptor is above 1,023 (the
+    soft limit raised for it, the test skipped where the hard one is lower)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1050:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

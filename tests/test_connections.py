@@ -1,7 +1,6 @@
 """The shared connection manager: a total cap, idle expiry, one TLS context
 per configuration, trace events; over real loopback sockets."""
 
-import contextlib
 import json
 import os
 import ssl
@@ -24,7 +23,7 @@ from napixclient import Client, ClientPool, ConnectionError, Response
 from napixclient.connections import ConnectionManager, default_max_connections
 from napixclient.core.parser import available_parsers
 from tests.faultserver import FaultServer
-from tests.helpers import AUTH
+from tests.helpers import AUTH, descriptors_above_1023
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -368,27 +367,6 @@ def test_a_caller_s_timeout_during_a_shared_name_lookup_leaves_the_other_to_succ
         assert other.value.body == {"ok": True}
 
 
-@contextlib.contextmanager
-def _descriptors_above_1023():
-    """Open files until the next socket's descriptor is above 1,023 (the
-    soft limit raised for it, the test skipped where the hard one is lower)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 1200:
-        pytest.skip(f"the hard limit of open files is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
-    fillers = []
-    try:
-        while not fillers or fillers[-1] < 1050:
-            fillers.append(os.open(os.devnull, os.O_RDONLY))
-        yield
-    finally:
-        for fd in fillers:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
 def test_an_idle_connection_on_a_descriptor_above_1023_is_reused(napix_server):
     # The idle check used select(), which refuses descriptors from 1,024 on
     # (FD_SETSIZE): each such connection passed for dropped by its server and
@@ -396,7 +374,7 @@ def test_an_idle_connection_on_a_descriptor_above_1023_is_reused(napix_server):
     # 5,940).
     napix_server.route("/", body={"ok": True})
     events = []
-    with _descriptors_above_1023():
+    with descriptors_above_1023():
         with Client(napix_server.host, AUTH,
                     trace=lambda name, info: events.append(name)) as client:
             for _ in range(3):
@@ -410,6 +388,6 @@ def test_a_large_body_is_sent_on_a_descriptor_above_1023(napix_server):
     # answer; that watch used select() too, which raised ValueError there.
     napix_server.route("/upload", method="POST", body={"ok": True})
     body = {"blob": "x" * 600_000}
-    with _descriptors_above_1023():
+    with descriptors_above_1023():
         with Client(napix_server.host, AUTH, timeout=10) as client:
             assert client.post("/upload", body).status == 200

@@ -383,6 +383,19 @@ def test_latency_delays_the_answer(server: NapixTestServer, conn: RawHTTP) -> No
     assert 0.2 <= elapsed < 1.0
 
 
+def test_latency_is_served_on_a_descriptor_above_1023(server: NapixTestServer) -> None:
+    # The wait watched the connection with select(), which raised ValueError
+    # for descriptors from 1,024 on: a test suite with many files open got
+    # no answer.
+    from napixclient import Client
+    from tests.helpers import descriptors_above_1023
+
+    server.route("/slow", latency=0.2, body="late")
+    with descriptors_above_1023():
+        with Client(server.host, {"login": "root", "key": "toor"}, timeout=5) as client:
+            assert client.get("/slow").body == "late"
+
+
 def test_drop_closes_without_a_byte(server: NapixTestServer, conn: RawHTTP) -> None:
     server.route("/dead", drop=True)
     conn.send("GET", "/dead", {"Authorization": ROOT.authorization("GET", conn.host, "/dead")})

@@ -25,7 +25,7 @@ from typing import (
 )
 
 import gevent
-import gevent.select
+import gevent.socket
 from gevent.event import Event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -717,9 +717,14 @@ class NapixTestServer:
             if sock is None:
                 self._stopping.wait(timeout=remaining)
                 continue
-            readable, _, _ = gevent.select.select([sock], [], [], min(remaining, _POLL))
-            if not readable:
+            # The hub's watcher, for any descriptor (select() refuses those
+            # from 1,024 on).
+            try:
+                gevent.socket.wait_read(sock.fileno(), timeout=min(remaining, _POLL))
+            except socket.timeout:
                 continue
+            except (OSError, ValueError):
+                return False  # closed meanwhile
             try:
                 peeked = sock.recv(1, socket.MSG_PEEK)
             except OSError:
