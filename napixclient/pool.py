@@ -280,11 +280,13 @@ class _Job:
             self.client.release(lease)
             return
         self.lease = lease
+        self.withdraw = None  # granted: nothing left to withdraw
         self.greenlet.start()
 
     def _ended(self, _: Greenlet) -> None:
-        """However the greenlet ended (killed before its turn, too): its
-        turn is given back, and the pool may drop the host's client."""
+        """However the greenlet ended (killed before its turn, or started
+        and killed before it ran): its turn is given back unless the run
+        gave it back, and the pool may drop the host's client."""
         lease = self.lease
         if lease is not None:
             self.client.release(lease)
@@ -302,6 +304,8 @@ class _Job:
         except HTTPError as error:
             return error
         finally:
-            # At once, so that the next request's turn comes now.
-            self.client.release(self.lease)
+            # At once, so that the next request's turn comes now (and only
+            # here: _ended finds no lease left to give back).
+            lease, self.lease = self.lease, None
+            self.client.release(lease)
 

@@ -166,7 +166,7 @@ class ManagerBase:
     def release_lease(self, lease: Lease, now: float) -> Tuple[Any, list]:
         """The connection the lease holds (going idle), and the lease
         machine's actions for its release (none for a lease released
-        already: a pool releases each lease as it ends and once it ended)."""
+        already: releasing twice is harmless, as the drivers document)."""
         if lease.released:
             return None, []
         connection = lease.connection
